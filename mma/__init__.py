@@ -1,0 +1,42 @@
+"""mma: layer probes, adapter-depth selection and the Multi-Modal Adapter for open_clip models.
+
+The public API is re-exported here lazily, so ``import mma`` (and ``mma --help``) stays fast and does not
+import torch until a function that needs it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "MmaError": "mma.errors",
+    "seed_everything": "mma.seeding",
+    "ModelSpec": "mma.probe.specs",
+    "parse_model_spec": "mma.probe.specs",
+    "load_model": "mma.probe.specs",
+    "list_model_specs": "mma.probe.specs",
+    "LayerMap": "mma.probe.layers",
+    "layer_maps": "mma.probe.layers",
+    "DatasetSpec": "mma.probe.data",
+    "parse_data_spec": "mma.probe.data",
+    "load_datasets": "mma.probe.data",
+    "list_dataset_sources": "mma.probe.data",
+    "draw_few_shot": "mma.probe.data",
+    "split_base_novel": "mma.probe.data",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mma' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,213 @@
+"""The ``mma`` command line: a thin typer layer over the Python API (``import mma``).
+
+Each command parses its options, calls one public function and prints where the output went. Problems a
+user can fix arrive as :class:`mma.errors.MmaError`; the CLI prints that one sentence and exits with 2.
+Heavy imports (torch, open_clip) happen inside the commands, so ``mma --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mma import __version__
+from mma.errors import MmaError
+
+app = typer.Typer(
+    name="mma",
+    help="Layer probes, adapter-depth selection and the Multi-Modal Adapter for open_clip models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+__all__ = ["app", "main"]
+
+
+def friendly(fn):
+    """Turn an :class:`MmaError` into one line on stderr and exit code 2; Ctrl-C into exit code 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MmaError as exc:
+            typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.secho("Interrupted; rerun the same command to resume.", err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mma {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Layer probes, adapter-depth selection and the Multi-Modal Adapter for open_clip models."""
+
+
+def _table(rows: list[dict], columns: list[str], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
+    Console(width=max(120, Console().width)).print(table)
+
+
+@app.command()
+@friendly
+def models(
+    all_tags: Annotated[bool, typer.Option("--all", help="List every open_clip architecture, not just those with tags.")] = False,
+) -> None:
+    """The embedded default model, then open_clip's architectures and pretrained tags."""
+    from mma.probe.specs import list_model_specs
+
+    rows = list_model_specs()
+    rows = [rows[0]] + [r for r in rows[1:] if all_tags or r["pretrained"] != "-"]
+    for r in rows:
+        r["model"] = r["model"] + ("  (default)" if r["default"] else "")
+    _table(rows, ["model", "pretrained"], "Models (spec: NAME or NAME:PRETRAINED; PRETRAINED = tag, file, or 'random')")
+    typer.echo("Note: ViT-B-16 with the 'openai' tag is built with QuickGELU (ViT-B-16-quickgelu), as trained.")
+
+
+@app.command()
+@friendly
+def datasets() -> None:
+    """Every dataset source: the built-in offline suite (with sizes) and the CoOp datasets."""
+    from mma.probe.data import list_dataset_sources
+
+    rows = list_dataset_sources()
+    _table(rows, ["source", "name", "classes", "train", "val", "test", "source_detail", "licence"]
+           if rows and "source_detail" in rows[0] else ["source", "name", "classes", "train", "val", "test", "licence"],
+           "Datasets (spec: builtin[:A,B] | coop:ROOT[:A,B] | folder:PATH | csv:PATH)")
+
+
+probe_app = typer.Typer(help="Per-layer embeddings, dataset-separability probes and the adapter depth k.",
+                        no_args_is_help=True)
+app.add_typer(probe_app, name="probe")
+
+
+def _split_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise MmaError(f"{option} {text!r} is not a comma-separated list of integers (e.g. 1,2,3).") from None
+    if not values:
+        raise MmaError(f"{option} is empty; give at least one integer.")
+    return values
+
+
+@probe_app.command("layers")
+@friendly
+def probe_layers_cmd(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model spec NAME[:PRETRAINED]; repeatable. Default: the embedded mma-tiny.")] = None,
+    data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data spec (builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH); repeatable.")] = None,
+    samples: Annotated[int, typer.Option(help="Training samples drawn per dataset and seed.")] = 150,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each draws its own samples and split.")] = "1,2,3",
+    pooling: Annotated[str, typer.Option(help="Token pooling for XEmbed and blocks: mean or cls.")] = "mean",
+    template: Annotated[Optional[str], typer.Option(help="Prompt template with {} for the class name.")] = None,
+    text_split: Annotated[str, typer.Option(help="by-sample, or by-class (probe-test classes unseen in training).")] = "by-sample",
+    out: Annotated[Path, typer.Option(help="Run folder (store, CSVs, figure, selection.json).")] = Path("runs/probe"),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 128,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (autocast on CUDA).")] = "fp32",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    strict: Annotated[bool, typer.Option(help="Fail on an unreadable image instead of skipping it.")] = False,
+    rule: Annotated[str, typer.Option(help="Rule that turns the curves into k: saturation, gap or knee.")] = "saturation",
+    threshold: Annotated[Optional[float], typer.Option(help="The rule's threshold (default: the rule's own).")] = None,
+) -> None:
+    """Dump every layer of each model over the datasets, probe dataset separability, plot it, select k."""
+    from mma.jobs.probe_layers import ProbeLayersConfig, per_layer_table, probe_layers
+
+    cfg = ProbeLayersConfig(
+        models=list(model) if model else [None], data=list(data) if data else ["builtin"], samples=samples,
+        seeds=_split_ints(seeds, "--seeds"), pooling=pooling, template=template, text_split=text_split, out=out,
+        device=device, batch_size=batch_size, precision=precision, workers=workers, strict=strict, rule=rule,
+        threshold=threshold,
+    )
+    run = probe_layers(cfg)
+    for note in run.notes:
+        typer.secho(note, fg=typer.colors.YELLOW)
+    for sel in run.selection["selections"]:
+        table = per_layer_table(run.summary, sel["model"])
+        typer.echo(f"\n{sel['model']}: dataset-probe test accuracy (%), mean ± std over seeds {cfg.seeds}")
+        typer.echo(table.to_string(index=False))
+        others = ", ".join(f"{r}={v['k']}" for r, v in sel["rules"].items())
+        typer.secho(f"Selected k = {sel['k']} (rule {sel['rule']}; all rules: {others}): adapters on blocks "
+                    f"{sel['k']}..{sel['depth']}.", bold=True)
+    typer.echo(f"Wrote {run.out}/ (figure1.png, layers.csv, layers_summary.csv, selection.json) in {run.seconds:.0f} s.")
+
+
+@probe_app.command("select")
+@friendly
+def probe_select_cmd(
+    run: Annotated[Path, typer.Option(help="A probe run folder (from 'mma probe layers').")] = Path("runs/probe"),
+    rule: Annotated[str, typer.Option(help="saturation, gap or knee.")] = "saturation",
+    threshold: Annotated[Optional[float], typer.Option(help="The rule's threshold (default: the rule's own).")] = None,
+) -> None:
+    """Choose the first adapted block k from a probe run's curves by a named rule (rewrites selection.json)."""
+    from mma.jobs.probe_layers import select_from_run
+
+    selection = select_from_run(run, rule=rule, threshold=threshold)
+    for sel in selection["selections"]:
+        others = ", ".join(f"{r}={v['k']}" for r, v in sel["rules"].items())
+        typer.echo(f"{sel['model']}: k = {sel['k']} (rule {rule}; all rules: {others})")
+    typer.echo(f"Wrote {run}/selection.json")
+
+
+@app.command("plot")
+@friendly
+def plot_cmd(
+    run: Annotated[Path, typer.Option(help="A probe run folder; Figure 1 is redrawn from its CSVs.")] = Path("runs/probe"),
+) -> None:
+    """Redraw a run's figures from its CSVs without recomputing anything."""
+    from mma.jobs.probe_layers import plot_run
+
+    typer.echo(f"Wrote {plot_run(run)}")
+
+
+@app.command("pretrain-tiny")
+@friendly
+def pretrain_tiny_cmd(
+    out: Annotated[Path, typer.Option(help="Checkpoint path (.safetensors); a .json record is written beside it.")],
+    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 900,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Rebuild the embedded mma-tiny CLIP from scratch on the built-in suite (CPU, deterministic)."""
+    from mma.probe.embedded.pretrain import PretrainConfig, pretrain_tiny
+
+    if steps < 1:
+        raise MmaError(f"--steps must be at least 1; got {steps}.")
+    if out.suffix != ".safetensors":
+        raise MmaError(f"--out {str(out)!r} must end in .safetensors.")
+    record = pretrain_tiny(out, PretrainConfig(steps=steps, seed=seed))
+    zs = record["zero_shot"]
+    typer.echo(f"Zero-shot mean accuracy: trained {100 * zs['trained_mean']:.1f}%, random init "
+               f"{100 * zs['random_init_mean']:.1f}% ({record['train_seconds']:.0f} s of training).")
+    typer.echo(f"Wrote {out} and {out.with_suffix('.json')}")
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

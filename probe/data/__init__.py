@@ -1,0 +1,133 @@
+"""Dataset sources, one spec string each, and the CoOp few-shot / base-novel rules.
+
+=======================  ===================================================================
+spec                     what it reads
+=======================  ===================================================================
+``builtin``              the built-in offline suite (all datasets)
+``builtin:A,B``          some of them
+``coop:ROOT``            every CoOp dataset found under ROOT (CoOp's DATASETS.md layout)
+``coop:ROOT:A,B``        some of them
+``folder:PATH``          an image-folder tree, one subfolder per class (optional train/val/test)
+``csv:PATH``             a CSV manifest with columns path, label[, split]
+=======================  ===================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mma.errors import MmaError, closest
+
+from .base import DEFAULT_TEMPLATE, SPLITS, ImageDataset, Sample, clean_classname
+from .fewshot import FewShot, draw_few_shot, sample_per_label, split_base_novel, subsample_classes
+from .reading import ImageReader, ReadReport
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "SPLITS",
+    "DatasetSpec",
+    "FewShot",
+    "ImageDataset",
+    "ImageReader",
+    "ReadReport",
+    "Sample",
+    "clean_classname",
+    "draw_few_shot",
+    "list_dataset_sources",
+    "load_datasets",
+    "parse_data_spec",
+    "sample_per_label",
+    "split_base_novel",
+    "subsample_classes",
+]
+
+KINDS = ("builtin", "coop", "folder", "csv")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed data spec: the source kind, its root (if any) and the dataset names (None = all)."""
+
+    kind: str
+    root: str | None = None
+    names: tuple[str, ...] | None = None
+
+    def __str__(self) -> str:
+        parts = [self.kind]
+        if self.root is not None:
+            parts.append(self.root)
+        if self.names:
+            parts.append(",".join(self.names))
+        return ":".join(parts)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    if not names:
+        raise MmaError(f"The dataset list {text!r} is empty; give names separated by commas.")
+    return names
+
+
+def parse_data_spec(text: str) -> DatasetSpec:
+    """Parse ``builtin[:A,B]``, ``coop:ROOT[:A,B]``, ``folder:PATH`` or ``csv:PATH``."""
+    if not isinstance(text, str) or not text.strip():
+        raise MmaError(f"The data spec {text!r} is empty; valid forms: builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH.")
+    text = text.strip()
+    kind, _, rest = text.partition(":")
+    kind = kind.lower()
+    if kind not in KINDS:
+        hint = closest(kind, KINDS)
+        raise MmaError(
+            f"The data spec {text!r} has an unknown source {kind!r}"
+            + (f" ({hint})" if hint else "")
+            + "; valid forms: builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH."
+        )
+    if kind == "builtin":
+        return DatasetSpec("builtin", None, _names(rest) if rest else None)
+    if not rest:
+        raise MmaError(f"The data spec {text!r} needs a path: {kind}:PATH.")
+    if kind == "coop":
+        root, sep, names = rest.rpartition(":")
+        # 'coop:/data:a,b' -> names; 'coop:/data' -> no names (a path never ends in a bare name list)
+        if sep and root and "/" not in names and "\\" not in names:
+            return DatasetSpec("coop", root, _names(names))
+        return DatasetSpec("coop", rest, None)
+    return DatasetSpec(kind, rest, None)
+
+
+def load_datasets(spec: str | DatasetSpec, *, template: str | None = None, image_size: int | None = None) -> list[ImageDataset]:
+    """Every dataset a spec names, each with its splits, class names and loader."""
+    if isinstance(spec, str):
+        spec = parse_data_spec(spec)
+    if spec.kind == "builtin":
+        from .builtin import load_builtin
+
+        kwargs = {"image_size": image_size} if image_size else {}
+        datasets = load_builtin(list(spec.names) if spec.names else None, spec=str(spec), **kwargs)
+    elif spec.kind == "coop":
+        from .coop import load_coop
+
+        datasets = load_coop(spec.root, list(spec.names) if spec.names else None, spec=str(spec))
+    elif spec.kind == "folder":
+        from .folder import load_folder
+
+        datasets = [load_folder(spec.root, spec=str(spec))]
+    else:
+        from .folder import load_csv
+
+        datasets = [load_csv(spec.root, spec=str(spec))]
+    if template is not None:
+        for d in datasets:
+            d.prompts(template)  # validates the template
+            d.template = template
+    return datasets
+
+
+def list_dataset_sources() -> list[dict]:
+    """One row per known source: the built-in datasets (with sizes) and the CoOp datasets."""
+    from .builtin import describe_builtin
+    from .coop import describe_coop
+
+    return [dict(source="builtin", **row) for row in describe_builtin()] + [
+        dict(source="coop", **row) for row in describe_coop()
+    ]

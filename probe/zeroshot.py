@@ -1,0 +1,80 @@
+"""Zero-shot classification with class prompts: the baseline every adapter result is compared to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data.base import ImageDataset, Sample
+from .data.reading import ImageReader, ReadReport, collate_readable
+from .specs import LoadedModel
+
+__all__ = ["encode_texts", "encode_images", "zero_shot_classifier", "zero_shot_accuracy"]
+
+
+@torch.no_grad()
+def encode_texts(loaded: LoadedModel, texts: Sequence[str], *, device: str | torch.device = "cpu",
+                 batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised text embeddings, ``[len(texts), embed_dim]`` (float32)."""
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tokens = loaded.tokenizer(list(texts[i : i + batch_size])).to(device)
+        out.append(F.normalize(loaded.model.encode_text(tokens).float(), dim=-1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_images(
+    loaded: LoadedModel,
+    dataset: ImageDataset,
+    samples: Sequence[Sample],
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    workers: int = 0,
+    strict: bool = False,
+    report: ReadReport | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised image embeddings of the readable samples and their labels."""
+    reader = ImageReader(dataset, samples, loaded.preprocess, strict=strict)
+    loader = torch.utils.data.DataLoader(reader, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=collate_readable)
+    feats, labels = [], []
+    for _, images, y, bad in loader:
+        if report is not None:
+            for i in bad:
+                report.add(samples[i].ref)
+        if images is None:
+            continue
+        feats.append(F.normalize(loaded.model.encode_image(images.to(device)).float(), dim=-1).cpu())
+        labels.append(y)
+    if not feats:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def zero_shot_classifier(loaded: LoadedModel, classnames: Sequence[str], template: str, **kw) -> torch.Tensor:
+    """``[num_classes, embed_dim]`` normalised prompt embeddings, one per class."""
+    return encode_texts(loaded, [template.format(c) for c in classnames], **kw)
+
+
+def zero_shot_accuracy(
+    loaded: LoadedModel,
+    dataset: ImageDataset,
+    *,
+    split: str = "test",
+    samples: Sequence[Sample] | None = None,
+    template: str | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+) -> float:
+    """Top-1 accuracy of prompt-based zero-shot classification on a split (or given samples)."""
+    samples = list(dataset.splits[split] if samples is None else samples)
+    weights = zero_shot_classifier(loaded, dataset.classnames, template or dataset.template, device=device)
+    feats, labels = encode_images(loaded, dataset, samples, device=device, batch_size=batch_size)
+    if len(labels) == 0:
+        return float("nan")
+    pred = (feats.to(weights.device) @ weights.T).argmax(dim=-1).cpu()
+    return float((pred == labels).float().mean())
