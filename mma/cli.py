@@ -205,6 +205,126 @@ def pretrain_tiny_cmd(
     typer.echo(f"Wrote {out} and {out.with_suffix('.json')}")
 
 
+def _train_overrides(config: Optional[Path], **options) -> dict:
+    """TrainConfig overrides: a JSON/TOML config file first, then the CLI options that were given."""
+    values: dict = {}
+    if config is not None:
+        if not config.is_file():
+            raise MmaError(f"--config {str(config)!r} does not exist.")
+        text = config.read_text()
+        try:
+            if config.suffix == ".toml":
+                import tomllib
+
+                values = tomllib.loads(text)
+            else:
+                import json
+
+                values = json.loads(text)
+        except ValueError as exc:
+            raise MmaError(f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    values.update({k: v for k, v in options.items() if v is not None})
+    return values
+
+
+_TRAIN_HELP = {
+    "shots": "Training images per class (CoOp few-shot draw).",
+    "epochs": "Training epochs (recipe: 5).",
+    "alpha": "Adapter scale alpha (recipe: 0.001).",
+    "dim": "Adapter bottleneck width r (recipe: 32).",
+}
+
+
+@app.command("train-selected")
+@friendly
+def train_selected_cmd(
+    run: Annotated[Optional[Path], typer.Option(help="Probe run folder whose selection.json gives model and k (default runs/probe).")] = None,
+    k: Annotated[Optional[int], typer.Option(help="First adapted block; overrides the selection.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default: the selection's model).")] = None,
+    data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data spec; repeatable. Default: builtin.")] = None,
+    protocol: Annotated[str, typer.Option(help="base2novel, few-shot, cross-dataset or domain-gen.")] = "base2novel",
+    shots: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["shots"])] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "1,2,3",
+    epochs: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["epochs"])] = None,
+    alpha: Annotated[Optional[float], typer.Option(help=_TRAIN_HELP["alpha"])] = None,
+    alpha_eval: Annotated[Optional[float], typer.Option(help="MMA++: a different alpha at inference.")] = None,
+    consistency: Annotated[Optional[float], typer.Option(help="MMA++: alpha-consistency loss weight lambda.")] = None,
+    dim: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["dim"])] = None,
+    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate (recipe: 0.0015).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size (recipe: 16).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, fp16 or bf16 (AMP on CUDA).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="JSON or TOML file of training options (CLI options win).")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder for results, checkpoints and tables.")] = Path("runs/train"),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Train the Multi-Modal Adapter from the probe-selected block k and evaluate a protocol."""
+    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+
+    overrides = _train_overrides(config, shots=shots, epochs=epochs, alpha=alpha, alpha_eval=alpha_eval,
+                                 consistency=consistency, dim=dim, lr=lr, batch_size=batch_size, precision=precision)
+    cfg = TrainSelectedConfig(run=run, model=model, k=k, data=list(data) if data else ["builtin"], protocol=protocol,
+                              seeds=_split_ints(seeds, "--seeds"), out=out, device=device, train=overrides)
+    result = train_selected(cfg)
+    _print_summary(result.summary)
+    typer.echo(f"{result.model}, k={result.k}: wrote {result.out}/ (results.csv, results_summary.csv, "
+               f"checkpoints/) in {result.seconds:.0f} s.")
+
+
+def _print_summary(summary) -> None:
+    table = summary[summary["dataset"] != ""].copy()
+    table["value"] = table["mean"].map(lambda v: f"{v:.1f}")
+    wide = table.pivot_table(index=["method", "k", "dataset"], columns="metric", values="value", aggfunc="first",
+                             dropna=False)
+    typer.echo(wide.reset_index().to_string(index=False))
+
+
+@app.command("sweep-k")
+@friendly
+def sweep_k_cmd(
+    run: Annotated[Optional[Path], typer.Option(help="Probe run folder whose selection.json gives model and the selected k.")] = None,
+    ks: Annotated[Optional[str], typer.Option("--ks", help="Comma-separated k values (default: every block).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default: the selection's model).")] = None,
+    data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data spec; repeatable. Default: builtin.")] = None,
+    shots: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["shots"])] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "1,2,3",
+    epochs: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["epochs"])] = None,
+    alpha: Annotated[Optional[float], typer.Option(help=_TRAIN_HELP["alpha"])] = None,
+    config: Annotated[Optional[Path], typer.Option(help="JSON or TOML file of training options.")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sweep"),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Train and evaluate base-to-novel at every k; plot base, novel and HM against k with the selected k."""
+    from mma.jobs.train_selected import TrainSelectedConfig, sweep_k
+
+    overrides = _train_overrides(config, shots=shots, epochs=epochs, alpha=alpha)
+    cfg = TrainSelectedConfig(run=run, model=model, data=list(data) if data else ["builtin"],
+                              seeds=_split_ints(seeds, "--seeds"), out=out, device=device, train=overrides)
+    record = sweep_k(cfg, _split_ints(ks, "--ks") if ks else None)
+    for k, hm in record["hm"].items():
+        typer.echo(f"k={k}: HM {hm:.1f}" + ("  <- selected" if k == record["selected_k"] else "")
+                   + ("  <- best" if k == record["best_k"] else ""))
+    if record["selected_over_best"] is not None:
+        typer.echo(f"Selected k={record['selected_k']} reaches {100 * record['selected_over_best']:.1f}% of the best "
+                   f"k={record['best_k']}'s HM.")
+    typer.echo(f"Wrote {out}/k_sweep.png, k_sweep.csv, k_sweep.json")
+
+
+@app.command("evaluate")
+@friendly
+def evaluate_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="An adapter checkpoint written by train-selected.")],
+    data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data spec; default: the checkpoint's dataset from builtin.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    alpha_eval: Annotated[Optional[float], typer.Option(help="Evaluate with this alpha instead of the trained one.")] = None,
+) -> None:
+    """Re-evaluate an adapter checkpoint with its protocol (base / novel / HM, or accuracy)."""
+    from mma.jobs.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(checkpoint, data=list(data) if data else None, device=device, alpha_eval=alpha_eval)
+    for name, value in metrics.items():
+        typer.echo(f"{name}: {value:.2f}")
+
+
 def main() -> None:  # pragma: no cover - console-script entry
     app()
 

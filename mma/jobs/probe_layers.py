@@ -204,6 +204,10 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun:
         del loaded
 
     tidy = pd.concat(tidy_parts, ignore_index=True)
+    converged = tidy.loc[tidy["metric"] == "probe_converged", "value"]
+    if (converged < 1).any():
+        notes.append(f"{int((converged < 1).sum())} of {len(converged)} final probe fits stopped at max_iter "
+                     "(their accuracy is still reported; see probe_converged in layers.csv).")
     summary = summarise(tidy)
     atomic_write(out / "layers.csv", lambda p: tidy.to_csv(p, index=False))
     atomic_write(out / "layers_summary.csv", lambda p: summary.to_csv(p, index=False))

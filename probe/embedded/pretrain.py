@@ -150,9 +150,12 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
     tokens = torch.stack([tokenizer(row) for row in captions])  # [classes, templates, ctx]
     data_hash = hashlib.sha256(images.tobytes() + labels.tobytes() + repr(captions).encode()).hexdigest()[:16]
 
+    from mma.probe.specs import _quiet_root_logger
+
     torch.manual_seed(cfg.seed)
-    model = open_clip.create_model(EMBEDDED_NAME)
-    random_model = open_clip.create_model(EMBEDDED_NAME)
+    with _quiet_root_logger():  # open_clip logs "No pretrained weights loaded" for a deliberate random init
+        model = open_clip.create_model(EMBEDDED_NAME)
+        random_model = open_clip.create_model(EMBEDDED_NAME)
     random_model.load_state_dict(model.state_dict())
     mean = torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
@@ -190,7 +193,7 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     train_seconds = time.perf_counter() - start

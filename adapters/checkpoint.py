@@ -1,0 +1,62 @@
+"""Adapter checkpoints: the adapter weights and the configs that made them, nothing else, written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mma.errors import MmaError
+from mma.io import atomic_write
+from mma.probe.layers import layer_maps
+from mma.probe.specs import LoadedModel
+
+from .mma import MultiModalAdapter
+
+__all__ = ["save_adapter", "read_adapter", "load_adapter"]
+
+
+def save_adapter(adapter: MultiModalAdapter, path: str | Path, meta: dict) -> Path:
+    """Write ``adapter.state_dict()`` as safetensors with ``meta`` (+ the adapter config) as JSON metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
+    metadata = {"mma": json.dumps({**meta, "adapter": adapter.config()}, default=str)}
+    return atomic_write(path, lambda p: save_file(state, str(p), metadata=metadata))
+
+
+def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict and metadata of a checkpoint written by :func:`save_adapter`."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MmaError(f"The checkpoint {str(path)!r} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("mma", "null"))
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise MmaError(f"The checkpoint {str(path)!r} is not an mma adapter checkpoint ({exc}).") from None
+    if not isinstance(meta, dict) or "adapter" not in meta:
+        raise MmaError(f"The checkpoint {str(path)!r} has no mma adapter metadata; was it written by mma?")
+    return state, meta
+
+
+def load_adapter(path: str | Path, loaded: LoadedModel) -> tuple[MultiModalAdapter, dict]:
+    """Rebuild the adapter of *path* on *loaded*'s model (attached), refusing a checkpoint of another model."""
+    state, meta = read_adapter(path)
+    if meta.get("weights") and meta["weights"] != loaded.weights_id:
+        raise MmaError(
+            f"The checkpoint {str(path)!r} was trained on {meta.get('model')} (weights {str(meta['weights'])[:12]}), "
+            f"not on {loaded.describe()}; pass --model {meta.get('model')}."
+        )
+    adapter = MultiModalAdapter.from_config(meta["adapter"], layer_maps(loaded.model))
+    adapter.load_state_dict(state)
+    param = next(loaded.model.parameters())
+    adapter.to(device=param.device, dtype=param.dtype)
+    for p in loaded.model.parameters():
+        p.requires_grad_(False)
+    adapter.attach(loaded.model)
+    return adapter, meta

@@ -1,0 +1,48 @@
+"""Evaluation: classify a split's images among a set of classes with the model as it is.
+
+The zero-shot baseline and the adapted model go through this same code; only whether an adapter is
+attached differs. Text features are computed once per class set and reused for every image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mma.probe.data.base import ImageDataset, Sample
+from mma.probe.data.reading import ReadReport
+from mma.probe.specs import LoadedModel
+from mma.probe.zeroshot import encode_images
+
+from .train import class_text_features
+
+__all__ = ["accuracy", "harmonic_mean"]
+
+
+def accuracy(
+    loaded: LoadedModel,
+    dataset: ImageDataset,
+    samples: Sequence[Sample],
+    classnames: Sequence[str],
+    *,
+    template: str | None = None,
+    device: torch.device = torch.device("cpu"),
+    batch_size: int = 256,
+    workers: int = 0,
+    report: ReadReport | None = None,
+) -> float:
+    """Top-1 accuracy (%) of *samples* (labelled 0..len(classnames)-1) among *classnames*."""
+    loaded.model.eval()
+    weights = class_text_features(loaded, classnames, template or dataset.template, device)
+    feats, labels = encode_images(loaded, dataset, samples, device=device, batch_size=batch_size, workers=workers,
+                                  report=report)
+    if len(labels) == 0:
+        return float("nan")
+    pred = (feats.to(device) @ weights.T).argmax(dim=-1).cpu()
+    return 100.0 * float((pred == labels).float().mean())
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """HM = 2BN / (B + N); 0 when both are 0."""
+    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)

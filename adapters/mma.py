@@ -1,0 +1,322 @@
+"""The Multi-Modal Adapter (MMA, Yang et al., CVPR 2024), hooked into an unmodified open_clip model.
+
+For every adapted residual block ``i`` of both towers (``m`` = image or text, width ``d_m``, bottleneck
+``r = dim``)::
+
+    h   = block.ln_1(x)                 # x: the block's input; its own frozen pre-attention LayerNorm
+    a   = relu(down[m][i](h))           # d_m -> r, one per tower
+    a   = relu(shared[s(i)](a))         # r -> r, ONE per adapted depth, used by both towers
+    a   = up[m][i](a)                   # r -> d_m, no activation
+    out = block(x) + alpha * a          # on every token
+
+Nothing of open_clip is forked: :meth:`MultiModalAdapter.attach` registers one forward hook per adapted
+block, and :meth:`MultiModalAdapter.detach` removes them, leaving the model exactly as it was. The adapter
+is not a submodule of the model, so ``adapter.state_dict()`` holds the adapter weights only, keyed
+``down.image.9.weight``, ``up.text.5.bias``, ``shared.5.weight`` (the numbers are block numbers, 1-based).
+
+Gradient scaling (``grad_scale=True``, the official code's behaviour): the branch input ``h`` passes an
+identity whose backward multiplies the gradient by ``alpha``, and the branch output (already times
+``alpha``) passes one whose backward divides it by ``alpha``. The trunk receives the exact gradient; the
+adapter weights receive gradients ``1/alpha`` times larger, as if ``alpha`` were 1.
+
+Towers of different depth (e.g. ViT-L-14: 24 image blocks, 12 text blocks). ``k`` always counts blocks of
+the *shallower* tower (``L_min`` blocks), so it is valid in ``1..L_min``. With equal depths the two modes
+below are identical.
+
+``depth_mode="relative"`` (default) **[ours]**: block ``j`` of a tower with ``L_m`` blocks covers the
+relative depth ``[(j-1)/L_m, j/L_m)``. A tower adapts every block whose span starts at or after the start
+of block ``k`` of the shallower tower, i.e. blocks ``k_m = ceil((k-1) * L_m / L_min) + 1`` through
+``L_m``. Each adapted block uses the shared layer of the shallower tower's block whose span contains its
+start, ``s(j) = floor((j-1) * L_min / L_m) + 1``. So there is exactly one shared layer per adapted block
+of the shallower tower (``k..L_min``) and each is used by both towers. ViT-L-14 with ``k=5``: text blocks
+5..12, image blocks 9..24, image blocks 9 and 10 share with text block 5, ..., 23 and 24 with 12.
+
+``depth_mode="block"`` (the official code): both towers adapt blocks ``k..L_min`` by number and
+``s(j) = j``; blocks above ``L_min`` of the deeper tower are not adapted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from mma.errors import MmaError, closest
+from mma.probe.layers import TOWERS, LayerMap, layer_maps
+
+__all__ = ["MultiModalAdapter", "add_adapter", "DEPTH_MODES"]
+
+DEPTH_MODES = ("relative", "block")
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def _block_plan(depth: int, min_depth: int, k: int, depth_mode: str) -> dict[int, int]:
+    """``{adapted block j: shared-layer number s(j)}`` for a tower of ``depth`` blocks (see module doc)."""
+    if depth_mode == "block":
+        return {j: j for j in range(k, min_depth + 1)}
+    first = -(-(k - 1) * depth // min_depth) + 1  # ceil((k-1) * L_m / L_min) + 1, in integers
+    return {j: (j - 1) * min_depth // depth + 1 for j in range(first, depth + 1)}
+
+
+def _kaiming_linear(n_in: int, n_out: int) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise MmaError(
+            f"alpha={alpha!r} is out of range (valid: a finite number > 0; the official default is 0.001)."
+        )
+    return float(alpha)
+
+
+class MultiModalAdapter(nn.Module):
+    """The MMA branches for both towers of one model; attach them with hooks, train only these weights.
+
+    Parameters
+    ----------
+    maps : dict[str, LayerMap]
+        ``mma.probe.layers.layer_maps(model)``: only each tower's depth and width are used.
+    k : int, default 5
+        First adapted block (1-based, inclusive), counted in blocks of the shallower tower: ``1..L_min``.
+    dim : int, default 32
+        Bottleneck width ``r``.
+    alpha : float, default 1e-3
+        Scale of the branch output; may be changed at any time (e.g. a different alpha at inference).
+    grad_scale : bool, default True
+        Scale gradients so the adapter weights learn as if ``alpha`` were 1 (module doc).
+    depth_mode : {"relative", "block"}, default "relative"
+        How ``k`` maps onto towers of different depth (module doc).
+    model_name : str, default "model"
+        Used in error messages only.
+
+    Attributes
+    ----------
+    k_image, k_text : int
+        First adapted block of each tower.
+    image_blocks, text_blocks : list[int]
+        Adapted block numbers of each tower.
+    shared_of : dict[str, dict[int, int]]
+        ``shared_of[tower][block]`` = the number of the shared layer that block uses.
+    """
+
+    def __init__(
+        self,
+        maps: Mapping[str, LayerMap],
+        *,
+        k: int = 5,
+        dim: int = 32,
+        alpha: float = 1e-3,
+        grad_scale: bool = True,
+        depth_mode: str = "relative",
+        model_name: str = "model",
+    ) -> None:
+        super().__init__()
+        missing = [t for t in TOWERS if t not in maps]
+        if missing:
+            raise MmaError(f"maps lacks the {missing[0]!r} tower (valid: a dict with keys {list(TOWERS)}).")
+        if depth_mode not in DEPTH_MODES:
+            hint = closest(str(depth_mode), DEPTH_MODES)
+            raise MmaError(
+                f"depth_mode={depth_mode!r} is not valid (valid: {', '.join(map(repr, DEPTH_MODES))})"
+                + (f"; {hint}" if hint else ".")
+            )
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise MmaError(f"dim={dim!r} is out of range (valid: an integer >= 1; the official default is 32).")
+        depths = {t: maps[t].depth for t in TOWERS}
+        widths = {t: maps[t].layers[1].width for t in TOWERS}
+        min_depth = min(depths.values())
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min_depth:
+            if depths["image"] == depths["text"]:
+                where = f"{model_name}, whose towers have {min_depth} blocks"
+            else:
+                shallow = min(TOWERS, key=lambda t: depths[t])
+                where = (f"the {shallow} tower of {model_name}, which has {min_depth} blocks (k counts blocks "
+                         "of the shallower tower)")
+            raise MmaError(f"k={k!r} is out of range for {where} (valid: 1..{min_depth}).")
+
+        self.k = k
+        self.dim = dim
+        self.alpha = alpha
+        self.grad_scale = bool(grad_scale)
+        self.depth_mode = depth_mode
+        self.model_name = model_name
+        self.depths = depths
+        self.widths = widths
+        self.shared_of = {t: _block_plan(depths[t], min_depth, k, depth_mode) for t in TOWERS}
+        self.image_blocks = list(self.shared_of["image"])
+        self.text_blocks = list(self.shared_of["text"])
+        self.k_image = self.image_blocks[0]
+        self.k_text = self.text_blocks[0]
+
+        self.down = nn.ModuleDict()
+        self.up = nn.ModuleDict()
+        for t in TOWERS:
+            self.down[t] = nn.ModuleDict({str(j): _kaiming_linear(widths[t], dim) for j in self.shared_of[t]})
+            self.up[t] = nn.ModuleDict({str(j): _kaiming_linear(dim, widths[t]) for j in self.shared_of[t]})
+        self.shared = nn.ModuleDict({str(s): _kaiming_linear(dim, dim) for s in range(k, min_depth + 1)})
+        self._handles: list[RemovableHandle] = []
+
+    # -- options ------------------------------------------------------------------------------------
+
+    @property
+    def alpha(self) -> float:
+        """Scale of the branch output (> 0); settable at any time, takes effect on the next forward."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = _check_alpha(value)
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this adapter (with :meth:`from_config`), as plain JSON-able values."""
+        return {
+            "k": self.k,
+            "dim": self.dim,
+            "alpha": self.alpha,
+            "grad_scale": self.grad_scale,
+            "depth_mode": self.depth_mode,
+            "model_name": self.model_name,
+            "depths": dict(self.depths),
+            "widths": dict(self.widths),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], maps: Mapping[str, LayerMap]) -> MultiModalAdapter:
+        """Rebuild an adapter from :meth:`config` for the model *maps* describes (its towers must match)."""
+        adapter = cls(
+            maps, k=config["k"], dim=config["dim"], alpha=config["alpha"], grad_scale=config["grad_scale"],
+            depth_mode=config["depth_mode"], model_name=config.get("model_name", "model"),
+        )
+        for key in ("depths", "widths"):
+            if key in config and dict(config[key]) != getattr(adapter, key):
+                raise MmaError(
+                    f"The adapter config has {key} {dict(config[key])} but the model has {getattr(adapter, key)} "
+                    "(valid: the same model the adapter was built for)."
+                )
+        return adapter
+
+    def num_parameters(self) -> int:
+        """Number of adapter parameters (all trainable)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return (f"k={self.k}, dim={self.dim}, alpha={self.alpha}, grad_scale={self.grad_scale}, "
+                f"depth_mode={self.depth_mode!r}, image_blocks={self.image_blocks}, text_blocks={self.text_blocks}")
+
+    # -- the branch ---------------------------------------------------------------------------------
+
+    def branch(self, tower: str, block: int, h: torch.Tensor) -> torch.Tensor:
+        """``alpha * up(relu(shared(relu(down(h)))))`` for block *block* of *tower*; ``h``: ``[..., d_m]``.
+
+        With ``grad_scale`` the gradient scaling ops wrap it (identity in the forward pass).
+        """
+        key = str(block)
+        down, up = self.down[tower][key], self.up[tower][key]
+        shared = self.shared[str(self.shared_of[tower][block])]
+        alpha = self.alpha
+        h = h.to(down.weight.dtype)
+        if self.grad_scale:
+            h = _ScaleGrad.apply(h, alpha)
+        a = up(torch.relu(shared(torch.relu(down(h))))) * alpha
+        if self.grad_scale:
+            a = _ScaleGrad.apply(a, 1.0 / alpha)
+        return a
+
+    def _hook(self, tower: str, block: int, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor):
+        x = args[0] if args else kwargs["q_x"]
+        return output + self.branch(tower, block, module.ln_1(x)).to(output.dtype)
+
+    # -- attaching ----------------------------------------------------------------------------------
+
+    @property
+    def is_attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self, model: nn.Module) -> MultiModalAdapter:
+        """Register one forward hook per adapted block of *model*; returns self.
+
+        The adapter must be on the model's device. Raises :class:`MmaError` if already attached or if the
+        model's towers differ from the ones the adapter was built for.
+        """
+        if self._handles:
+            raise MmaError("This adapter is already attached to a model; call detach() first.")
+        maps = layer_maps(model)
+        depths = {t: maps[t].depth for t in TOWERS}
+        widths = {t: maps[t].layers[1].width for t in TOWERS}
+        if depths != self.depths or widths != self.widths:
+            raise MmaError(
+                f"The adapter was built for towers with depths {self.depths} and widths {self.widths}, but this "
+                f"model has depths {depths} and widths {widths} (valid: the model it was built for)."
+            )
+        try:
+            for t in TOWERS:
+                blocks = maps[t].blocks(model)
+                for j in self.shared_of[t]:
+                    hook = functools.partial(self._hook, t, j)
+                    self._handles.append(blocks[j - 1].register_forward_hook(hook, with_kwargs=True))
+        except BaseException:
+            self.detach()
+            raise
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks (the model is then exactly the original); a no-op when not attached."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    @contextlib.contextmanager
+    def attached(self, model: nn.Module) -> Iterator[MultiModalAdapter]:
+        """``with adapter.attached(model): ...`` attaches for the block and always detaches after it."""
+        self.attach(model)
+        try:
+            yield self
+        finally:
+            self.detach()
+
+
+def add_adapter(
+    model: nn.Module,
+    *,
+    k: int = 5,
+    dim: int = 32,
+    alpha: float = 1e-3,
+    grad_scale: bool = True,
+    depth_mode: str = "relative",
+    model_name: str = "model",
+) -> MultiModalAdapter:
+    """Freeze every parameter of *model*, build an MMA for it on its device and dtype, attach it.
+
+    Options as in :class:`MultiModalAdapter`. Train ``adapter.parameters()``; nothing else requires grad.
+    """
+    maps = layer_maps(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapter = MultiModalAdapter(
+        maps, k=k, dim=dim, alpha=alpha, grad_scale=grad_scale, depth_mode=depth_mode, model_name=model_name
+    )
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if ref is not None:
+        adapter.to(device=ref.device, dtype=ref.dtype)
+    return adapter.attach(model)

@@ -1,0 +1,138 @@
+"""The evaluation protocols every CoOp-family paper uses (SPEC.md section 4), as lists of tasks.
+
+==================  ===========================================================================
+protocol            what is trained, what is evaluated
+==================  ===========================================================================
+``base2novel``      per dataset: train on the base half of the classes (K shots); test base images
+                    among base classes and novel images among novel classes; HM = 2BN/(B+N)
+``few-shot``        per dataset: train on all classes (K shots); test among all classes
+``cross-dataset``   train on the source (first dataset, all classes); test on every other dataset
+``domain-gen``      train on the source; test on its shifted variants (same class names, or a
+                    subset of them: ImageNet -> ImageNetV2 / -Sketch / -A / -R)
+==================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mma.errors import MmaError
+from mma.probe.data import ImageDataset, Sample, draw_few_shot, split_base_novel, subsample_classes
+from mma.probe.specs import LoadedModel
+
+from .evaluate import accuracy, harmonic_mean
+
+__all__ = ["PROTOCOLS", "EvalSplit", "Task", "make_tasks", "check_shots", "evaluate_task", "task_metrics"]
+
+PROTOCOLS = ("base2novel", "few-shot", "cross-dataset", "domain-gen")
+COOP_SHIFTS = {"imagenet": ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")}
+
+
+@dataclass
+class EvalSplit:
+    """Images of *dataset* (labels 0..n-1 over *classnames*) to classify among *classnames*."""
+
+    name: str
+    dataset: ImageDataset
+    samples: list[Sample]
+    classnames: list[str]
+
+
+@dataclass
+class Task:
+    """One training run: what to train on and what to evaluate afterwards."""
+
+    protocol: str
+    name: str  # the result's dataset key (the trained dataset, or the source)
+    dataset: ImageDataset
+    train: list[Sample]
+    classnames: list[str]
+    evals: list[EvalSplit] = field(default_factory=list)
+
+
+def check_shots(dataset: ImageDataset, shots: int, labels: list[int] | None = None) -> None:
+    """Every (kept) class needs at least *shots* training images; otherwise one clear sentence."""
+    counts = Counter(s.label for s in dataset.train)
+    labels = range(dataset.num_classes) if labels is None else labels
+    short = [(dataset.classnames[y], counts.get(y, 0)) for y in labels if counts.get(y, 0) < shots]
+    if short:
+        name, n = short[0]
+        raise MmaError(
+            f"Dataset {dataset.name!r} has {len(short)} class(es) with fewer than --shots {shots} training images "
+            f"(e.g. {name!r}: {n}); lower --shots to at most {min(n for _, n in short)}."
+        )
+
+
+def _all_classes(d: ImageDataset) -> EvalSplit:
+    return EvalSplit(d.name, d, list(d.test), list(d.classnames))
+
+
+def _subset_eval(source: ImageDataset, target: ImageDataset) -> EvalSplit:
+    missing = [c for c in target.classnames if c not in set(source.classnames)]
+    if missing:
+        raise MmaError(
+            f"domain-gen target {target.name!r} has classes the source {source.name!r} lacks (e.g. {missing[0]!r}); "
+            "a shifted variant must share the source's class names."
+        )
+    return _all_classes(target)
+
+
+def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed: int) -> list[Task]:
+    """The training tasks of *protocol* over *datasets* (the first one is the source where one is needed)."""
+    if protocol not in PROTOCOLS:
+        raise MmaError(f"--protocol {protocol!r} is not valid (valid: {', '.join(PROTOCOLS)}).")
+    if not datasets:
+        raise MmaError("No datasets were given; pass --data.")
+    tasks = []
+    if protocol in ("base2novel", "few-shot"):
+        for d in datasets:
+            fs = draw_few_shot(d, shots, seed)
+            if protocol == "few-shot":
+                check_shots(d, shots)
+                tasks.append(Task(protocol, d.name, d, fs.train, list(d.classnames), [_all_classes(d)]))
+                continue
+            base, novel = split_base_novel(d.num_classes)
+            check_shots(d, shots, base)
+            base_names = [d.classnames[i] for i in base]
+            novel_names = [d.classnames[i] for i in novel]
+            tasks.append(Task(protocol, d.name, d, subsample_classes(fs.train, base), base_names, [
+                EvalSplit("base", d, subsample_classes(d.test, base), base_names),
+                EvalSplit("novel", d, subsample_classes(d.test, novel), novel_names),
+            ]))
+        return tasks
+    source, targets = datasets[0], datasets[1:]
+    if protocol == "domain-gen" and not targets:
+        shifts = COOP_SHIFTS.get(source.name)
+        raise MmaError(
+            f"domain-gen needs the source {source.name!r} and its shifted variants in --data"
+            + (f" (e.g. coop:ROOT:{source.name},{','.join(shifts)})." if shifts else ".")
+        )
+    if protocol == "cross-dataset" and not targets:
+        raise MmaError(f"cross-dataset needs target datasets after the source {source.name!r} in --data.")
+    check_shots(source, shots)
+    fs = draw_few_shot(source, shots, seed)
+    evals = [_all_classes(source)] + [
+        _subset_eval(source, t) if protocol == "domain-gen" else _all_classes(t) for t in targets
+    ]
+    return [Task(protocol, source.name, source, fs.train, list(source.classnames), evals)]
+
+
+def evaluate_task(loaded: LoadedModel, task: Task, device: torch.device, template: str | None = None) -> dict[str, float]:
+    """Accuracy (%) of every evaluation split of *task* with the model as it is (adapter attached or not)."""
+    return {e.name: accuracy(loaded, e.dataset, e.samples, e.classnames, template=template, device=device)
+            for e in task.evals}
+
+
+def task_metrics(task: Task, accs: dict[str, float]) -> dict[str, float]:
+    """The protocol's reported numbers: base / novel / hm, accuracy, or source / targets / target_average."""
+    if task.protocol == "base2novel":
+        return {"base": accs["base"], "novel": accs["novel"], "hm": harmonic_mean(accs["base"], accs["novel"])}
+    if task.protocol == "few-shot":
+        return {"accuracy": accs[task.name]}
+    targets = {n: v for n, v in accs.items() if n != task.name}
+    return {"source": accs[task.name], **{f"target:{n}": v for n, v in targets.items()},
+            "target_average": float(np.mean(list(targets.values())))}

@@ -1,0 +1,102 @@
+"""Figures: per-layer separability (the paper's Figure 1) and accuracy against k.
+
+Every figure is written as PNG (README) and PDF (papers), with the CSV it was drawn from beside it, so
+``mma plot`` can redraw it without recomputing anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from mma.io import atomic_write  # noqa: E402
+
+__all__ = ["plot_layers", "plot_k_sweep", "save_figure"]
+
+TOWER_COLOURS = {"text": "#d62728", "image": "#1f77b4"}
+
+
+def save_figure(fig, stem: str | Path, data: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``stem.png``, ``stem.pdf`` (and ``stem.csv`` from *data*) atomically; return the paths."""
+    stem = Path(stem)
+    paths = []
+    for ext in ("png", "pdf"):
+        paths.append(atomic_write(stem.with_suffix(f".{ext}"),
+                                  lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight")))
+    if data is not None:
+        paths.append(atomic_write(stem.with_suffix(".csv"), lambda p: data.to_csv(p, index=False)))
+    plt.close(fig)
+    return paths
+
+
+def plot_layers(summary: pd.DataFrame, stem: str | Path, *, selected_k: dict[str, int] | None = None,
+                metric: str = "probe_accuracy", title: str | None = None) -> list[Path]:
+    """One panel per model: text and image accuracy (mean line, std band) against XEmbed, 1..L, XProj.
+
+    The selected first adapted block k of each model is marked, and the adapted blocks k..L shaded.
+    """
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    data = summary[(summary["metric"] == metric) & summary["tower"].isin(["image", "text"])].copy()
+    if "model" not in data.columns:
+        data["model"] = "model"
+    models = list(dict.fromkeys(data["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        d = data[data["model"] == model]
+        names = d.sort_values("layer_index").drop_duplicates("layer_index")["layer_name"].tolist()
+        for tower in ("text", "image"):
+            t = d[d["tower"] == tower].sort_values("layer_index")
+            ax.plot(t["layer_index"], t["mean"] * 100, marker="o", ms=3.5, lw=1.8, color=TOWER_COLOURS[tower],
+                    label=tower.capitalize())
+            ax.fill_between(t["layer_index"], (t["mean"] - t["std"]) * 100, (t["mean"] + t["std"]) * 100,
+                            color=TOWER_COLOURS[tower], alpha=0.2, lw=0)
+        if selected_k and model in selected_k:
+            k = selected_k[model]
+            depth = len(names) - 2
+            ax.axvspan(k - 0.5, depth + 0.5, color="#2ca02c", alpha=0.08, lw=0)
+            ax.axvline(k - 0.5, color="#2ca02c", ls="--", lw=1.2, label=f"adapters from block k={k}")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=0 if len(names) <= 16 else 90, fontsize=8)
+        ax.set_xlabel("layer")
+        ax.set_title(model, fontsize=10)
+        ax.set_xlim(-0.3, len(names) - 0.7)
+    axes[0][0].set_ylabel("dataset-probe accuracy (%)")
+    axes[0][-1].legend(loc="lower right", fontsize=8, frameon=True)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, stem, data)
+
+
+def plot_k_sweep(results: pd.DataFrame, stem: str | Path, *, selected_k: int | None = None,
+                 title: str | None = None) -> list[Path]:
+    """Base, novel and HM accuracy (mean, std band over seeds) against the first adapted block k.
+
+    *results* has columns ``k``, ``metric`` (base / novel / hm) and ``value`` (one row per seed).
+    """
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    colours = {"base": "#1f77b4", "novel": "#ff7f0e", "hm": "#2ca02c"}
+    for metric in ("base", "novel", "hm"):
+        d = results[results["metric"] == metric].groupby("k")["value"].agg(["mean", "std"]).reset_index()
+        if d.empty:
+            continue
+        d["std"] = d["std"].fillna(0.0)
+        ax.plot(d["k"], d["mean"], marker="o", ms=4, color=colours[metric], label=metric.upper() if metric == "hm" else metric)
+        ax.fill_between(d["k"], d["mean"] - d["std"], d["mean"] + d["std"], color=colours[metric], alpha=0.15, lw=0)
+    if selected_k is not None:
+        ax.axvline(selected_k, color="grey", ls="--", lw=1.2, label=f"probe-selected k={selected_k}")
+    ax.set_xlabel("first adapted block k (adapters on blocks k..L)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(sorted(results["k"].unique()))
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, stem, results)

@@ -1,0 +1,112 @@
+"""Turn per-layer separability curves into the first adapted block k (``mma probe select``).
+
+The paper publishes no rule for k (its released settings are k = 5 for base-to-novel and k = 9 for
+cross-dataset / domain generalisation on ViT-B/16); these rules are ours. Each reads the mean probe
+accuracy of blocks 1..L only (XEmbed and XProj are not blocks an adapter can start at).
+
+``saturation`` (default, threshold 0.5)
+    Normalise each tower's block curve to [0, 1] (lowest block value -> 0, highest -> 1) and average the
+    towers with equal weight. k = the first block whose combined value reaches the threshold: the depth by
+    which separability has covered that fraction of its rise. A tower whose curve is flat (its blocks span
+    less than ``FLAT`` = 1 accuracy point, e.g. a text probe at 100% everywhere) carries no depth information
+    and is left out of the average; if both are flat, k = 1 (every block is equally dataset-specific).
+``gap`` (threshold 0.5)
+    gap(i) = text accuracy - image accuracy at block i. k = the first block where the gap has closed by
+    the threshold fraction of its block-1 value, i.e. gap(i) <= (1 - threshold) * gap(1). No gap at block
+    1 (gap(1) <= 0) gives 1; a gap that never closes gives L.
+``knee``
+    On the combined normalised curve over normalised depth, the block farthest above the straight chord
+    from block 1 to block L (Kneedle for a rising, saturating curve): where separability stops rising
+    quickly. A curve that never bends above its chord gives the block farthest below it.
+
+Adapters then run from block k through block L.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mma.errors import MmaError
+
+__all__ = ["RULES", "DEFAULT_RULE", "block_curves", "select_k", "selection_record"]
+
+RULES = ("saturation", "gap", "knee")
+DEFAULT_RULE = "saturation"
+DEFAULT_THRESHOLDS = {"saturation": 0.5, "gap": 0.5, "knee": None}
+FLAT = 0.01  # a block curve spanning less than one accuracy point carries no depth information
+
+
+def block_curves(summary: pd.DataFrame, model: str | None = None, metric: str = "probe_accuracy") -> dict[str, np.ndarray]:
+    """``{"image": [L], "text": [L]}`` mean accuracy of blocks 1..L from a summary table."""
+    s = summary[(summary["metric"] == metric)]
+    if model is not None and "model" in s.columns:
+        s = s[s["model"] == model]
+    curves = {}
+    for tower in ("image", "text"):
+        t = s[s["tower"] == tower].sort_values("layer_index")
+        blocks = t[~t["layer_name"].isin(["XEmbed", "XProj"])]
+        if blocks.empty:
+            raise MmaError(f"The summary has no {metric} rows for the {tower} tower blocks; run 'mma probe layers' first.")
+        curves[tower] = blocks["mean"].to_numpy(dtype=float)
+    if len(curves["image"]) != len(curves["text"]):
+        raise MmaError("The image and text towers have different depths; pass curves resampled to one depth.")
+    return curves
+
+
+def _combined(curves: dict[str, np.ndarray]) -> np.ndarray:
+    """Mean of the towers' curves normalised to [0, 1], flat towers left out (all flat: ones)."""
+    normalised = [(c - c.min()) / (c.max() - c.min()) for c in (curves["image"], curves["text"])
+                  if c.max() - c.min() >= FLAT]
+    if not normalised:
+        return np.ones_like(curves["image"])
+    return np.mean(normalised, axis=0)
+
+
+def select_k(curves: dict[str, np.ndarray], rule: str = DEFAULT_RULE, threshold: float | None = None) -> int:
+    """The first adapted block k (1-based) by *rule*; see the module docstring."""
+    if rule not in RULES:
+        raise MmaError(f"The rule {rule!r} is not valid (valid: {', '.join(RULES)}).")
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLDS[rule]
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise MmaError(f"The threshold for rule {rule!r} must be in (0, 1]; got {threshold}.")
+    depth = len(curves["image"])
+    if rule == "saturation":
+        combined = _combined(curves)
+        return int(np.flatnonzero(combined >= threshold - 1e-12)[0]) + 1
+    if rule == "gap":
+        gap = curves["text"] - curves["image"]
+        if gap[0] <= 0:
+            return 1
+        closed = np.flatnonzero(gap <= (1.0 - threshold) * gap[0] + 1e-12)
+        return int(closed[0]) + 1 if len(closed) else depth
+    combined = _combined(curves)
+    if depth < 3:
+        return 1
+    x = np.linspace(0.0, 1.0, depth)
+    chord = combined[0] + (combined[-1] - combined[0]) * x
+    diff = combined - chord
+    return int(np.argmax(diff) if diff.max() > 1e-12 else np.argmin(diff)) + 1
+
+
+def selection_record(summary: pd.DataFrame, model: str, *, rule: str = DEFAULT_RULE,
+                     thresholds: dict[str, float] | None = None) -> dict:
+    """Every rule's k, the default rule's k, the thresholds and the curves, for ``selection.json``."""
+    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    curves = block_curves(summary, model)
+    ks = {r: select_k(curves, r, thresholds[r]) for r in RULES}
+    depth = len(curves["image"])
+    return {
+        "model": model,
+        "depth": depth,
+        "rule": rule,
+        "k": ks[rule],
+        "rules": {r: {"k": ks[r], "threshold": thresholds[r]} for r in RULES},
+        "curves": {
+            "blocks": list(range(1, depth + 1)),
+            "image": [round(float(v), 6) for v in curves["image"]],
+            "text": [round(float(v), 6) for v in curves["text"]],
+            "combined_normalised": [round(float(v), 6) for v in _combined(curves)],
+        },
+    }

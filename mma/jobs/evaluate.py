@@ -1,0 +1,39 @@
+"""Re-evaluate one adapter checkpoint (``mma evaluate --checkpoint ...``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mma.errors import MmaError
+
+__all__ = ["evaluate_checkpoint"]
+
+
+def evaluate_checkpoint(checkpoint: Path, *, data: list[str] | None = None, device: str = "auto",
+                        alpha_eval: float | None = None) -> dict[str, float]:
+    """Rebuild the checkpoint's model and adapter and evaluate its protocol on its dataset (seeded draw)."""
+    from mma.adapters.checkpoint import load_adapter, read_adapter
+    from mma.adapters.protocols import evaluate_task, make_tasks, task_metrics
+    from mma.probe.data import load_datasets
+    from mma.probe.extract import resolve_device
+    from mma.probe.specs import load_model
+
+    _, meta = read_adapter(checkpoint)
+    dev = resolve_device(device)
+    loaded = load_model(meta["model"], device=str(dev))
+    adapter, meta = load_adapter(checkpoint, loaded)
+    if alpha_eval is not None:
+        adapter.alpha = alpha_eval
+    specs = data or [f"builtin:{meta['dataset']}"]
+    datasets = [d for spec in specs for d in load_datasets(spec)]
+    if meta["protocol"] in ("base2novel", "few-shot"):
+        datasets = [d for d in datasets if d.name == meta["dataset"]]
+        if not datasets:
+            raise MmaError(f"--data has no dataset named {meta['dataset']!r}, the checkpoint's dataset.")
+    tasks = make_tasks(meta["protocol"], datasets, shots=meta["train_config"]["shots"], seed=meta["seed"])
+    if tasks[0].classnames != meta["classnames"]:
+        raise MmaError(f"The dataset's classes differ from those the checkpoint {str(checkpoint)!r} was trained on.")
+    try:
+        return task_metrics(tasks[0], evaluate_task(loaded, tasks[0], dev, meta.get("template")))
+    finally:
+        adapter.detach()

@@ -1,0 +1,229 @@
+"""Job 3: train the Multi-Modal Adapter from the probe-selected block k and evaluate a protocol.
+
+Run folder (``--out``)::
+
+    results/<protocol>/<dataset>/seed<S>-k<K>-mma.json   one JSON per (protocol, dataset, seed, k, method)
+    results/<protocol>/<dataset>/zeroshot.json           the frozen model, same evaluation code
+    checkpoints/<protocol>-<dataset>-seed<S>-k<K>.safetensors   adapter weights + configs
+    results.csv                                          tidy roll-up of every JSON
+    results_summary.csv                                  per dataset and averaged (HM of averages, mean of HMs)
+    train.json                                           the configuration that ran
+
+A result whose JSON exists is not recomputed, so an interrupted job resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mma.errors import MmaError
+from mma.io import atomic_write, atomic_write_json, read_json
+
+__all__ = ["TrainSelectedConfig", "TrainRun", "read_selection", "train_selected", "summarise_results", "sweep_k"]
+
+
+@dataclass
+class TrainSelectedConfig:
+    run: Path | None = None
+    model: str | None = None
+    k: int | None = None
+    data: list[str] = field(default_factory=lambda: ["builtin"])
+    protocol: str = "base2novel"
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    out: Path = Path("runs/train")
+    device: str = "auto"
+    template: str | None = None
+    train: dict = field(default_factory=dict)  # TrainConfig overrides (k is set from the selection)
+    checkpoints: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainRun:
+    out: Path
+    model: str
+    k: int
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    seconds: float
+
+
+def read_selection(run: Path, model: str | None = None) -> dict:
+    """The selection record of *model* (or the first model) in ``run/selection.json``."""
+    path = Path(run) / "selection.json"
+    if not path.is_file():
+        raise MmaError(
+            f"The run folder {str(run)!r} has no selection.json; run 'mma probe layers --out {run}' first, or pass --k."
+        )
+    selections = read_json(path).get("selections", [])
+    if not selections:
+        raise MmaError(f"{str(path)!r} lists no model; rerun 'mma probe layers'.")
+    if model is None:
+        return selections[0]
+    for sel in selections:
+        if sel["model"] == model:
+            return sel
+    raise MmaError(f"{str(path)!r} has no selection for model {model!r} (it has {[s['model'] for s in selections]}).")
+
+
+def _resolve_model_and_k(cfg: TrainSelectedConfig) -> tuple[str | None, int, str]:
+    run = cfg.run
+    if run is None and cfg.k is None:
+        default = Path("runs/probe")
+        if not (default / "selection.json").is_file():
+            raise MmaError("No k was given: pass --run PROBE_RUN (a folder with selection.json) or --k.")
+        run = default
+    if run is not None:
+        sel = read_selection(run, cfg.model)
+        model = cfg.model or sel["model"]
+        k = cfg.k if cfg.k is not None else int(sel["k"])
+        return model, k, f"{run}/selection.json (rule {sel.get('rule')})" if cfg.k is None else "--k"
+    return cfg.model, int(cfg.k), "--k"
+
+
+def _json_path(out: Path, protocol: str, dataset: str, seed: int, k: int) -> Path:
+    return out / "results" / protocol / dataset / f"seed{seed}-k{k}-mma.json"
+
+
+def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
+    """Train and evaluate MMA at the selected k for every task and seed of the protocol."""
+    from tqdm.auto import tqdm
+
+    from mma.adapters.checkpoint import save_adapter
+    from mma.adapters.protocols import evaluate_task, make_tasks, task_metrics
+    from mma.adapters.train import TrainConfig, fit_adapter
+    from mma.jobs.probe_layers import check_out_dir
+    from mma.probe.data import load_datasets
+    from mma.probe.extract import resolve_device
+    from mma.probe.layers import layer_maps
+    from mma.probe.specs import load_model, parse_model_spec
+
+    start = time.perf_counter()
+    model_spec, k, k_source = _resolve_model_and_k(cfg)
+    spec = parse_model_spec(model_spec)
+    train_cfg = TrainConfig.from_dict({**cfg.train, "k": k})
+    train_cfg.validate()
+    if not cfg.seeds:
+        raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
+    device = resolve_device(cfg.device)
+    out = check_out_dir(cfg.out)
+    datasets = [d for text in cfg.data for d in load_datasets(text, template=cfg.template)]
+    loaded = load_model(spec, device=str(device))
+    depth = min(m.depth for m in layer_maps(loaded.model).values())
+    if not 1 <= k <= depth:
+        raise MmaError(f"k={k} is out of range for {spec} (valid: 1..{depth}).")
+    tasks_by_seed = {seed: make_tasks(cfg.protocol, datasets, shots=train_cfg.shots, seed=seed) for seed in cfg.seeds}
+    atomic_write_json(out / "train.json", {**asdict(cfg), "model": str(spec), "k": k, "k_source": k_source,
+                                           "train_config": asdict(train_cfg), "out": str(out)})
+    total = sum(len(t) for t in tasks_by_seed.values())
+    with tqdm(total=total, desc=f"train MMA k={k}", unit="run", disable=not cfg.progress) as bar:
+        for task in tasks_by_seed[cfg.seeds[0]]:  # the frozen model, once per task: it has no seed
+            zpath = out / "results" / cfg.protocol / task.name / "zeroshot.json"
+            if not zpath.exists():
+                accs = evaluate_task(loaded, task, device, cfg.template)
+                atomic_write_json(zpath, {"protocol": cfg.protocol, "dataset": task.name, "seed": None, "k": None,
+                                          "method": "zeroshot", "model": str(spec), "weights": loaded.weights_id,
+                                          "metrics": task_metrics(task, accs)})
+        for seed, tasks in tasks_by_seed.items():
+            for task in tasks:
+                path = _json_path(out, cfg.protocol, task.name, seed, k)
+                if path.exists():
+                    bar.update(1)
+                    continue
+                result = fit_adapter(loaded, task.dataset, task.train, task.classnames, train_cfg, seed=seed,
+                                     device=device, template=cfg.template)
+                try:
+                    accs = evaluate_task(loaded, task, device, cfg.template)
+                finally:
+                    result.adapter.detach()
+                meta = {"protocol": cfg.protocol, "dataset": task.name, "seed": seed, "k": k, "method": "mma",
+                        "model": str(spec), "weights": loaded.weights_id, "classnames": task.classnames,
+                        "train_config": asdict(train_cfg), "template": cfg.template or task.dataset.template}
+                ckpt = None
+                if cfg.checkpoints:
+                    ckpt = out / "checkpoints" / f"{cfg.protocol}-{task.name}-seed{seed}-k{k}.safetensors"
+                    save_adapter(result.adapter, ckpt, meta)
+                atomic_write_json(path, {**meta, "metrics": task_metrics(task, accs),
+                                         "train": {"steps": result.steps, "seconds": round(result.seconds, 2),
+                                                   "final_loss": result.final_loss,
+                                                   "trainable_parameters": result.adapter.num_parameters()},
+                                         "checkpoint": str(ckpt) if ckpt else None})
+                bar.update(1)
+    results, summary = summarise_results(out)
+    return TrainRun(out, str(spec), k, results, summary, time.perf_counter() - start)
+
+
+def _load_results(out: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted((Path(out) / "results").rglob("*.json")):
+        r = read_json(path)
+        for metric, value in r["metrics"].items():
+            rows.append({"protocol": r["protocol"], "dataset": r["dataset"], "seed": r["seed"], "k": r["k"],
+                         "method": r["method"], "metric": metric, "value": value})
+    if not rows:
+        raise MmaError(f"No result JSON under {str(out)!r}/results; run 'mma train-selected' first.")
+    return pd.DataFrame(rows)
+
+
+def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Roll every result JSON into results.csv and results_summary.csv (written atomically)."""
+    results = _load_results(out)
+    group = ["protocol", "method", "k", "dataset", "metric"]
+    per_dataset = (results.groupby(group, dropna=False)["value"].agg(mean="mean", std="std", n="count")
+                   .reset_index())
+    per_dataset["std"] = per_dataset["std"].fillna(0.0)
+    summary = [per_dataset]
+    for (protocol, method, k), d in per_dataset.groupby(["protocol", "method", "k"], dropna=False):
+        avg = d.groupby("metric")["mean"].mean()
+        rows = [{"metric": m, "mean": v} for m, v in avg.items() if m != "hm"]
+        if {"base", "novel"} <= set(avg.index):
+            b, n = avg["base"], avg["novel"]
+            rows.append({"metric": "hm", "mean": 0.0 if b + n == 0 else 2 * b * n / (b + n)})
+            rows.append({"metric": "mean_of_hms", "mean": avg.get("hm", float("nan"))})
+        extra = pd.DataFrame(rows)
+        extra[["protocol", "method", "k", "dataset", "std", "n"]] = [protocol, method, k, "average", float("nan"),
+                                                                      d["dataset"].nunique()]
+        summary.append(extra[per_dataset.columns])
+    summary = pd.concat(summary, ignore_index=True)
+    atomic_write(Path(out) / "results.csv", lambda p: results.to_csv(p, index=False))
+    atomic_write(Path(out) / "results_summary.csv", lambda p: summary.to_csv(p, index=False))
+    return results, summary
+
+
+def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict:
+    """Train and evaluate at every k (or *ks*), plot base / novel / HM against k, compare with the selected k."""
+    from mma.analysis.plots import plot_k_sweep
+    from mma.probe.layers import layer_maps
+    from mma.probe.specs import load_model, parse_model_spec
+
+    if cfg.protocol != "base2novel":
+        raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
+    try:
+        model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(run=cfg.run, model=cfg.model))
+    except MmaError:
+        model_spec, selected = cfg.model, None
+    if ks is None:
+        depth = min(m.depth for m in layer_maps(load_model(parse_model_spec(model_spec)).model).values())
+        ks = list(range(1, depth + 1))
+    runs = []
+    for k in ks:
+        runs.append(train_selected(TrainSelectedConfig(**{**asdict(cfg), "k": k, "model": model_spec, "run": None})))
+    results = runs[-1].results
+    mma_rows = results[(results["method"] == "mma") & results["k"].isin(ks)]
+    per_seed = (mma_rows[mma_rows["metric"].isin(["base", "novel"])]
+                .groupby(["k", "seed", "metric"])["value"].mean().unstack("metric").reset_index())
+    per_seed["hm"] = 2 * per_seed["base"] * per_seed["novel"] / (per_seed["base"] + per_seed["novel"])
+    tidy = per_seed.melt(id_vars=["k", "seed"], value_vars=["base", "novel", "hm"], var_name="metric")
+    plot_k_sweep(tidy, Path(cfg.out) / "k_sweep", selected_k=selected,
+                 title=f"{model_spec or 'mma-tiny'}: MMA base-to-novel vs first adapted block k")
+    hm = tidy[tidy["metric"] == "hm"].groupby("k")["value"].mean()
+    best_k = int(hm.idxmax())
+    record = {"ks": ks, "hm": {int(k): float(v) for k, v in hm.items()}, "best_k": best_k, "selected_k": selected,
+              "selected_over_best": (float(hm[selected] / hm[best_k]) if selected in hm.index else None)}
+    atomic_write_json(Path(cfg.out) / "k_sweep.json", record)
+    return record

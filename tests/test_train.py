@@ -1,0 +1,126 @@
+"""Training and evaluation of the adapter: prefix cache, protocols, results, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from mma.adapters.checkpoint import load_adapter, read_adapter, save_adapter
+from mma.adapters.evaluate import accuracy, harmonic_mean
+from mma.adapters.mma import add_adapter
+from mma.adapters.protocols import make_tasks
+from mma.adapters.text_cache import TextPrefixCache
+from mma.adapters.train import TrainConfig, fit_adapter
+from mma.errors import MmaError
+from mma.probe import layer_maps, load_model
+from mma.probe.data import load_datasets
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("colours")
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 20), ("val", 4), ("test", 6)):
+        for name, rgb in COLOURS.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                noise = torch.randint(-25, 25, (16, 16, 3), generator=g)
+                arr = (torch.tensor(rgb).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(root / split / name / f"{i}.png")
+    (d,) = load_datasets(f"folder:{root}")
+    return d
+
+
+@pytest.fixture()
+def tiny():
+    return load_model("mma-tiny:random")
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_text_prefix_cache_equals_encode_text(tiny, k):
+    model = tiny.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tokens = tiny.tokenizer(["a photo of a red.", "a photo of a green thing.", "a blue"])
+    adapter = add_adapter(model, k=k, dim=8, alpha=0.5)
+    for p in adapter.parameters():  # make the adapters matter
+        torch.nn.init.normal_(p, std=0.2)
+    cache = TextPrefixCache(model, layer_maps(model)["text"], adapter.k_text, tokens)
+    torch.testing.assert_close(cache.encode(), model.encode_text(tokens), rtol=1e-5, atol=1e-5)
+    cache.encode().sum().backward()  # gradients reach the adapters of blocks k..L
+    assert all(p.grad is not None for n, p in adapter.named_parameters() if ".text." in n or "shared" in n)
+    assert len(model.transformer.resblocks) == 6  # the block list is restored
+
+
+def test_fit_adapter_learns_and_is_deterministic(tiny, colour_data):
+    cfg = TrainConfig(k=4, epochs=3, batch_size=8, shots=8, alpha=0.1, lr=0.01)
+    task = make_tasks("few-shot", [colour_data], shots=cfg.shots, seed=1)[0]
+    before = accuracy(tiny, colour_data, task.evals[0].samples, task.classnames)
+    first = fit_adapter(tiny, colour_data, task.train, task.classnames, cfg, seed=1)
+    after = accuracy(tiny, colour_data, task.evals[0].samples, task.classnames)
+    first.adapter.detach()
+    again = fit_adapter(tiny, colour_data, task.train, task.classnames, cfg, seed=1)
+    again.adapter.detach()
+    assert first.steps == again.steps == 3 * (len(task.train) // 8)
+    assert first.losses == again.losses
+    assert math.isfinite(first.final_loss) and first.losses[-1] < first.losses[0]
+    assert after > before  # random weights + adapter fitted on colours beat the random zero-shot
+    only_adapter = {n for n, p in tiny.model.named_parameters() if p.requires_grad}
+    assert only_adapter == set()
+
+
+def test_base2novel_tasks_follow_the_coop_split(colour_data):
+    (task,) = make_tasks("base2novel", [colour_data], shots=4, seed=2)
+    assert task.classnames == ["blue", "green"]  # sorted folder names: blue, green | red, yellow
+    base, novel = task.evals
+    assert base.classnames == ["blue", "green"] and novel.classnames == ["red", "yellow"]
+    assert {s.label for s in task.train} == {0, 1} and len(task.train) == 8
+    assert {s.label for s in novel.samples} == {0, 1} and len(novel.samples) == 12
+
+
+def test_protocol_errors(colour_data):
+    with pytest.raises(MmaError, match=r"fewer than --shots 50 training images .* lower --shots to at most 20"):
+        make_tasks("base2novel", [colour_data], shots=50, seed=1)
+    with pytest.raises(MmaError, match="--protocol 'zero' is not valid"):
+        make_tasks("zero", [colour_data], shots=1, seed=1)
+    with pytest.raises(MmaError, match="domain-gen needs the source"):
+        make_tasks("domain-gen", [colour_data], shots=1, seed=1)
+
+
+def test_checkpoint_round_trip_and_wrong_model(tiny, colour_data, tmp_path):
+    cfg = TrainConfig(k=5, epochs=1, batch_size=8, shots=4, alpha=0.1)
+    task = make_tasks("few-shot", [colour_data], shots=cfg.shots, seed=1)[0]
+    result = fit_adapter(tiny, colour_data, task.train, task.classnames, cfg, seed=1)
+    acc = accuracy(tiny, colour_data, task.evals[0].samples, task.classnames)
+    meta = {"model": str(tiny.spec), "weights": tiny.weights_id, "protocol": "few-shot", "dataset": colour_data.name}
+    path = save_adapter(result.adapter, tmp_path / "a.safetensors", meta)
+    result.adapter.detach()
+    state, got = read_adapter(path)
+    assert set(state) == set(result.adapter.state_dict()) and got["adapter"]["k"] == 5
+    fresh = load_model("mma-tiny:random")
+    adapter, _ = load_adapter(path, fresh)
+    assert accuracy(fresh, colour_data, task.evals[0].samples, task.classnames) == acc
+    adapter.detach()
+    other = load_model("mma-tiny:random", seed=7)
+    with pytest.raises(MmaError, match="was trained on mma-tiny:random"):
+        load_adapter(path, other)
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(MmaError, match="not an mma adapter checkpoint"):
+        read_adapter(tmp_path / "junk.safetensors")
+
+
+def test_harmonic_mean():
+    assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
+    assert harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_train_config_validation():
+    with pytest.raises(MmaError, match=r"alpha=-1 is not valid; it must be a float > 0"):
+        TrainConfig(alpha=-1).validate()
+    with pytest.raises(MmaError, match=r"Unknown training option\(s\) \['lrr'\]"):
+        TrainConfig.from_dict({"lrr": 1})
