@@ -71,7 +71,9 @@ def _names(text: str) -> tuple[str, ...]:
 def parse_data_spec(text: str) -> DatasetSpec:
     """Parse ``builtin[:A,B]``, ``coop:ROOT[:A,B]``, ``folder:PATH`` or ``csv:PATH``."""
     if not isinstance(text, str) or not text.strip():
-        raise MmaError(f"The data spec {text!r} is empty; valid forms: builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH.")
+        raise MmaError(
+            f"The data spec {text!r} is empty; valid forms: builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH."
+        )
     text = text.strip()
     kind, _, rest = text.partition(":")
     kind = kind.lower()
@@ -95,7 +97,9 @@ def parse_data_spec(text: str) -> DatasetSpec:
     return DatasetSpec(kind, rest, None)
 
 
-def load_datasets(spec: str | DatasetSpec, *, template: str | None = None, image_size: int | None = None) -> list[ImageDataset]:
+def load_datasets(
+    spec: str | DatasetSpec, *, template: str | None = None, image_size: int | None = None
+) -> list[ImageDataset]:
     """Every dataset a spec names, each with its splits, class names and loader."""
     if isinstance(spec, str):
         spec = parse_data_spec(spec)
@@ -128,6 +132,6 @@ def list_dataset_sources() -> list[dict]:
     from .builtin import describe_builtin
     from .coop import describe_coop
 
-    return [dict(source="builtin", **row) for row in describe_builtin()] + [
-        dict(source="coop", **row) for row in describe_coop()
+    return [{"kind": "builtin", **row} for row in describe_builtin()] + [
+        {"kind": "coop", **row} for row in describe_coop()
     ]
