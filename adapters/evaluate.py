@@ -35,8 +35,9 @@ def accuracy(
     """Top-1 accuracy (%) of *samples* (labelled 0..len(classnames)-1) among *classnames*."""
     loaded.model.eval()
     weights = class_text_features(loaded, classnames, template or dataset.template, device)
-    feats, labels = encode_images(loaded, dataset, samples, device=device, batch_size=batch_size, workers=workers,
-                                  report=report)
+    feats, labels = encode_images(
+        loaded, dataset, samples, device=device, batch_size=batch_size, workers=workers, report=report
+    )
     if len(labels) == 0:
         return float("nan")
     pred = (feats.to(device) @ weights.T).argmax(dim=-1).cpu()

@@ -85,9 +85,7 @@ def _kaiming_linear(n_in: int, n_out: int) -> nn.Linear:
 
 def _check_alpha(alpha: Any) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise MmaError(
-            f"alpha={alpha!r} is out of range (valid: a finite number > 0; the official default is 0.001)."
-        )
+        raise MmaError(f"alpha={alpha!r} is out of range (valid: a finite number > 0; the official default is 0.001).")
     return float(alpha)
 
 
@@ -152,8 +150,10 @@ class MultiModalAdapter(nn.Module):
                 where = f"{model_name}, whose towers have {min_depth} blocks"
             else:
                 shallow = min(TOWERS, key=lambda t: depths[t])
-                where = (f"the {shallow} tower of {model_name}, which has {min_depth} blocks (k counts blocks "
-                         "of the shallower tower)")
+                where = (
+                    f"the {shallow} tower of {model_name}, which has {min_depth} blocks (k counts blocks "
+                    "of the shallower tower)"
+                )
             raise MmaError(f"k={k!r} is out of range for {where} (valid: 1..{min_depth}).")
 
         self.k = k
@@ -206,8 +206,13 @@ class MultiModalAdapter(nn.Module):
     def from_config(cls, config: Mapping[str, Any], maps: Mapping[str, LayerMap]) -> MultiModalAdapter:
         """Rebuild an adapter from :meth:`config` for the model *maps* describes (its towers must match)."""
         adapter = cls(
-            maps, k=config["k"], dim=config["dim"], alpha=config["alpha"], grad_scale=config["grad_scale"],
-            depth_mode=config["depth_mode"], model_name=config.get("model_name", "model"),
+            maps,
+            k=config["k"],
+            dim=config["dim"],
+            alpha=config["alpha"],
+            grad_scale=config["grad_scale"],
+            depth_mode=config["depth_mode"],
+            model_name=config.get("model_name", "model"),
         )
         for key in ("depths", "widths"):
             if key in config and dict(config[key]) != getattr(adapter, key):
@@ -222,8 +227,10 @@ class MultiModalAdapter(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
-        return (f"k={self.k}, dim={self.dim}, alpha={self.alpha}, grad_scale={self.grad_scale}, "
-                f"depth_mode={self.depth_mode!r}, image_blocks={self.image_blocks}, text_blocks={self.text_blocks}")
+        return (
+            f"k={self.k}, dim={self.dim}, alpha={self.alpha}, grad_scale={self.grad_scale}, "
+            f"depth_mode={self.depth_mode!r}, image_blocks={self.image_blocks}, text_blocks={self.text_blocks}"
+        )
 
     # -- the branch ---------------------------------------------------------------------------------
 

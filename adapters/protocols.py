@@ -99,10 +99,19 @@ def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed:
             check_shots(d, shots, base)
             base_names = [d.classnames[i] for i in base]
             novel_names = [d.classnames[i] for i in novel]
-            tasks.append(Task(protocol, d.name, d, subsample_classes(fs.train, base), base_names, [
-                EvalSplit("base", d, subsample_classes(d.test, base), base_names),
-                EvalSplit("novel", d, subsample_classes(d.test, novel), novel_names),
-            ]))
+            tasks.append(
+                Task(
+                    protocol,
+                    d.name,
+                    d,
+                    subsample_classes(fs.train, base),
+                    base_names,
+                    [
+                        EvalSplit("base", d, subsample_classes(d.test, base), base_names),
+                        EvalSplit("novel", d, subsample_classes(d.test, novel), novel_names),
+                    ],
+                )
+            )
         return tasks
     source, targets = datasets[0], datasets[1:]
     if protocol == "domain-gen" and not targets:
@@ -121,10 +130,14 @@ def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed:
     return [Task(protocol, source.name, source, fs.train, list(source.classnames), evals)]
 
 
-def evaluate_task(loaded: LoadedModel, task: Task, device: torch.device, template: str | None = None) -> dict[str, float]:
+def evaluate_task(
+    loaded: LoadedModel, task: Task, device: torch.device, template: str | None = None
+) -> dict[str, float]:
     """Accuracy (%) of every evaluation split of *task* with the model as it is (adapter attached or not)."""
-    return {e.name: accuracy(loaded, e.dataset, e.samples, e.classnames, template=template, device=device)
-            for e in task.evals}
+    return {
+        e.name: accuracy(loaded, e.dataset, e.samples, e.classnames, template=template, device=device)
+        for e in task.evals
+    }
 
 
 def task_metrics(task: Task, accs: dict[str, float]) -> dict[str, float]:
@@ -134,5 +147,8 @@ def task_metrics(task: Task, accs: dict[str, float]) -> dict[str, float]:
     if task.protocol == "few-shot":
         return {"accuracy": accs[task.name]}
     targets = {n: v for n, v in accs.items() if n != task.name}
-    return {"source": accs[task.name], **{f"target:{n}": v for n, v in targets.items()},
-            "target_average": float(np.mean(list(targets.values())))}
+    return {
+        "source": accs[task.name],
+        **{f"target:{n}": v for n, v in targets.items()},
+        "target_average": float(np.mean(list(targets.values()))),
+    }

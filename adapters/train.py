@@ -101,16 +101,20 @@ def train_transform(loaded: LoadedModel, cfg: TrainConfig):
     pcfg = getattr(loaded.model.visual, "preprocess_cfg", {})
     mean = pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
     std = pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))
-    steps = [T.RandomResizedCrop(loaded.image_size, scale=(cfg.crop_scale_min, 1.0),
-                                 interpolation=T.InterpolationMode.BICUBIC)]
+    steps = [
+        T.RandomResizedCrop(
+            loaded.image_size, scale=(cfg.crop_scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC
+        )
+    ]
     if cfg.flip:
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
 
 
-def class_text_features(loaded: LoadedModel, classnames: Sequence[str], template: str,
-                        device: torch.device) -> torch.Tensor:
+def class_text_features(
+    loaded: LoadedModel, classnames: Sequence[str], template: str, device: torch.device
+) -> torch.Tensor:
     """Normalised prompt features of the classes with the model as it is now (adapter attached or not)."""
     tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
     with torch.no_grad():
@@ -148,8 +152,15 @@ def fit_adapter(
         )
     gen = _seed_all(seed)
     model = loaded.model
-    adapter = add_adapter(model, k=cfg.k, dim=cfg.dim, alpha=cfg.alpha, grad_scale=cfg.grad_scale,
-                          depth_mode=cfg.depth_mode, model_name=str(loaded.spec))
+    adapter = add_adapter(
+        model,
+        k=cfg.k,
+        dim=cfg.dim,
+        alpha=cfg.alpha,
+        grad_scale=cfg.grad_scale,
+        depth_mode=cfg.depth_mode,
+        model_name=str(loaded.spec),
+    )
     model.eval()  # frozen trunk: no dropout / batch-norm updates; adapters have neither
     template = template or dataset.template
     maps = layer_maps(model)
@@ -158,8 +169,14 @@ def fit_adapter(
 
     reader = ImageReader(dataset, samples, train_transform(loaded, cfg))
     loader = torch.utils.data.DataLoader(
-        reader, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.workers,
-        collate_fn=collate_readable, pin_memory=device.type == "cuda",
+        reader,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=gen,
+        num_workers=cfg.workers,
+        collate_fn=collate_readable,
+        pin_memory=device.type == "cuda",
     )
     params = [p for p in adapter.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -214,5 +231,3 @@ def _consistency(model, adapter, images, text, tokens, img_n, txt_n) -> torch.Te
 
 def save_config(cfg: TrainConfig) -> dict:
     return asdict(cfg)
-
-

@@ -77,9 +77,7 @@ def _is_int(value: Any) -> bool:
 def _as_2d(name: str, X: Any) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise MmaError(
-            f"'{name}' must be a non-empty array of shape (n_samples, n_features); got shape {X.shape}."
-        )
+        raise MmaError(f"'{name}' must be a non-empty array of shape (n_samples, n_features); got shape {X.shape}.")
     if not np.all(np.isfinite(X)):
         raise MmaError(f"'{name}' contains NaN or infinite values; features must be finite.")
     return X
@@ -88,9 +86,7 @@ def _as_2d(name: str, X: Any) -> np.ndarray:
 def _as_labels(name: str, y: Any, n: int, x_name: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
-        raise MmaError(
-            f"'{name}' must be 1-D with one label per row of '{x_name}' ({n}); got shape {y.shape}."
-        )
+        raise MmaError(f"'{name}' must be 1-D with one label per row of '{x_name}' ({n}); got shape {y.shape}.")
     return y
 
 
@@ -183,11 +179,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise _bad(owner, "n_refine", "an int in the range [0, inf)", self.n_refine)
         if not _is_int(self.max_iter) or self.max_iter < 1:
             raise _bad(owner, "max_iter", "an int in the range [1, inf)", self.max_iter)
-        if (
-            not isinstance(self.tol, numbers.Real)
-            or isinstance(self.tol, bool)
-            or not (0 < self.tol < math.inf)
-        ):
+        if not isinstance(self.tol, numbers.Real) or isinstance(self.tol, bool) or not (0 < self.tol < math.inf):
             raise _bad(owner, "tol", "a float in the range (0, inf)", self.tol)
         for name in ("warm_start", "refit"):
             if not isinstance(getattr(self, name), bool | np.bool_):
@@ -314,9 +306,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classifier_")
         X = _as_2d("X", X)
         if X.shape[1] != self.n_features_in_:
-            raise MmaError(
-                f"'X' has {X.shape[1]} features but the probe was fitted on {self.n_features_in_}."
-            )
+            raise MmaError(f"'X' has {X.shape[1]} features but the probe was fitted on {self.n_features_in_}.")
         return self.scaler_.transform(X)
 
     def predict(self, X: Any) -> np.ndarray:

@@ -27,16 +27,25 @@ def save_figure(fig, stem: str | Path, data: pd.DataFrame | None = None) -> list
     stem = Path(stem)
     paths = []
     for ext in ("png", "pdf"):
-        paths.append(atomic_write(stem.with_suffix(f".{ext}"),
-                                  lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight")))
+        paths.append(
+            atomic_write(
+                stem.with_suffix(f".{ext}"), lambda p, ext=ext: fig.savefig(p, format=ext, dpi=150, bbox_inches="tight")
+            )
+        )
     if data is not None:
         paths.append(atomic_write(stem.with_suffix(".csv"), lambda p: data.to_csv(p, index=False)))
     plt.close(fig)
     return paths
 
 
-def plot_layers(summary: pd.DataFrame, stem: str | Path, *, selected_k: dict[str, int] | None = None,
-                metric: str = "probe_accuracy", title: str | None = None) -> list[Path]:
+def plot_layers(
+    summary: pd.DataFrame,
+    stem: str | Path,
+    *,
+    selected_k: dict[str, int] | None = None,
+    metric: str = "probe_accuracy",
+    title: str | None = None,
+) -> list[Path]:
     """One panel per model: text and image accuracy (mean line, std band) against XEmbed, 1..L, XProj.
 
     The selected first adapted block k of each model is marked, and the adapted blocks k..L shaded.
@@ -52,10 +61,23 @@ def plot_layers(summary: pd.DataFrame, stem: str | Path, *, selected_k: dict[str
         names = d.sort_values("layer_index").drop_duplicates("layer_index")["layer_name"].tolist()
         for tower in ("text", "image"):
             t = d[d["tower"] == tower].sort_values("layer_index")
-            ax.plot(t["layer_index"], t["mean"] * 100, marker="o", ms=3.5, lw=1.8, color=TOWER_COLOURS[tower],
-                    label=tower.capitalize())
-            ax.fill_between(t["layer_index"], (t["mean"] - t["std"]) * 100, (t["mean"] + t["std"]) * 100,
-                            color=TOWER_COLOURS[tower], alpha=0.2, lw=0)
+            ax.plot(
+                t["layer_index"],
+                t["mean"] * 100,
+                marker="o",
+                ms=3.5,
+                lw=1.8,
+                color=TOWER_COLOURS[tower],
+                label=tower.capitalize(),
+            )
+            ax.fill_between(
+                t["layer_index"],
+                (t["mean"] - t["std"]) * 100,
+                (t["mean"] + t["std"]) * 100,
+                color=TOWER_COLOURS[tower],
+                alpha=0.2,
+                lw=0,
+            )
         if selected_k and model in selected_k:
             k = selected_k[model]
             depth = len(names) - 2
@@ -74,8 +96,9 @@ def plot_layers(summary: pd.DataFrame, stem: str | Path, *, selected_k: dict[str
     return save_figure(fig, stem, data)
 
 
-def plot_k_sweep(results: pd.DataFrame, stem: str | Path, *, selected_k: int | None = None,
-                 title: str | None = None) -> list[Path]:
+def plot_k_sweep(
+    results: pd.DataFrame, stem: str | Path, *, selected_k: int | None = None, title: str | None = None
+) -> list[Path]:
     """Base, novel and HM accuracy (mean, std band over seeds) against the first adapted block k.
 
     *results* has columns ``k``, ``metric`` (base / novel / hm) and ``value`` (one row per seed).
@@ -88,7 +111,14 @@ def plot_k_sweep(results: pd.DataFrame, stem: str | Path, *, selected_k: int | N
         if d.empty:
             continue
         d["std"] = d["std"].fillna(0.0)
-        ax.plot(d["k"], d["mean"], marker="o", ms=4, color=colours[metric], label=metric.upper() if metric == "hm" else metric)
+        ax.plot(
+            d["k"],
+            d["mean"],
+            marker="o",
+            ms=4,
+            color=colours[metric],
+            label=metric.upper() if metric == "hm" else metric,
+        )
         ax.fill_between(d["k"], d["mean"] - d["std"], d["mean"] + d["std"], color=colours[metric], alpha=0.15, lw=0)
     if selected_k is not None:
         ax.axvline(selected_k, color="grey", ls="--", lw=1.2, label=f"probe-selected k={selected_k}")

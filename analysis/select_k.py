@@ -37,7 +37,9 @@ DEFAULT_THRESHOLDS = {"saturation": 0.5, "gap": 0.5, "knee": None}
 FLAT = 0.01  # a block curve spanning less than one accuracy point carries no depth information
 
 
-def block_curves(summary: pd.DataFrame, model: str | None = None, metric: str = "probe_accuracy") -> dict[str, np.ndarray]:
+def block_curves(
+    summary: pd.DataFrame, model: str | None = None, metric: str = "probe_accuracy"
+) -> dict[str, np.ndarray]:
     """``{"image": [L], "text": [L]}`` mean accuracy of blocks 1..L from a summary table."""
     s = summary[(summary["metric"] == metric)]
     if model is not None and "model" in s.columns:
@@ -47,7 +49,9 @@ def block_curves(summary: pd.DataFrame, model: str | None = None, metric: str = 
         t = s[s["tower"] == tower].sort_values("layer_index")
         blocks = t[~t["layer_name"].isin(["XEmbed", "XProj"])]
         if blocks.empty:
-            raise MmaError(f"The summary has no {metric} rows for the {tower} tower blocks; run 'mma probe layers' first.")
+            raise MmaError(
+                f"The summary has no {metric} rows for the {tower} tower blocks; run 'mma probe layers' first."
+            )
         curves[tower] = blocks["mean"].to_numpy(dtype=float)
     if len(curves["image"]) != len(curves["text"]):
         raise MmaError("The image and text towers have different depths; pass curves resampled to one depth.")
@@ -56,8 +60,9 @@ def block_curves(summary: pd.DataFrame, model: str | None = None, metric: str = 
 
 def _combined(curves: dict[str, np.ndarray]) -> np.ndarray:
     """Mean of the towers' curves normalised to [0, 1], flat towers left out (all flat: ones)."""
-    normalised = [(c - c.min()) / (c.max() - c.min()) for c in (curves["image"], curves["text"])
-                  if c.max() - c.min() >= FLAT]
+    normalised = [
+        (c - c.min()) / (c.max() - c.min()) for c in (curves["image"], curves["text"]) if c.max() - c.min() >= FLAT
+    ]
     if not normalised:
         return np.ones_like(curves["image"])
     return np.mean(normalised, axis=0)
@@ -90,8 +95,9 @@ def select_k(curves: dict[str, np.ndarray], rule: str = DEFAULT_RULE, threshold:
     return int(np.argmax(diff) if diff.max() > 1e-12 else np.argmin(diff)) + 1
 
 
-def selection_record(summary: pd.DataFrame, model: str, *, rule: str = DEFAULT_RULE,
-                     thresholds: dict[str, float] | None = None) -> dict:
+def selection_record(
+    summary: pd.DataFrame, model: str, *, rule: str = DEFAULT_RULE, thresholds: dict[str, float] | None = None
+) -> dict:
     """Every rule's k, the default rule's k, the thresholds and the curves, for ``selection.json``."""
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     curves = block_curves(summary, model)

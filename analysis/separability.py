@@ -114,11 +114,16 @@ def layer_separability(
                 warnings.simplefilter("always", ConvergenceWarning)
                 res = probe_accuracy(X[train], y[train], X[val], y[val], X[test], y[test], **kwargs)
             converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-            knn = knn_accuracy(np.concatenate([X[train], X[val]]), np.concatenate([y[train], y[val]]),
-                               X[test], y[test], k=knn_k)
-            for metric, value in (("probe_accuracy", res["test_accuracy"]), ("probe_C", res["C"]),
-                                  ("probe_val_accuracy", res["val_accuracy"]), ("knn_accuracy", knn),
-                                  ("probe_converged", float(converged))):
+            knn = knn_accuracy(
+                np.concatenate([X[train], X[val]]), np.concatenate([y[train], y[val]]), X[test], y[test], k=knn_k
+            )
+            for metric, value in (
+                ("probe_accuracy", res["test_accuracy"]),
+                ("probe_C", res["C"]),
+                ("probe_val_accuracy", res["val_accuracy"]),
+                ("knn_accuracy", knn),
+                ("probe_converged", float(converged)),
+            ):
                 rows.append((tower, index, name, seed, metric, float(value)))
             if progress:
                 progress(1)
@@ -135,14 +140,19 @@ def summarise(tidy: pd.DataFrame) -> pd.DataFrame:
     acc = tidy[tidy["metric"] == "probe_accuracy"]
     if not acc.empty:
         model_key = ["model"] if "model" in acc.columns else []
-        wide = acc.pivot_table(index=model_key + ["layer_index", "layer_name", "seed"], columns="tower",
-                               values="value").reset_index()
+        wide = acc.pivot_table(
+            index=model_key + ["layer_index", "layer_name", "seed"], columns="tower", values="value"
+        ).reset_index()
         wide["value"] = wide["text"] - wide["image"]
-        gap = wide.groupby(model_key + ["layer_index", "layer_name"], sort=False)["value"].agg(
-            mean="mean", std="std", n_seeds="count").reset_index()
+        gap = (
+            wide.groupby(model_key + ["layer_index", "layer_name"], sort=False)["value"]
+            .agg(mean="mean", std="std", n_seeds="count")
+            .reset_index()
+        )
         gap["std"] = gap["std"].fillna(0.0)
         gap["tower"] = "both"
         gap["metric"] = "gap_text_minus_image"
         out = pd.concat([out, gap[out.columns]], ignore_index=True)
-    return out.sort_values([c for c in ("model", "tower", "metric", "layer_index") if c in out.columns],
-                           kind="stable").reset_index(drop=True)
+    return out.sort_values(
+        [c for c in ("model", "tower", "metric", "layer_index") if c in out.columns], kind="stable"
+    ).reset_index(drop=True)

@@ -54,9 +54,7 @@ def linear_cka(X: Any, Y: Any) -> float:
     """
     X, Y = _features("X", X), _features("Y", Y)
     if X.shape[0] != Y.shape[0]:
-        raise MmaError(
-            f"'X' and 'Y' must describe the same samples; got {X.shape[0]} and {Y.shape[0]} rows."
-        )
+        raise MmaError(f"'X' and 'Y' must describe the same samples; got {X.shape[0]} and {Y.shape[0]} rows.")
     n = X.shape[0]
     if n < 2:
         raise MmaError(f"linear_cka needs at least 2 samples (rows); got {n}.")

@@ -44,9 +44,7 @@ def make_layers(n_layers: int, n_samples: int, dim: int, n_classes: int, seed: i
         # Deep features have wildly different per-channel scales and offsets; the probe standardises.
         X = X * rng.lognormal(0.0, 1.0, size=dim) + rng.normal(0.0, 3.0, size=dim)
         X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, train_size=0.6, stratify=y, random_state=seed)
-        X_va, X_te, y_va, y_te = train_test_split(
-            X_rest, y_rest, train_size=0.5, stratify=y_rest, random_state=seed
-        )
+        X_va, X_te, y_va, y_te = train_test_split(X_rest, y_rest, train_size=0.5, stratify=y_rest, random_state=seed)
         layers.append((X_tr, y_tr, X_va, y_va, X_te, y_te))
     return layers
 
@@ -82,9 +80,7 @@ def main() -> None:
     parser.add_argument("--n-refine", type=int, default=4)
     parser.add_argument("--max-iter", type=int, default=1000)
     parser.add_argument("--tol", type=float, default=1e-5)
-    parser.add_argument(
-        "--blas-threads", type=int, default=1, help="LinearProbe(blas_threads=...); 0: library default"
-    )
+    parser.add_argument("--blas-threads", type=int, default=1, help="LinearProbe(blas_threads=...); 0: library default")
     parser.add_argument("--repeats", type=int, default=3, help="best-of-N timing per mode, interleaved")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -127,10 +123,7 @@ def main() -> None:
     print(f"wall seconds   warm {t_warm:.2f}   cold {t_cold:.2f}   (best of {args.repeats})")
     print(f"CPU seconds    warm {cpu_warm:.2f}   cold {cpu_cold:.2f}")
     print(f"speed-up (cold / warm): wall {t_cold / t_warm:.2f}x   CPU {cpu_cold / cpu_warm:.2f}x")
-    print(
-        f"lbfgs iterations   warm {sum(r['iters'] for r in warm_rows)}   "
-        f"cold {sum(r['iters'] for r in cold_rows)}"
-    )
+    print(f"lbfgs iterations   warm {sum(r['iters'] for r in warm_rows)}   cold {sum(r['iters'] for r in cold_rows)}")
     print(f"identical chosen C on all layers: {same_c} ({n_same}/{len(warm_rows)})")
 
 

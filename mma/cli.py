@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -75,7 +75,9 @@ def _table(rows: list[dict], columns: list[str], title: str) -> None:
 @app.command()
 @friendly
 def models(
-    all_tags: Annotated[bool, typer.Option("--all", help="List every open_clip architecture, not just those with tags.")] = False,
+    all_tags: Annotated[
+        bool, typer.Option("--all", help="List every open_clip architecture, not just those with tags.")
+    ] = False,
 ) -> None:
     """The embedded default model, then open_clip's architectures and pretrained tags."""
     from mma.probe.specs import list_model_specs
@@ -95,13 +97,16 @@ def datasets() -> None:
     from mma.probe.data import list_dataset_sources
 
     rows = list_dataset_sources()
-    _table(rows, ["source", "name", "classes", "train", "val", "test", "source_detail", "licence"]
-           if rows and "source_detail" in rows[0] else ["source", "name", "classes", "train", "val", "test", "licence"],
-           "Datasets (spec: builtin[:A,B] | coop:ROOT[:A,B] | folder:PATH | csv:PATH)")
+    _table(
+        rows,
+        ["kind", "name", "classes", "train", "val", "test", "source", "licence"],
+        "Datasets (spec: builtin[:A,B] | coop:ROOT[:A,B] | folder:PATH | csv:PATH)",
+    )
 
 
-probe_app = typer.Typer(help="Per-layer embeddings, dataset-separability probes and the adapter depth k.",
-                        no_args_is_help=True)
+probe_app = typer.Typer(
+    help="Per-layer embeddings, dataset-separability probes and the adapter depth k.", no_args_is_help=True
+)
 app.add_typer(probe_app, name="probe")
 
 
@@ -118,29 +123,52 @@ def _split_ints(text: str, option: str) -> list[int]:
 @probe_app.command("layers")
 @friendly
 def probe_layers_cmd(
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model spec NAME[:PRETRAINED]; repeatable. Default: the embedded mma-tiny.")] = None,
-    data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data spec (builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH); repeatable.")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model spec NAME[:PRETRAINED]; repeatable. Default: the embedded mma-tiny."),
+    ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data", "-d", help="Data spec (builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH); repeatable."
+        ),
+    ] = None,
     samples: Annotated[int, typer.Option(help="Training samples drawn per dataset and seed.")] = 150,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each draws its own samples and split.")] = "1,2,3",
     pooling: Annotated[str, typer.Option(help="Token pooling for XEmbed and blocks: mean or cls.")] = "mean",
-    template: Annotated[Optional[str], typer.Option(help="Prompt template with {} for the class name.")] = None,
-    text_split: Annotated[str, typer.Option(help="by-sample, or by-class (probe-test classes unseen in training).")] = "by-sample",
+    template: Annotated[str | None, typer.Option(help="Prompt template with {} for the class name.")] = None,
+    text_split: Annotated[
+        str, typer.Option(help="by-sample, or by-class (probe-test classes unseen in training).")
+    ] = "by-sample",
     out: Annotated[Path, typer.Option(help="Run folder (store, CSVs, figure, selection.json).")] = Path("runs/probe"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 128,
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (autocast on CUDA).")] = "fp32",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     strict: Annotated[bool, typer.Option(help="Fail on an unreadable image instead of skipping it.")] = False,
-    rule: Annotated[str, typer.Option(help="Rule that turns the curves into k: saturation, gap or knee.")] = "saturation",
-    threshold: Annotated[Optional[float], typer.Option(help="The rule's threshold (default: the rule's own).")] = None,
+    rule: Annotated[
+        str, typer.Option(help="Rule that turns the curves into k: saturation, gap or knee.")
+    ] = "saturation",
+    threshold: Annotated[float | None, typer.Option(help="The rule's threshold (default: the rule's own).")] = None,
 ) -> None:
     """Dump every layer of each model over the datasets, probe dataset separability, plot it, select k."""
     from mma.jobs.probe_layers import ProbeLayersConfig, per_layer_table, probe_layers
 
     cfg = ProbeLayersConfig(
-        models=list(model) if model else [None], data=list(data) if data else ["builtin"], samples=samples,
-        seeds=_split_ints(seeds, "--seeds"), pooling=pooling, template=template, text_split=text_split, out=out,
-        device=device, batch_size=batch_size, precision=precision, workers=workers, strict=strict, rule=rule,
+        models=list(model) if model else [None],
+        data=list(data) if data else ["builtin"],
+        samples=samples,
+        seeds=_split_ints(seeds, "--seeds"),
+        pooling=pooling,
+        template=template,
+        text_split=text_split,
+        out=out,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        workers=workers,
+        strict=strict,
+        rule=rule,
         threshold=threshold,
     )
     run = probe_layers(cfg)
@@ -151,9 +179,14 @@ def probe_layers_cmd(
         typer.echo(f"\n{sel['model']}: dataset-probe test accuracy (%), mean ± std over seeds {cfg.seeds}")
         typer.echo(table.to_string(index=False))
         others = ", ".join(f"{r}={v['k']}" for r, v in sel["rules"].items())
-        typer.secho(f"Selected k = {sel['k']} (rule {sel['rule']}; all rules: {others}): adapters on blocks "
-                    f"{sel['k']}..{sel['depth']}.", bold=True)
-    typer.echo(f"Wrote {run.out}/ (figure1.png, layers.csv, layers_summary.csv, selection.json) in {run.seconds:.0f} s.")
+        typer.secho(
+            f"Selected k = {sel['k']} (rule {sel['rule']}; all rules: {others}): adapters on blocks "
+            f"{sel['k']}..{sel['depth']}.",
+            bold=True,
+        )
+    typer.echo(
+        f"Wrote {run.out}/ (figure1.png, layers.csv, layers_summary.csv, selection.json) in {run.seconds:.0f} s."
+    )
 
 
 @probe_app.command("select")
@@ -161,7 +194,7 @@ def probe_layers_cmd(
 def probe_select_cmd(
     run: Annotated[Path, typer.Option(help="A probe run folder (from 'mma probe layers').")] = Path("runs/probe"),
     rule: Annotated[str, typer.Option(help="saturation, gap or knee.")] = "saturation",
-    threshold: Annotated[Optional[float], typer.Option(help="The rule's threshold (default: the rule's own).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="The rule's threshold (default: the rule's own).")] = None,
 ) -> None:
     """Choose the first adapted block k from a probe run's curves by a named rule (rewrites selection.json)."""
     from mma.jobs.probe_layers import select_from_run
@@ -176,7 +209,9 @@ def probe_select_cmd(
 @app.command("plot")
 @friendly
 def plot_cmd(
-    run: Annotated[Path, typer.Option(help="A probe run folder; Figure 1 is redrawn from its CSVs.")] = Path("runs/probe"),
+    run: Annotated[Path, typer.Option(help="A probe run folder; Figure 1 is redrawn from its CSVs.")] = Path(
+        "runs/probe"
+    ),
 ) -> None:
     """Redraw a run's figures from its CSVs without recomputing anything."""
     from mma.jobs.probe_layers import plot_run
@@ -200,12 +235,14 @@ def pretrain_tiny_cmd(
         raise MmaError(f"--out {str(out)!r} must end in .safetensors.")
     record = pretrain_tiny(out, PretrainConfig(steps=steps, seed=seed))
     zs = record["zero_shot"]
-    typer.echo(f"Zero-shot mean accuracy: trained {100 * zs['trained_mean']:.1f}%, random init "
-               f"{100 * zs['random_init_mean']:.1f}% ({record['train_seconds']:.0f} s of training).")
+    typer.echo(
+        f"Zero-shot mean accuracy: trained {100 * zs['trained_mean']:.1f}%, random init "
+        f"{100 * zs['random_init_mean']:.1f}% ({record['train_seconds']:.0f} s of training)."
+    )
     typer.echo(f"Wrote {out} and {out.with_suffix('.json')}")
 
 
-def _train_overrides(config: Optional[Path], **options) -> dict:
+def _train_overrides(config: Path | None, **options) -> dict:
     """TrainConfig overrides: a JSON/TOML config file first, then the CLI options that were given."""
     values: dict = {}
     if config is not None:
@@ -222,7 +259,9 @@ def _train_overrides(config: Optional[Path], **options) -> dict:
 
                 values = json.loads(text)
         except ValueError as exc:
-            raise MmaError(f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+            raise MmaError(
+                f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {exc}"
+            ) from None
     values.update({k: v for k, v in options.items() if v is not None})
     return values
 
@@ -238,58 +277,99 @@ _TRAIN_HELP = {
 @app.command("train-selected")
 @friendly
 def train_selected_cmd(
-    run: Annotated[Optional[Path], typer.Option(help="Probe run folder whose selection.json gives model and k (default runs/probe).")] = None,
-    k: Annotated[Optional[int], typer.Option(help="First adapted block; overrides the selection.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default: the selection's model).")] = None,
-    data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data spec; repeatable. Default: builtin.")] = None,
+    run: Annotated[
+        Path | None, typer.Option(help="Probe run folder whose selection.json gives model and k (default runs/probe).")
+    ] = None,
+    k: Annotated[int | None, typer.Option(help="First adapted block; overrides the selection.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model spec (default: the selection's model).")
+    ] = None,
+    data: Annotated[
+        list[str] | None, typer.Option("--data", "-d", help="Data spec; repeatable. Default: builtin.")
+    ] = None,
     protocol: Annotated[str, typer.Option(help="base2novel, few-shot, cross-dataset or domain-gen.")] = "base2novel",
-    shots: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["shots"])] = None,
+    shots: Annotated[int | None, typer.Option(help=_TRAIN_HELP["shots"])] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "1,2,3",
-    epochs: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["epochs"])] = None,
-    alpha: Annotated[Optional[float], typer.Option(help=_TRAIN_HELP["alpha"])] = None,
-    alpha_eval: Annotated[Optional[float], typer.Option(help="MMA++: a different alpha at inference.")] = None,
-    consistency: Annotated[Optional[float], typer.Option(help="MMA++: alpha-consistency loss weight lambda.")] = None,
-    dim: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["dim"])] = None,
-    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate (recipe: 0.0015).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size (recipe: 16).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, fp16 or bf16 (AMP on CUDA).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="JSON or TOML file of training options (CLI options win).")] = None,
+    epochs: Annotated[int | None, typer.Option(help=_TRAIN_HELP["epochs"])] = None,
+    alpha: Annotated[float | None, typer.Option(help=_TRAIN_HELP["alpha"])] = None,
+    alpha_eval: Annotated[float | None, typer.Option(help="MMA++: a different alpha at inference.")] = None,
+    consistency: Annotated[float | None, typer.Option(help="MMA++: alpha-consistency loss weight lambda.")] = None,
+    dim: Annotated[int | None, typer.Option(help=_TRAIN_HELP["dim"])] = None,
+    lr: Annotated[float | None, typer.Option(help="SGD learning rate (recipe: 0.0015).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size (recipe: 16).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16 or bf16 (AMP on CUDA).")] = None,
+    recipe: Annotated[
+        str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
+    ] = "auto",
+    config: Annotated[
+        Path | None, typer.Option(help="JSON or TOML file of training options (CLI options win).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Run folder for results, checkpoints and tables.")] = Path("runs/train"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Train the Multi-Modal Adapter from the probe-selected block k and evaluate a protocol."""
     from mma.jobs.train_selected import TrainSelectedConfig, train_selected
 
-    overrides = _train_overrides(config, shots=shots, epochs=epochs, alpha=alpha, alpha_eval=alpha_eval,
-                                 consistency=consistency, dim=dim, lr=lr, batch_size=batch_size, precision=precision)
-    cfg = TrainSelectedConfig(run=run, model=model, k=k, data=list(data) if data else ["builtin"], protocol=protocol,
-                              seeds=_split_ints(seeds, "--seeds"), out=out, device=device, train=overrides)
+    overrides = _train_overrides(
+        config,
+        shots=shots,
+        epochs=epochs,
+        alpha=alpha,
+        alpha_eval=alpha_eval,
+        consistency=consistency,
+        dim=dim,
+        lr=lr,
+        batch_size=batch_size,
+        precision=precision,
+    )
+    cfg = TrainSelectedConfig(
+        run=run,
+        model=model,
+        k=k,
+        data=list(data) if data else ["builtin"],
+        protocol=protocol,
+        seeds=_split_ints(seeds, "--seeds"),
+        out=out,
+        device=device,
+        recipe=recipe,
+        train=overrides,
+    )
     result = train_selected(cfg)
     _print_summary(result.summary)
-    typer.echo(f"{result.model}, k={result.k}: wrote {result.out}/ (results.csv, results_summary.csv, "
-               f"checkpoints/) in {result.seconds:.0f} s.")
+    typer.echo(
+        f"{result.model}, k={result.k}, recipe {result.recipe}: wrote {result.out}/ (results.csv, results_summary.csv, "
+        f"checkpoints/) in {result.seconds:.0f} s."
+    )
 
 
 def _print_summary(summary) -> None:
-    table = summary[summary["dataset"] != ""].copy()
-    table["value"] = table["mean"].map(lambda v: f"{v:.1f}")
-    wide = table.pivot_table(index=["method", "k", "dataset"], columns="metric", values="value", aggfunc="first",
-                             dropna=False)
-    typer.echo(wide.reset_index().to_string(index=False))
+    table = summary.copy()
+    table["k"] = table["k"].map(lambda v: "-" if v != v else str(int(v)))  # zero-shot rows have no k
+    wide = table.pivot_table(index=["method", "k", "dataset"], columns="metric", values="mean", aggfunc="first")
+    typer.echo(wide.round(1).reset_index().to_string(index=False))
 
 
 @app.command("sweep-k")
 @friendly
 def sweep_k_cmd(
-    run: Annotated[Optional[Path], typer.Option(help="Probe run folder whose selection.json gives model and the selected k.")] = None,
-    ks: Annotated[Optional[str], typer.Option("--ks", help="Comma-separated k values (default: every block).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default: the selection's model).")] = None,
-    data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data spec; repeatable. Default: builtin.")] = None,
-    shots: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["shots"])] = None,
+    run: Annotated[
+        Path | None, typer.Option(help="Probe run folder whose selection.json gives model and the selected k.")
+    ] = None,
+    ks: Annotated[str | None, typer.Option("--ks", help="Comma-separated k values (default: every block).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model spec (default: the selection's model).")
+    ] = None,
+    data: Annotated[
+        list[str] | None, typer.Option("--data", "-d", help="Data spec; repeatable. Default: builtin.")
+    ] = None,
+    shots: Annotated[int | None, typer.Option(help=_TRAIN_HELP["shots"])] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "1,2,3",
-    epochs: Annotated[Optional[int], typer.Option(help=_TRAIN_HELP["epochs"])] = None,
-    alpha: Annotated[Optional[float], typer.Option(help=_TRAIN_HELP["alpha"])] = None,
-    config: Annotated[Optional[Path], typer.Option(help="JSON or TOML file of training options.")] = None,
+    epochs: Annotated[int | None, typer.Option(help=_TRAIN_HELP["epochs"])] = None,
+    alpha: Annotated[float | None, typer.Option(help=_TRAIN_HELP["alpha"])] = None,
+    recipe: Annotated[
+        str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
+    ] = "auto",
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of training options.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sweep"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
@@ -297,15 +377,28 @@ def sweep_k_cmd(
     from mma.jobs.train_selected import TrainSelectedConfig, sweep_k
 
     overrides = _train_overrides(config, shots=shots, epochs=epochs, alpha=alpha)
-    cfg = TrainSelectedConfig(run=run, model=model, data=list(data) if data else ["builtin"],
-                              seeds=_split_ints(seeds, "--seeds"), out=out, device=device, train=overrides)
+    cfg = TrainSelectedConfig(
+        run=run,
+        model=model,
+        data=list(data) if data else ["builtin"],
+        seeds=_split_ints(seeds, "--seeds"),
+        out=out,
+        device=device,
+        recipe=recipe,
+        train=overrides,
+    )
     record = sweep_k(cfg, _split_ints(ks, "--ks") if ks else None)
     for k, hm in record["hm"].items():
-        typer.echo(f"k={k}: HM {hm:.1f}" + ("  <- selected" if k == record["selected_k"] else "")
-                   + ("  <- best" if k == record["best_k"] else ""))
+        typer.echo(
+            f"k={k}: HM {hm:.1f}"
+            + ("  <- selected" if k == record["selected_k"] else "")
+            + ("  <- best" if k == record["best_k"] else "")
+        )
     if record["selected_over_best"] is not None:
-        typer.echo(f"Selected k={record['selected_k']} reaches {100 * record['selected_over_best']:.1f}% of the best "
-                   f"k={record['best_k']}'s HM.")
+        typer.echo(
+            f"Selected k={record['selected_k']} reaches {100 * record['selected_over_best']:.1f}% of the best "
+            f"k={record['best_k']}'s HM."
+        )
     typer.echo(f"Wrote {out}/k_sweep.png, k_sweep.csv, k_sweep.json")
 
 
@@ -313,9 +406,14 @@ def sweep_k_cmd(
 @friendly
 def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Option(help="An adapter checkpoint written by train-selected.")],
-    data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data spec; default: the checkpoint's dataset from builtin.")] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", "-d", help="Data spec; default: the checkpoint's dataset from builtin."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    alpha_eval: Annotated[Optional[float], typer.Option(help="Evaluate with this alpha instead of the trained one.")] = None,
+    alpha_eval: Annotated[
+        float | None, typer.Option(help="Evaluate with this alpha instead of the trained one.")
+    ] = None,
 ) -> None:
     """Re-evaluate an adapter checkpoint with its protocol (base / novel / HM, or accuracy)."""
     from mma.jobs.evaluate import evaluate_checkpoint

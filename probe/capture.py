@@ -83,11 +83,13 @@ class LayerCapture(AbstractContextManager):
         try:
             for tower, lmap in self.maps.items():
                 blocks = lmap.blocks(self.model)
-                self._handles.append(blocks[0].register_forward_pre_hook(
-                    lambda _m, args, t=tower: self._store(t, 0, args[0])))
+                self._handles.append(
+                    blocks[0].register_forward_pre_hook(lambda _m, args, t=tower: self._store(t, 0, args[0]))
+                )
                 for i, block in enumerate(blocks, start=1):
-                    self._handles.append(block.register_forward_hook(
-                        lambda _m, _args, out, t=tower, i=i: self._store(t, i, out)))
+                    self._handles.append(
+                        block.register_forward_hook(lambda _m, _args, out, t=tower, i=i: self._store(t, i, out))
+                    )
         except BaseException:
             self._remove()
             raise

@@ -50,8 +50,9 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
 
-def _key_fields(loaded: LoadedModel, dataset: ImageDataset, tower: str, pooling: str, precision: str,
-                device: torch.device) -> dict:
+def _key_fields(
+    loaded: LoadedModel, dataset: ImageDataset, tower: str, pooling: str, precision: str, device: torch.device
+) -> dict:
     cfg = getattr(loaded.model.visual, "preprocess_cfg", {})
     return {
         "model": str(loaded.spec),
@@ -92,16 +93,28 @@ def extract_images(
     refs = [s.ref for s in samples]
     key = _key_fields(loaded, dataset, "image", pooling, precision, device)
     key["samples"] = _digest(refs)
-    entry = open_entry(store_root, f"{dataset.name}-image", key, refs=refs, labels=[s.label for s in samples],
-                       layer_names=names, widths=widths)
+    entry = open_entry(
+        store_root,
+        f"{dataset.name}-image",
+        key,
+        refs=refs,
+        labels=[s.label for s in samples],
+        layer_names=names,
+        widths=widths,
+    )
     if entry.done:
         return entry
     start = entry.rows_done
     if progress and start:
         progress(start)
     reader = ImageReader(dataset, list(samples)[start:], loaded.preprocess, strict=strict)
-    loader = torch.utils.data.DataLoader(reader, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=collate_readable, pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        reader,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_readable,
+        pin_memory=device.type == "cuda",
+    )
     maps = layer_maps(loaded.model)
     row = start
     with torch.no_grad(), LayerCapture(loaded.model, {"image": maps["image"]}, pooling=pooling) as cap:
@@ -140,8 +153,15 @@ def extract_prompts(
     key = _key_fields(loaded, dataset, "text", pooling, precision, device)
     key.pop("preprocess")
     key["prompts"] = _digest(prompts)
-    entry = open_entry(store_root, f"{dataset.name}-text", key, refs=prompts, labels=list(range(len(prompts))),
-                       layer_names=names, widths=widths)
+    entry = open_entry(
+        store_root,
+        f"{dataset.name}-text",
+        key,
+        refs=prompts,
+        labels=list(range(len(prompts))),
+        layer_names=names,
+        widths=widths,
+    )
     if entry.done:
         return entry
     maps = layer_maps(loaded.model)
@@ -160,5 +180,3 @@ def _digest(items: Sequence[str]) -> str:
     import hashlib
 
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
-
-

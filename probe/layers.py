@@ -81,7 +81,9 @@ class LayerMap:
                 ) from None
         idx = key + n if key < 0 else key
         if not 0 <= idx < n:
-            raise MmaError(f"Layer index {key} is out of range for the {self.tower} tower (0 to {n - 1}, or -{n} to -1).")
+            raise MmaError(
+                f"Layer index {key} is out of range for the {self.tower} tower (0 to {n - 1}, or -{n} to -1)."
+            )
         return self.layers[idx]
 
     def blocks(self, model: nn.Module) -> list[nn.Module]:
@@ -129,8 +131,9 @@ def layer_maps(model: nn.Module) -> dict[str, LayerMap]:
     if text_tower is None and _is_openclip_transformer(getattr(model, "transformer", None)):
         text = _build("text", "", model.transformer, _proj_width(model.text_projection, model.transformer.width), "")
     elif isinstance(text_tower, TextTransformer):
-        text = _build("text", "text.", text_tower.transformer,
-                      _proj_width(text_tower.text_projection, text_tower.width), "text")
+        text = _build(
+            "text", "text.", text_tower.transformer, _proj_width(text_tower.text_projection, text_tower.width), "text"
+        )
     else:
         raise MmaError(
             f"The text tower {type(text_tower).__name__} is not supported; mma maps open_clip's CLIP text "

@@ -107,7 +107,8 @@ def parse_model_spec(text: str | None) -> ModelSpec:
     if name not in known:
         hint = closest(name, known)
         raise MmaError(
-            f"Unknown model {name!r}" + (f"; {hint}" if hint else "")
+            f"Unknown model {name!r}"
+            + (f"; {hint}" if hint else "")
             + " Run 'mma models' for the list, or use hf-hub:ORG/REPO / local-dir:PATH."
         )
     if not sep:
@@ -126,7 +127,8 @@ def parse_model_spec(text: str | None) -> ModelSpec:
         hint = closest(pretrained, tags)
         valid = ", ".join(tags) if tags else "none"
         raise MmaError(
-            f"Unknown pretrained tag {pretrained!r} for model {name!r}" + (f" ({hint})" if hint else "")
+            f"Unknown pretrained tag {pretrained!r} for model {name!r}"
+            + (f" ({hint})" if hint else "")
             + f"; valid tags: {valid}; or give a checkpoint file path, or 'random'."
         )
     return ModelSpec(name, pretrained)
@@ -212,7 +214,9 @@ def load_model(
     torch.manual_seed(seed)
     if spec.has_schema:
         try:
-            model, pre_train, pre_val = open_clip.create_model_and_transforms(spec.name, device=device, precision=precision)
+            model, pre_train, pre_val = open_clip.create_model_and_transforms(
+                spec.name, device=device, precision=precision
+            )
         except Exception as exc:  # hub downloads raise many types
             raise MmaError(
                 f"Could not load {spec} ({type(exc).__name__}: {exc}). Offline? Use a local checkpoint file instead."
@@ -242,7 +246,10 @@ def load_model(
         try:
             with quiet:
                 model, pre_train, pre_val = open_clip.create_model_and_transforms(
-                    spec.name, pretrained=pretrained, device=device, precision=precision,
+                    spec.name,
+                    pretrained=pretrained,
+                    device=device,
+                    precision=precision,
                     force_quick_gelu=force_quick_gelu,
                 )
         except (RuntimeError, KeyError) as exc:

@@ -107,8 +107,9 @@ def open_entry(
     if manifest_path.exists():
         manifest = read_json(manifest_path)
         mode = "r" if manifest.get("done") else "r+"
-        return StoreEntry(folder, manifest, open_memmap(folder / "blocks.npy", mode=mode),
-                          open_memmap(folder / "proj.npy", mode=mode))
+        return StoreEntry(
+            folder, manifest, open_memmap(folder / "blocks.npy", mode=mode), open_memmap(folder / "proj.npy", mode=mode)
+        )
     folder.mkdir(parents=True, exist_ok=True)
     block_width = widths[0]
     blocks = open_memmap(folder / "blocks.npy", mode="w+", dtype=np.float16, shape=(len(widths) - 1, rows, block_width))

@@ -15,8 +15,9 @@ __all__ = ["encode_texts", "encode_images", "zero_shot_classifier", "zero_shot_a
 
 
 @torch.no_grad()
-def encode_texts(loaded: LoadedModel, texts: Sequence[str], *, device: str | torch.device = "cpu",
-                 batch_size: int = 256) -> torch.Tensor:
+def encode_texts(
+    loaded: LoadedModel, texts: Sequence[str], *, device: str | torch.device = "cpu", batch_size: int = 256
+) -> torch.Tensor:
     """L2-normalised text embeddings, ``[len(texts), embed_dim]`` (float32)."""
     out = []
     for i in range(0, len(texts), batch_size):
@@ -39,8 +40,9 @@ def encode_images(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised image embeddings of the readable samples and their labels."""
     reader = ImageReader(dataset, samples, loaded.preprocess, strict=strict)
-    loader = torch.utils.data.DataLoader(reader, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=collate_readable)
+    loader = torch.utils.data.DataLoader(
+        reader, batch_size=batch_size, num_workers=workers, collate_fn=collate_readable
+    )
     feats, labels = [], []
     for _, images, y, bad in loader:
         if report is not None:

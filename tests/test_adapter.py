@@ -128,6 +128,7 @@ def test_vit_b16_parameter_counts_match_the_paper(vit_b16):
     adapter = add_adapter(model, k=5, dim=32)
     assert (adapter.k_image, adapter.k_text) == (5, 5)
     assert adapter.image_blocks == adapter.text_blocks == list(range(5, 13))
+
     def count(*layers):
         return sum(p.numel() for layer in layers for p in layer.parameters())
 
@@ -147,8 +148,13 @@ def test_vit_b16_parameter_counts_match_the_paper(vit_b16):
 def test_state_dict_keys_are_the_adapter_weights_only(tiny):
     adapter = MultiModalAdapter(layer_maps(tiny[0]), k=5, dim=8)
     assert sorted(adapter.state_dict()) == sorted(
-        [f"{part}.{tower}.{j}.{p}" for part in ("down", "up") for tower in ("image", "text") for j in (5, 6)
-         for p in ("weight", "bias")]
+        [
+            f"{part}.{tower}.{j}.{p}"
+            for part in ("down", "up")
+            for tower in ("image", "text")
+            for j in (5, 6)
+            for p in ("weight", "bias")
+        ]
         + [f"shared.{j}.{p}" for j in (5, 6) for p in ("weight", "bias")]
     )
 
@@ -229,9 +235,16 @@ def test_relative_and_block_modes_on_towers_of_different_depth():
     blk = MultiModalAdapter(maps, k=2, depth_mode="block")
     assert blk.image_blocks == blk.text_blocks == [2, 3, 4]
     assert blk.shared_of["image"] == {2: 2, 3: 3, 4: 4}
-    assert rel.config() == {"k": 2, "dim": 32, "alpha": 1e-3, "grad_scale": True, "depth_mode": "relative",
-                            "model_name": "model", "depths": {"image": 8, "text": 4},
-                            "widths": {"image": 64, "text": 32}}
+    assert rel.config() == {
+        "k": 2,
+        "dim": 32,
+        "alpha": 1e-3,
+        "grad_scale": True,
+        "depth_mode": "relative",
+        "model_name": "model",
+        "depths": {"image": 8, "text": 4},
+        "widths": {"image": 64, "text": 32},
+    }
     # both plans run, and change the output
     images, tokens = _inputs(model)
     with torch.no_grad():

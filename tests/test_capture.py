@@ -16,9 +16,12 @@ PROMPTS = ["a photo of a dog.", "a photo of a very small red cat sitting on a ma
 def _reference(model, images, tokens):
     """open_clip's own intermediates, prefix tokens rejoined, and unnormalised final features."""
     with torch.no_grad():
-        ref = model.forward_intermediates(image=images, text=tokens, image_output_fmt="NLC",
-                                          image_output_extra_tokens=True, normalize=False)
-    image_blocks = [torch.cat([p, x], dim=1) for p, x in zip(ref["image_intermediates_prefix"], ref["image_intermediates"])]
+        ref = model.forward_intermediates(
+            image=images, text=tokens, image_output_fmt="NLC", image_output_extra_tokens=True, normalize=False
+        )
+    image_blocks = [
+        torch.cat([p, x], dim=1) for p, x in zip(ref["image_intermediates_prefix"], ref["image_intermediates"])
+    ]
     return image_blocks, ref["text_intermediates"], ref["image_features"], ref["text_features"]
 
 
@@ -39,7 +42,9 @@ def test_capture_matches_open_clip(request, fixture, pooling):
     readout = text_readout_index(model, tokens)
     for i in range(depth):
         torch.testing.assert_close(image_feats[i + 1], pool_tokens(image_blocks[i], pooling), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(text_feats[i + 1], pool_tokens(text_blocks[i], pooling, readout), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            text_feats[i + 1], pool_tokens(text_blocks[i], pooling, readout), rtol=1e-5, atol=1e-5
+        )
     with torch.no_grad():
         torch.testing.assert_close(image_feats[-1], model.encode_image(images, normalize=False))
         torch.testing.assert_close(text_feats[-1], model.encode_text(tokens, normalize=False))

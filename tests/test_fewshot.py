@@ -16,8 +16,12 @@ def _dataset(counts=(30, 3, 25, 17, 9), val_counts=(6, 2, 5, 5, 1)) -> ImageData
     train = [Sample(f"train/{c}/{i}.png", c) for i in range(max(counts)) for c in range(len(counts)) if i < counts[c]]
     val = [Sample(f"val/{c}/{i}.png", c) for c in range(len(val_counts)) for i in range(val_counts[c])]
     test = [Sample(f"test/{c}/{i}.png", c) for c in range(len(counts)) for i in range(4)]
-    return ImageDataset("toy", [f"class_{c}" for c in range(len(counts))], {"train": train, "val": val, "test": test},
-                        loader=lambda ref: Image.new("RGB", (4, 4)))
+    return ImageDataset(
+        "toy",
+        [f"class_{c}" for c in range(len(counts))],
+        {"train": train, "val": val, "test": test},
+        loader=lambda ref: Image.new("RGB", (4, 4)),
+    )
 
 
 def _coop_rule(items, k):

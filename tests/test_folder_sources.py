@@ -39,8 +39,13 @@ def test_parse_data_spec(text, kind, root, names):
 
 @pytest.mark.parametrize(
     "text,match",
-    [("imagenet:/x", r"unknown source 'imagenet'"), ("folder", r"needs a path"), ("builtn", r"did you mean 'builtin'"),
-     ("", r"empty"), ("builtin:,", r"empty")],
+    [
+        ("imagenet:/x", r"unknown source 'imagenet'"),
+        ("folder", r"needs a path"),
+        ("builtn", r"did you mean 'builtin'"),
+        ("", r"empty"),
+        ("builtin:,", r"empty"),
+    ],
 )
 def test_bad_data_specs(text, match):
     with pytest.raises(MmaError, match=match):
@@ -64,7 +69,9 @@ def test_folder_with_splits(tmp_path):
 
 def test_csv_manifest(tmp_path):
     _tree(tmp_path / "imgs")
-    lines = ["path,label,split"] + [f"imgs/golden_retriever/{i}.png,dog,{'train' if i < 3 else 'test'}" for i in range(5)]
+    lines = ["path,label,split"] + [
+        f"imgs/golden_retriever/{i}.png,dog,{'train' if i < 3 else 'test'}" for i in range(5)
+    ]
     lines += [f"imgs/tabby_cat/{i}.png,cat,val" for i in range(5)]
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
     (d,) = load_datasets(f"csv:{tmp_path / 'm.csv'}")
@@ -100,7 +107,7 @@ def test_unreadable_images_are_skipped_and_counted_or_strict(tmp_path):
     report = ReadReport()
     loader = torch.utils.data.DataLoader(reader, batch_size=4, collate_fn=collate_readable)
     seen = 0
-    for idx, images, labels, bad in loader:
+    for idx, _images, _labels, bad in loader:
         seen += len(idx)
         for i in bad:
             report.add(samples[i].ref)

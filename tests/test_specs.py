@@ -98,7 +98,9 @@ def test_random_init_is_seeded_and_says_so():
     assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
 
 
-@pytest.mark.parametrize("fixture,depth,widths", [("vit_b32", 12, (768, 512, 512)), ("tiny_random", 6, (128, 128, 128))])
+@pytest.mark.parametrize(
+    "fixture,depth,widths", [("vit_b32", 12, (768, 512, 512)), ("tiny_random", 6, (128, 128, 128))]
+)
 def test_layer_maps(request, fixture, depth, widths):
     loaded = request.getfixturevalue(fixture)
     maps = layer_maps(loaded.model)
@@ -111,7 +113,9 @@ def test_layer_maps(request, fixture, depth, widths):
     assert len(image.blocks(loaded.model)) == depth
     assert image.resolve("XProj") is image.resolve(-1) is image.resolve(depth + 1)
     assert image.resolve("3") is image.resolve(3)
-    with pytest.raises(MmaError, match=rf"Layer index {depth + 2} is out of range for the image tower \(0 to {depth + 1}"):
+    with pytest.raises(
+        MmaError, match=rf"Layer index {depth + 2} is out of range for the image tower \(0 to {depth + 1}"
+    ):
         image.resolve(depth + 2)
     with pytest.raises(MmaError, match="Layer 'XFoo' does not exist"):
         image.resolve("XFoo")

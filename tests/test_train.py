@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -124,3 +126,41 @@ def test_train_config_validation():
         TrainConfig(alpha=-1).validate()
     with pytest.raises(MmaError, match=r"Unknown training option\(s\) \['lrr'\]"):
         TrainConfig.from_dict({"lrr": 1})
+
+
+def test_train_selected_end_to_end_resumes_and_reevaluates(tmp_path, monkeypatch):
+    from mma.jobs import train_selected as job
+    from mma.jobs.evaluate import evaluate_checkpoint
+
+    cfg = job.TrainSelectedConfig(k=4, data=["builtin:colors,scenes"], seeds=[1], out=tmp_path, progress=False,
+                                  train={"epochs": 1, "shots": 4, "batch_size": 8})
+    run = job.train_selected(cfg)
+    assert run.recipe == "mma-tiny" and run.k == 4
+    summary = pd.read_csv(tmp_path / "results_summary.csv")
+    average = summary[(summary.method == "mma") & (summary.dataset == "average")].set_index("metric")["mean"]
+    assert {"base", "novel", "hm", "mean_of_hms"} <= set(average.index)
+    per = summary[(summary.method == "mma") & (summary.dataset != "average") & (summary.metric.isin(["base", "novel"]))]
+    b, n = per[per.metric == "base"]["mean"].mean(), per[per.metric == "novel"]["mean"].mean()
+    assert average["hm"] == pytest.approx(2 * b * n / (b + n))
+    assert (tmp_path / "results" / "base2novel" / "colors" / "zeroshot.json").is_file()
+    ckpt = tmp_path / "checkpoints" / "base2novel-colors-seed1-k4.safetensors"
+    stored = json.loads((tmp_path / "results" / "base2novel" / "colors" / "seed1-k4-mma.json").read_text())
+    assert evaluate_checkpoint(ckpt, device="cpu") == pytest.approx(stored["metrics"])
+
+    monkeypatch.setattr("mma.adapters.train.fit_adapter", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    job.train_selected(cfg)  # everything is reused
+
+
+def test_sweep_k_plots_and_compares_with_the_selection(tmp_path):
+    from mma.jobs import train_selected as job
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "selection.json").write_text(json.dumps({"selections": [{"model": "mma-tiny", "k": 5, "rule": "saturation"}]}))
+    cfg = job.TrainSelectedConfig(run=probe, data=["builtin:colors"], seeds=[1, 2], out=tmp_path / "sweep",
+                                  progress=False, train={"epochs": 1, "shots": 2, "batch_size": 4})
+    record = job.sweep_k(cfg, [5, 6])
+    assert record["ks"] == [5, 6] and record["selected_k"] == 5 and record["best_k"] in (5, 6)
+    assert 0 < record["selected_over_best"] <= 1
+    for name in ("k_sweep.png", "k_sweep.pdf", "k_sweep.csv", "k_sweep.json"):
+        assert (tmp_path / "sweep" / name).is_file()

@@ -9,8 +9,9 @@ from mma.errors import MmaError
 __all__ = ["evaluate_checkpoint"]
 
 
-def evaluate_checkpoint(checkpoint: Path, *, data: list[str] | None = None, device: str = "auto",
-                        alpha_eval: float | None = None) -> dict[str, float]:
+def evaluate_checkpoint(
+    checkpoint: Path, *, data: list[str] | None = None, device: str = "auto", alpha_eval: float | None = None
+) -> dict[str, float]:
     """Rebuild the checkpoint's model and adapter and evaluate its protocol on its dataset (seeded draw)."""
     from mma.adapters.checkpoint import load_adapter, read_adapter
     from mma.adapters.protocols import evaluate_task, make_tasks, task_metrics

@@ -139,8 +139,9 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
         dataset_ids.append(np.full(len(rows), di))
         class_ids.append(labels[rows] + class_offset)
         class_offset += d.num_classes
-    data = ProbeInput(img_entry.layer_names, image_layers, text_layers, np.concatenate(dataset_ids),
-                      np.concatenate(class_ids))
+    data = ProbeInput(
+        img_entry.layer_names, image_layers, text_layers, np.concatenate(dataset_ids), np.concatenate(class_ids)
+    )
     tidy = layer_separability(data, seed=seed, text_split=cfg.text_split, progress=progress)
     tidy.insert(0, "model", model_name)
     atomic_write(path, lambda p: tidy.to_csv(p, index=False))
@@ -185,35 +186,63 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun:
         total = sum(len(v) for v in union.values())
         with tqdm(total=total, desc=f"extract {model_name}", unit="img", disable=not cfg.progress) as bar:
             for d in datasets:
-                img = extract_images(loaded, d, union[d.name], out / "store", pooling=cfg.pooling,
-                                     batch_size=cfg.batch_size, device=device, precision=cfg.precision,
-                                     workers=cfg.workers, strict=cfg.strict, progress=bar.update)
-                txt = extract_prompts(loaded, d, out / "store", pooling=cfg.pooling, template=cfg.template,
-                                      device=device, precision=cfg.precision)
+                img = extract_images(
+                    loaded,
+                    d,
+                    union[d.name],
+                    out / "store",
+                    pooling=cfg.pooling,
+                    batch_size=cfg.batch_size,
+                    device=device,
+                    precision=cfg.precision,
+                    workers=cfg.workers,
+                    strict=cfg.strict,
+                    progress=bar.update,
+                )
+                txt = extract_prompts(
+                    loaded,
+                    d,
+                    out / "store",
+                    pooling=cfg.pooling,
+                    template=cfg.template,
+                    device=device,
+                    precision=cfg.precision,
+                )
                 entries[d.name] = (img, txt)
                 store_keys += [img.manifest["key"], txt.manifest["key"]]
                 bad = len(img.manifest["unreadable_rows"])
                 if bad:
-                    notes.append(f"{d.name}: skipped {bad} unreadable image(s), e.g. "
-                                 f"{[img.samples()[0][i] for i in img.manifest['unreadable_rows'][:3]]}.")
+                    notes.append(
+                        f"{d.name}: skipped {bad} unreadable image(s), e.g. "
+                        f"{[img.samples()[0][i] for i in img.manifest['unreadable_rows'][:3]]}."
+                    )
         n_fits = len(cfg.seeds) * 2 * len(entries[datasets[0].name][0].layer_names)
         with tqdm(total=n_fits, desc=f"probe {model_name}", unit="fit", disable=not cfg.progress) as bar:
             for seed in cfg.seeds:
-                tidy_parts.append(_probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys, out,
-                                                  bar.update))
+                tidy_parts.append(
+                    _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys, out, bar.update)
+                )
         del loaded
 
     tidy = pd.concat(tidy_parts, ignore_index=True)
     converged = tidy.loc[tidy["metric"] == "probe_converged", "value"]
     if (converged < 1).any():
-        notes.append(f"{int((converged < 1).sum())} of {len(converged)} final probe fits stopped at max_iter "
-                     "(their accuracy is still reported; see probe_converged in layers.csv).")
+        notes.append(
+            f"{int((converged < 1).sum())} of {len(converged)} final probe fits stopped at max_iter "
+            "(their accuracy is still reported; see probe_converged in layers.csv)."
+        )
     summary = summarise(tidy)
     atomic_write(out / "layers.csv", lambda p: tidy.to_csv(p, index=False))
     atomic_write(out / "layers_summary.csv", lambda p: summary.to_csv(p, index=False))
-    run_record = {**asdict(cfg), "out": str(out), "models": model_names,
-                  "datasets": [{"name": d.name, "source": d.source, "fingerprint": d.fingerprint,
-                                "classes": d.num_classes} for d in datasets]}
+    run_record = {
+        **asdict(cfg),
+        "out": str(out),
+        "models": model_names,
+        "datasets": [
+            {"name": d.name, "source": d.source, "fingerprint": d.fingerprint, "classes": d.num_classes}
+            for d in datasets
+        ],
+    }
     atomic_write_json(out / "run.json", run_record)
     selection = _write_selection(summary, model_names, out, cfg.rule, cfg.threshold)
     figure = _draw(summary, selection, out)
@@ -244,7 +273,9 @@ def _draw(summary, selection, out: Path) -> Path:
 def _read_summary(run: Path) -> pd.DataFrame:
     path = Path(run) / "layers_summary.csv"
     if not path.is_file():
-        raise MmaError(f"The run folder {str(run)!r} has no layers_summary.csv; run 'mma probe layers --out {run}' first.")
+        raise MmaError(
+            f"The run folder {str(run)!r} has no layers_summary.csv; run 'mma probe layers --out {run}' first."
+        )
     return pd.read_csv(path)
 
 
@@ -274,15 +305,20 @@ def per_layer_table(summary: pd.DataFrame, model: str) -> pd.DataFrame:
     s = summary[summary["model"] == model]
     rows = []
     for name in s.sort_values("layer_index").drop_duplicates("layer_index")["layer_name"]:
+
         def get(tower, metric, name=name):
             r = s[(s["tower"] == tower) & (s["metric"] == metric) & (s["layer_name"] == name)]
             return (float(r["mean"].iloc[0]), float(r["std"].iloc[0])) if len(r) else (float("nan"), 0.0)
 
         ti, ii = get("text", "probe_accuracy"), get("image", "probe_accuracy")
-        rows.append({"layer": name, "text": f"{100 * ti[0]:.1f} ± {100 * ti[1]:.1f}",
-                     "image": f"{100 * ii[0]:.1f} ± {100 * ii[1]:.1f}",
-                     "gap": f"{100 * (ti[0] - ii[0]):+.1f}", "image kNN": f"{100 * get('image', 'knn_accuracy')[0]:.1f}",
-                     "CKA": f"{get('both', 'cka')[0]:.2f}"})
+        rows.append(
+            {
+                "layer": name,
+                "text": f"{100 * ti[0]:.1f} ± {100 * ti[1]:.1f}",
+                "image": f"{100 * ii[0]:.1f} ± {100 * ii[1]:.1f}",
+                "gap": f"{100 * (ti[0] - ii[0]):+.1f}",
+                "image kNN": f"{100 * get('image', 'knn_accuracy')[0]:.1f}",
+                "CKA": f"{get('both', 'cka')[0]:.2f}",
+            }
+        )
     return pd.DataFrame(rows)
-
-

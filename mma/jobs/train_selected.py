@@ -7,7 +7,7 @@ Run folder (``--out``)::
     checkpoints/<protocol>-<dataset>-seed<S>-k<K>.safetensors   adapter weights + configs
     results.csv                                          tidy roll-up of every JSON
     results_summary.csv                                  per dataset and averaged (HM of averages, mean of HMs)
-    train.json                                           the configuration that ran
+    train-k<K>.json                                      the configuration that ran at k
 
 A result whose JSON exists is not recomputed, so an interrupted job resumes where it stopped.
 """
@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from mma.errors import MmaError
@@ -38,7 +37,10 @@ class TrainSelectedConfig:
     out: Path = Path("runs/train")
     device: str = "auto"
     template: str | None = None
-    train: dict = field(default_factory=dict)  # TrainConfig overrides (k is set from the selection)
+    recipe: str = "auto"  # see mma.adapters.recipes
+    train: dict = field(
+        default_factory=dict
+    )  # TrainConfig overrides on top of the recipe (k is set from the selection)
     checkpoints: bool = True
     progress: bool = True
 
@@ -48,6 +50,7 @@ class TrainRun:
     out: Path
     model: str
     k: int
+    recipe: str
     results: pd.DataFrame
     summary: pd.DataFrame
     seconds: float
@@ -90,12 +93,21 @@ def _json_path(out: Path, protocol: str, dataset: str, seed: int, k: int) -> Pat
     return out / "results" / protocol / dataset / f"seed{seed}-k{k}-mma.json"
 
 
+def _reusable(path: Path, weights: str, train_config: dict) -> bool:
+    """A finished result is reused only if the same weights and training config made it."""
+    if not path.exists():
+        return False
+    done = read_json(path)
+    return done.get("weights") == weights and done.get("train_config") == train_config
+
+
 def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
     """Train and evaluate MMA at the selected k for every task and seed of the protocol."""
     from tqdm.auto import tqdm
 
     from mma.adapters.checkpoint import save_adapter
     from mma.adapters.protocols import evaluate_task, make_tasks, task_metrics
+    from mma.adapters.recipes import resolve_recipe
     from mma.adapters.train import TrainConfig, fit_adapter
     from mma.jobs.probe_layers import check_out_dir
     from mma.probe.data import load_datasets
@@ -106,7 +118,8 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
     start = time.perf_counter()
     model_spec, k, k_source = _resolve_model_and_k(cfg)
     spec = parse_model_spec(model_spec)
-    train_cfg = TrainConfig.from_dict({**cfg.train, "k": k})
+    recipe, recipe_values = resolve_recipe(cfg.recipe, str(spec))
+    train_cfg = TrainConfig.from_dict({**recipe_values, **cfg.train, "k": k})
     train_cfg.validate()
     if not cfg.seeds:
         raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
@@ -118,44 +131,91 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
     if not 1 <= k <= depth:
         raise MmaError(f"k={k} is out of range for {spec} (valid: 1..{depth}).")
     tasks_by_seed = {seed: make_tasks(cfg.protocol, datasets, shots=train_cfg.shots, seed=seed) for seed in cfg.seeds}
-    atomic_write_json(out / "train.json", {**asdict(cfg), "model": str(spec), "k": k, "k_source": k_source,
-                                           "train_config": asdict(train_cfg), "out": str(out)})
+    atomic_write_json(
+        out / f"train-k{k}.json",
+        {
+            **asdict(cfg),
+            "model": str(spec),
+            "k": k,
+            "k_source": k_source,
+            "recipe": recipe,
+            "train_config": asdict(train_cfg),
+            "out": str(out),
+        },
+    )
     total = sum(len(t) for t in tasks_by_seed.values())
     with tqdm(total=total, desc=f"train MMA k={k}", unit="run", disable=not cfg.progress) as bar:
         for task in tasks_by_seed[cfg.seeds[0]]:  # the frozen model, once per task: it has no seed
             zpath = out / "results" / cfg.protocol / task.name / "zeroshot.json"
             if not zpath.exists():
                 accs = evaluate_task(loaded, task, device, cfg.template)
-                atomic_write_json(zpath, {"protocol": cfg.protocol, "dataset": task.name, "seed": None, "k": None,
-                                          "method": "zeroshot", "model": str(spec), "weights": loaded.weights_id,
-                                          "metrics": task_metrics(task, accs)})
+                atomic_write_json(
+                    zpath,
+                    {
+                        "protocol": cfg.protocol,
+                        "dataset": task.name,
+                        "seed": None,
+                        "k": None,
+                        "method": "zeroshot",
+                        "model": str(spec),
+                        "weights": loaded.weights_id,
+                        "metrics": task_metrics(task, accs),
+                    },
+                )
         for seed, tasks in tasks_by_seed.items():
             for task in tasks:
                 path = _json_path(out, cfg.protocol, task.name, seed, k)
-                if path.exists():
+                if _reusable(path, loaded.weights_id, asdict(train_cfg)):
                     bar.update(1)
                     continue
-                result = fit_adapter(loaded, task.dataset, task.train, task.classnames, train_cfg, seed=seed,
-                                     device=device, template=cfg.template)
+                result = fit_adapter(
+                    loaded,
+                    task.dataset,
+                    task.train,
+                    task.classnames,
+                    train_cfg,
+                    seed=seed,
+                    device=device,
+                    template=cfg.template,
+                )
                 try:
                     accs = evaluate_task(loaded, task, device, cfg.template)
                 finally:
                     result.adapter.detach()
-                meta = {"protocol": cfg.protocol, "dataset": task.name, "seed": seed, "k": k, "method": "mma",
-                        "model": str(spec), "weights": loaded.weights_id, "classnames": task.classnames,
-                        "train_config": asdict(train_cfg), "template": cfg.template or task.dataset.template}
+                meta = {
+                    "protocol": cfg.protocol,
+                    "dataset": task.name,
+                    "seed": seed,
+                    "k": k,
+                    "method": "mma",
+                    "model": str(spec),
+                    "weights": loaded.weights_id,
+                    "classnames": task.classnames,
+                    "recipe": recipe,
+                    "train_config": asdict(train_cfg),
+                    "template": cfg.template or task.dataset.template,
+                }
                 ckpt = None
                 if cfg.checkpoints:
                     ckpt = out / "checkpoints" / f"{cfg.protocol}-{task.name}-seed{seed}-k{k}.safetensors"
                     save_adapter(result.adapter, ckpt, meta)
-                atomic_write_json(path, {**meta, "metrics": task_metrics(task, accs),
-                                         "train": {"steps": result.steps, "seconds": round(result.seconds, 2),
-                                                   "final_loss": result.final_loss,
-                                                   "trainable_parameters": result.adapter.num_parameters()},
-                                         "checkpoint": str(ckpt) if ckpt else None})
+                atomic_write_json(
+                    path,
+                    {
+                        **meta,
+                        "metrics": task_metrics(task, accs),
+                        "train": {
+                            "steps": result.steps,
+                            "seconds": round(result.seconds, 2),
+                            "final_loss": result.final_loss,
+                            "trainable_parameters": result.adapter.num_parameters(),
+                        },
+                        "checkpoint": str(ckpt) if ckpt else None,
+                    },
+                )
                 bar.update(1)
     results, summary = summarise_results(out)
-    return TrainRun(out, str(spec), k, results, summary, time.perf_counter() - start)
+    return TrainRun(out, str(spec), k, recipe, results, summary, time.perf_counter() - start)
 
 
 def _load_results(out: Path) -> pd.DataFrame:
@@ -163,8 +223,17 @@ def _load_results(out: Path) -> pd.DataFrame:
     for path in sorted((Path(out) / "results").rglob("*.json")):
         r = read_json(path)
         for metric, value in r["metrics"].items():
-            rows.append({"protocol": r["protocol"], "dataset": r["dataset"], "seed": r["seed"], "k": r["k"],
-                         "method": r["method"], "metric": metric, "value": value})
+            rows.append(
+                {
+                    "protocol": r["protocol"],
+                    "dataset": r["dataset"],
+                    "seed": r["seed"],
+                    "k": r["k"],
+                    "method": r["method"],
+                    "metric": metric,
+                    "value": value,
+                }
+            )
     if not rows:
         raise MmaError(f"No result JSON under {str(out)!r}/results; run 'mma train-selected' first.")
     return pd.DataFrame(rows)
@@ -174,8 +243,7 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Roll every result JSON into results.csv and results_summary.csv (written atomically)."""
     results = _load_results(out)
     group = ["protocol", "method", "k", "dataset", "metric"]
-    per_dataset = (results.groupby(group, dropna=False)["value"].agg(mean="mean", std="std", n="count")
-                   .reset_index())
+    per_dataset = results.groupby(group, dropna=False)["value"].agg(mean="mean", std="std", n="count").reset_index()
     per_dataset["std"] = per_dataset["std"].fillna(0.0)
     summary = [per_dataset]
     for (protocol, method, k), d in per_dataset.groupby(["protocol", "method", "k"], dropna=False):
@@ -186,8 +254,14 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             rows.append({"metric": "hm", "mean": 0.0 if b + n == 0 else 2 * b * n / (b + n)})
             rows.append({"metric": "mean_of_hms", "mean": avg.get("hm", float("nan"))})
         extra = pd.DataFrame(rows)
-        extra[["protocol", "method", "k", "dataset", "std", "n"]] = [protocol, method, k, "average", float("nan"),
-                                                                      d["dataset"].nunique()]
+        extra[["protocol", "method", "k", "dataset", "std", "n"]] = [
+            protocol,
+            method,
+            k,
+            "average",
+            float("nan"),
+            d["dataset"].nunique(),
+        ]
         summary.append(extra[per_dataset.columns])
     summary = pd.concat(summary, ignore_index=True)
     atomic_write(Path(out) / "results.csv", lambda p: results.to_csv(p, index=False))
@@ -215,15 +289,29 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict:
         runs.append(train_selected(TrainSelectedConfig(**{**asdict(cfg), "k": k, "model": model_spec, "run": None})))
     results = runs[-1].results
     mma_rows = results[(results["method"] == "mma") & results["k"].isin(ks)]
-    per_seed = (mma_rows[mma_rows["metric"].isin(["base", "novel"])]
-                .groupby(["k", "seed", "metric"])["value"].mean().unstack("metric").reset_index())
+    per_seed = (
+        mma_rows[mma_rows["metric"].isin(["base", "novel"])]
+        .groupby(["k", "seed", "metric"])["value"]
+        .mean()
+        .unstack("metric")
+        .reset_index()
+    )
     per_seed["hm"] = 2 * per_seed["base"] * per_seed["novel"] / (per_seed["base"] + per_seed["novel"])
     tidy = per_seed.melt(id_vars=["k", "seed"], value_vars=["base", "novel", "hm"], var_name="metric")
-    plot_k_sweep(tidy, Path(cfg.out) / "k_sweep", selected_k=selected,
-                 title=f"{model_spec or 'mma-tiny'}: MMA base-to-novel vs first adapted block k")
+    plot_k_sweep(
+        tidy,
+        Path(cfg.out) / "k_sweep",
+        selected_k=selected,
+        title=f"{model_spec or 'mma-tiny'}: MMA base-to-novel vs first adapted block k",
+    )
     hm = tidy[tidy["metric"] == "hm"].groupby("k")["value"].mean()
     best_k = int(hm.idxmax())
-    record = {"ks": ks, "hm": {int(k): float(v) for k, v in hm.items()}, "best_k": best_k, "selected_k": selected,
-              "selected_over_best": (float(hm[selected] / hm[best_k]) if selected in hm.index else None)}
+    record = {
+        "ks": ks,
+        "hm": {int(k): float(v) for k, v in hm.items()},
+        "best_k": best_k,
+        "selected_k": selected,
+        "selected_over_best": (float(hm[selected] / hm[best_k]) if selected in hm.index else None),
+    }
     atomic_write_json(Path(cfg.out) / "k_sweep.json", record)
     return record

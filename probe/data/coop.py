@@ -149,13 +149,9 @@ _INFO: dict[str, _Info] = {
         ),
         _zhou("eurosat", "eurosat", "2750", "EuroSAT"),
         _zhou("ucf101", "ucf101", "UCF-101-midframes", "UCF101"),
-        _Info(
-            "imagenetv2", "imagenetv2", "imagenetv2", ("imagenetv2/imagenetv2-matched-frequency-format-val",)
-        ),
+        _Info("imagenetv2", "imagenetv2", "imagenetv2", ("imagenetv2/imagenetv2-matched-frequency-format-val",)),
         _Info("imagenet_sketch", "imagenet-sketch", "wnid", ("imagenet-sketch/images",)),
-        _Info(
-            "imagenet_a", "imagenet-adversarial", "wnid", ("imagenet-adversarial/imagenet-a",), subset=True
-        ),
+        _Info("imagenet_a", "imagenet-adversarial", "wnid", ("imagenet-adversarial/imagenet-a",), subset=True),
         _Info("imagenet_r", "imagenet-rendition", "wnid", ("imagenet-rendition/imagenet-r",), subset=True),
     )
 }
@@ -220,9 +216,7 @@ def _dataset(
     fingerprint: str,
     source: str,
 ) -> ImageDataset:
-    return ImageDataset(
-        info.name, classnames, splits, _Opener(image_dir), fingerprint=fingerprint, source=source
-    )
+    return ImageDataset(info.name, classnames, splits, _Opener(image_dir), fingerprint=fingerprint, source=source)
 
 
 def _missing(root: Path, info: _Info, path: str) -> MmaError:
@@ -269,9 +263,7 @@ def _images_in(folder: Path) -> list[str]:
         return sorted(
             e.name
             for e in entries
-            if not e.name.startswith(".")
-            and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-            and e.is_file()
+            if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
         )
 
 
@@ -299,8 +291,7 @@ def _load_split_json(path: Path) -> tuple[dict, bytes]:
         raise MmaError(f"The split file {str(path)!r} is not valid JSON ({exc}); re-download it.") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(s), list) for s in SPLITS):
         raise MmaError(
-            f"The split file {str(path)!r} must be a JSON object with lists 'train', 'val' and 'test'; "
-            "re-download it."
+            f"The split file {str(path)!r} must be a JSON object with lists 'train', 'val' and 'test'; re-download it."
         )
     return data, raw
 
@@ -384,9 +375,7 @@ def _read_fgvc(root: Path, info: _Info, source: str) -> ImageDataset:
     )
     classnames = [line.strip() for line in _read_text(variants_file).splitlines() if line.strip()]
     if not classnames:
-        raise MmaError(
-            f"The FGVCAircraft file {str(variants_file)!r} is empty; expected one variant name per line."
-        )
+        raise MmaError(f"The FGVCAircraft file {str(variants_file)!r} is empty; expected one variant name per line.")
     label_of = {name: i for i, name in enumerate(classnames)}
     splits = {split: _read_fgvc_split(f, label_of) for split, f in zip(SPLITS, split_files, strict=True)}
     fingerprint = _digest(variants_file.read_bytes(), *(f.read_bytes() for f in split_files))
@@ -499,9 +488,7 @@ def _present(root: Path, info: _Info) -> bool:
     return (root / (info.images[0] if info.name == "imagenet" else info.folder)).is_dir()
 
 
-def load_coop(
-    root: str | os.PathLike, names: list[str] | None = None, *, spec: str = ""
-) -> list[ImageDataset]:
+def load_coop(root: str | os.PathLike, names: list[str] | None = None, *, spec: str = "") -> list[ImageDataset]:
     """The CoOp datasets under *root*, in the order asked (``names=None``: every one whose folder exists).
 
     Names are case-insensitive and accept aliases (``flowers102``, ``pets``, ``imagenet-sketch``...).
@@ -538,7 +525,5 @@ def describe_coop() -> list[dict]:
         train, val, test = (n or None for n in sizes)
         source = f"CoOp layout: {_INFO[name].layout}"
         licence = _LICENCES.get(name, RESEARCH_ONLY)
-        rows.append(
-            dict(name=name, classes=classes, train=train, val=val, test=test, source=source, licence=licence)
-        )
+        rows.append(dict(name=name, classes=classes, train=train, val=val, test=test, source=source, licence=licence))
     return rows

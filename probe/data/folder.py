@@ -88,7 +88,9 @@ def load_csv(path: str | Path, *, spec: str = "") -> ImageDataset:
     """
     file = Path(path).expanduser()
     if not file.is_file():
-        raise MmaError(f"The manifest {str(file)!r} does not exist; csv:PATH expects a CSV with columns path,label[,split].")
+        raise MmaError(
+            f"The manifest {str(file)!r} does not exist; csv:PATH expects a CSV with columns path,label[,split]."
+        )
     with open(file, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or not {"path", "label"} <= set(rows[0]):
@@ -105,6 +107,10 @@ def load_csv(path: str | Path, *, spec: str = "") -> ImageDataset:
     else:
         splits = _split_default([x for x, _ in samples])
     return ImageDataset(
-        file.stem, classnames, splits, _path_loader(file.parent), fingerprint=sha256_file(file)[:16],
+        file.stem,
+        classnames,
+        splits,
+        _path_loader(file.parent),
+        fingerprint=sha256_file(file)[:16],
         source=spec or f"csv:{file}",
     )

@@ -99,8 +99,10 @@ def save_embedded(model: torch.nn.Module, keep_ids: Sequence[int], path: str | P
 
     from mma.io import atomic_write
 
-    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
     meta = {"keep_ids": json.dumps(list(map(int, keep_ids))), "model": EMBEDDED_NAME}
     return atomic_write(path, lambda p: save_file(state, str(p), metadata=meta))
 

@@ -111,8 +111,9 @@ def _zero_shot_table(model, tokenizer, datasets, normalize, cfg) -> dict[str, fl
             tokens = tokenizer([EVAL_TEMPLATE.format(c) for c in d.classnames])
             w = F.normalize(model.encode_text(tokens), dim=-1)
             samples = d.test[: cfg.eval_samples] if cfg.eval_samples else d.test
-            loader = torch.utils.data.DataLoader(ImageReader(d, samples, normalize), batch_size=512,
-                                                 collate_fn=collate_readable)
+            loader = torch.utils.data.DataLoader(
+                ImageReader(d, samples, normalize), batch_size=512, collate_fn=collate_readable
+            )
             correct = total = 0
             for _, x, y, _ in loader:
                 pred = (F.normalize(model.encode_image(x), dim=-1) @ w.T).argmax(-1)
@@ -144,9 +145,12 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
     captions = _captions(datasets, classes, cfg.templates)
     eval_prompts = [EVAL_TEMPLATE.format(c) for d in datasets for c in d.classnames]
     text_cfg = arch["text_cfg"]
-    keep_ids = RemappedTokenizer.ids_used_by([c for row in captions for c in row] + eval_prompts,
-                                             text_cfg["context_length"])
-    tokenizer = RemappedTokenizer(keep_ids, vocab_size=text_cfg["vocab_size"], context_length=text_cfg["context_length"])
+    keep_ids = RemappedTokenizer.ids_used_by(
+        [c for row in captions for c in row] + eval_prompts, text_cfg["context_length"]
+    )
+    tokenizer = RemappedTokenizer(
+        keep_ids, vocab_size=text_cfg["vocab_size"], context_length=text_cfg["context_length"]
+    )
     tokens = torch.stack([tokenizer(row) for row in captions])  # [classes, templates, ctx]
     data_hash = hashlib.sha256(images.tobytes() + labels.tobytes() + repr(captions).encode()).hexdigest()[:16]
 
@@ -164,8 +168,12 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(y_all), generator=gen)
     cursor = 0
@@ -209,17 +217,29 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
         "architecture": arch,
         "config": {**asdict(cfg), "templates": list(cfg.templates)},
         "seed": cfg.seed,
-        "data": {"datasets": [d.name for d in datasets], "classes": len(classes), "train_images": int(len(labels)),
-                 "hash": data_hash},
+        "data": {
+            "datasets": [d.name for d in datasets],
+            "classes": len(classes),
+            "train_images": int(len(labels)),
+            "hash": data_hash,
+        },
         "vocabulary": {"kept_token_ids": len(keep_ids), "vocab_size": text_cfg["vocab_size"]},
         "train_seconds": round(train_seconds, 1),
         "final_loss": float(np.mean(losses[-20:])),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch_threads": cfg.threads, "torch": torch.__version__},
-        "zero_shot": {"template": EVAL_TEMPLATE, "trained": zs, "random_init": zs_random,
-                      "trained_mean": float(np.mean(list(zs.values()))),
-                      "random_init_mean": float(np.mean(list(zs_random.values()))),
-                      "chance": {d.name: 1 / d.num_classes for d in datasets}},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch_threads": cfg.threads,
+            "torch": torch.__version__,
+        },
+        "zero_shot": {
+            "template": EVAL_TEMPLATE,
+            "trained": zs,
+            "random_init": zs_random,
+            "trained_mean": float(np.mean(list(zs.values()))),
+            "random_init_mean": float(np.mean(list(zs_random.values()))),
+            "chance": {d.name: 1 / d.num_classes for d in datasets},
+        },
         "checkpoint_bytes": out.stat().st_size,
     }
     atomic_write_json(out.with_suffix(".json"), record)

@@ -1,0 +1,138 @@
+"""`mma probe layers` end to end: store reuse and resume, probes vs scikit-learn, k rules, figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mma.analysis.select_k import select_k, selection_record
+from mma.analysis.separability import ProbeInput, layer_separability, split_rows
+from mma.errors import MmaError
+from mma.jobs.probe_layers import ProbeLayersConfig, plot_run, probe_layers, select_from_run
+from mma.probe import load_model
+from mma.probe.data import load_datasets
+from mma.probe.data.reading import ImageReader
+from mma.probe.extract import extract_images
+
+FAST = dict(models=["mma-tiny:random"], data=["builtin:colors,scenes,shapes"], samples=30, seeds=[1, 2],
+            progress=False, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe")
+    return probe_layers(ProbeLayersConfig(out=out, **FAST))
+
+
+def test_run_writes_every_output(run):
+    for name in ("layers.csv", "layers_summary.csv", "selection.json", "figure1.png", "figure1.pdf", "figure1.csv",
+                 "run.json"):
+        assert (run.out / name).is_file(), name
+    tidy = pd.read_csv(run.out / "layers.csv")
+    assert set(tidy.columns) == {"model", "tower", "layer_index", "layer_name", "seed", "metric", "value"}
+    acc = tidy[tidy["metric"] == "probe_accuracy"]
+    assert len(acc) == 2 * 2 * 8  # seeds x towers x layers (XEmbed, 1..6, XProj)
+    assert acc["value"].between(0, 1).all()
+    sel = run.selection["selections"][0]
+    assert sel["model"] == "mma-tiny:random" and 1 <= sel["k"] <= 6 and set(sel["rules"]) == {"saturation", "gap", "knee"}
+
+
+def test_rerun_reuses_the_store_and_probes(run, monkeypatch):
+    from mma.probe.capture import LayerCapture
+
+    monkeypatch.setattr(LayerCapture, "encode_image", lambda *a: pytest.fail("extraction was recomputed"))
+    from mma.analysis import separability
+
+    monkeypatch.setattr(separability, "probe_accuracy", lambda *a, **k: pytest.fail("a probe was refitted"))
+    again = probe_layers(ProbeLayersConfig(out=run.out, **FAST))
+    pd.testing.assert_frame_equal(again.summary, run.summary)
+
+
+def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, monkeypatch):
+    loaded = load_model("mma-tiny:random")
+    (d,) = load_datasets("builtin:shapes")
+    samples = d.train[:70]
+    full = extract_images(loaded, d, samples, tmp_path / "full", batch_size=16)
+
+    original = ImageReader.__getitem__
+
+    def flaky(self, i):
+        if i == 40:
+            raise KeyboardInterrupt
+        return original(self, i)
+
+    monkeypatch.setattr(ImageReader, "__getitem__", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)
+    monkeypatch.setattr(ImageReader, "__getitem__", original)
+    (entry_dir,) = (tmp_path / "cut").iterdir()
+    import json
+
+    manifest = json.loads((entry_dir / "manifest.json").read_text())
+    assert manifest["rows_done"] == 32 and not manifest["done"]
+    resumed = extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)
+    assert resumed.done and resumed.folder.name == full.folder.name
+    for name in ("blocks.npy", "proj.npy"):
+        assert (resumed.folder / name).read_bytes() == (full.folder / name).read_bytes()
+
+
+def test_probe_equals_scikit_learn_at_the_chosen_strength():
+    rng = np.random.default_rng(0)
+    n, datasets = 120, np.repeat(np.arange(3), 40)
+    klass = np.arange(n) % 12
+    X = rng.normal(size=(n, 6)) + datasets[:, None] * 0.7
+    data = ProbeInput(["XEmbed", "XProj"], [X, X * 2], [X[:, :4], X[:, 2:]], datasets, klass)
+    tidy = layer_separability(data, seed=3)
+    train, val, test = split_rows(datasets, klass, 3, "by-sample")
+    row = tidy[(tidy.tower == "image") & (tidy.layer_index == 0)].set_index("metric")["value"]
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=row["probe_C"], max_iter=1000, tol=1e-5))
+    fit_rows = np.concatenate([train, val])
+    ref.fit(X[fit_rows], datasets[fit_rows])
+    assert row["probe_accuracy"] == pytest.approx(ref.score(X[test], datasets[test]))
+
+
+def test_by_class_split_keeps_classes_apart():
+    datasets = np.repeat(np.arange(2), 50)
+    klass = np.arange(100) // 5  # 10 classes per dataset
+    train, val, test = split_rows(datasets, klass, 1, "by-class")
+    assert not set(klass[train]) & set(klass[test]) and not set(klass[val]) & set(klass[test])
+    assert len(np.unique(datasets[test])) == 2
+
+
+CURVES = {
+    "rising": {"image": np.array([0.2, 0.3, 0.6, 0.8, 0.85, 0.9]), "text": np.array([0.5, 0.6, 0.8, 0.9, 0.92, 0.95])},
+    "text_flat": {"image": np.array([0.2, 0.3, 0.6, 0.8, 0.85, 0.9]), "text": np.ones(6)},
+    "both_flat": {"image": np.full(6, 0.7), "text": np.ones(6)},
+}
+
+
+@pytest.mark.parametrize("curves,rule,k", [
+    ("rising", "saturation", 3),  # combined normalised: 0, .18, .62, .87, .93, 1 -> first >= .5 is block 3
+    ("text_flat", "saturation", 3),  # the flat text curve is left out
+    ("both_flat", "saturation", 1),
+    ("rising", "gap", 4),  # gap .3, .3, .2, .1 -> closed by half (<= .15) at block 4
+    ("both_flat", "gap", 6),  # a gap that never closes gives L
+    ("rising", "knee", 4),
+])
+def test_k_rules(curves, rule, k):
+    assert select_k(CURVES[curves], rule) == k
+
+
+def test_bad_rule_and_threshold():
+    with pytest.raises(MmaError, match="The rule 'elbow' is not valid"):
+        select_k(CURVES["rising"], "elbow")
+    with pytest.raises(MmaError, match=r"must be in \(0, 1\]"):
+        select_k(CURVES["rising"], "gap", 1.5)
+
+
+def test_select_and_plot_from_a_run(run):
+    sel = select_from_run(run.out, rule="gap", threshold=0.3)
+    assert sel["rule"] == "gap" and sel["selections"][0]["rules"]["gap"]["threshold"] == 0.3
+    record = selection_record(run.summary, "mma-tiny:random", rule="gap", thresholds={"gap": 0.3})
+    assert record["k"] == sel["selections"][0]["k"]
+    (run.out / "figure1.png").unlink()
+    assert plot_run(run.out).is_file()
