@@ -97,11 +97,17 @@ def plot_layers(
 
 
 def plot_k_sweep(
-    results: pd.DataFrame, stem: str | Path, *, selected_k: int | None = None, title: str | None = None
+    results: pd.DataFrame,
+    stem: str | Path,
+    *,
+    selected_k: int | None = None,
+    baseline: dict[str, float] | None = None,
+    title: str | None = None,
 ) -> list[Path]:
     """Base, novel and HM accuracy (mean, std band over seeds) against the first adapted block k.
 
-    *results* has columns ``k``, ``metric`` (base / novel / hm) and ``value`` (one row per seed).
+    *results* has columns ``k``, ``metric`` (base / novel / hm) and ``value`` (one row per seed);
+    *baseline* (e.g. the zero-shot model's ``{"base": .., "novel": .., "hm": ..}``) is drawn as dotted lines.
     """
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
@@ -120,6 +126,9 @@ def plot_k_sweep(
             label=metric.upper() if metric == "hm" else metric,
         )
         ax.fill_between(d["k"], d["mean"] - d["std"], d["mean"] + d["std"], color=colours[metric], alpha=0.15, lw=0)
+        if baseline and metric in baseline:
+            ax.axhline(baseline[metric], color=colours[metric], ls=":", lw=1.2,
+                       label=f"zero-shot {metric.upper() if metric == 'hm' else metric}")
     if selected_k is not None:
         ax.axvline(selected_k, color="grey", ls="--", lw=1.2, label=f"probe-selected k={selected_k}")
     ax.set_xlabel("first adapted block k (adapters on blocks k..L)")

@@ -58,8 +58,10 @@ def main() -> None:
     cache = TextPrefixCache(loaded.model, layer_maps(loaded.model)["text"], adapter.k_text, tokens)
     t_cached = step_time(loaded, adapter, images, labels, tokens, cache, args.steps)
     t_full = step_time(loaded, adapter, images, labels, tokens, None, args.steps)
-    print(f"model {args.model}, k={args.k}, {args.classes} class prompts, batch {args.batch_size}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"model {args.model}, k={args.k}, {args.classes} class prompts, batch {args.batch_size}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"  trainable parameters           : {adapter.num_parameters():,}")
     print(f"  step, text tower run every step: {1000 * t_full:8.1f} ms")
     print(f"  step, text prefix cached       : {1000 * t_cached:8.1f} ms")

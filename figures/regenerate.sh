@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-runs/reference}"
 
-mma probe layers --out "$runs/probe"
+mma probe layers --model mma-tiny --model mma-tiny:random --out "$runs/probe"   # trained vs random: two panels
 mma train-selected --run "$runs/probe" --out "$runs/train"
 mma sweep-k --run "$runs/probe" --out "$runs/train"   # reuses the selected k's results from train-selected
 

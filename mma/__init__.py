@@ -27,6 +27,16 @@ _EXPORTS: dict[str, str] = {
     "list_dataset_sources": "mma.probe.data",
     "draw_few_shot": "mma.probe.data",
     "split_base_novel": "mma.probe.data",
+    "ProbeLayersConfig": "mma.jobs.probe_layers",
+    "probe_layers": "mma.jobs.probe_layers",
+    "select_from_run": "mma.jobs.probe_layers",
+    "TrainSelectedConfig": "mma.jobs.train_selected",
+    "train_selected": "mma.jobs.train_selected",
+    "sweep_k": "mma.jobs.train_selected",
+    "evaluate_checkpoint": "mma.jobs.evaluate",
+    "MultiModalAdapter": "mma.adapters.mma",
+    "add_adapter": "mma.adapters.mma",
+    "pretrain_tiny": "mma.probe.embedded.pretrain",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -44,8 +44,10 @@ def test_datasets_lists_the_builtin_suite_and_coop():
         (["probe", "layers", "--samples", "0"], "--samples must be at least 1"),
         (["probe", "layers", "--model", "ViT-B-61"], "Unknown model 'ViT-B-61'"),
         (["probe", "layers", "--data", "coop:/no/such/root"], "/no/such/root"),
-        (["probe", "layers", "--data", "builtin:faces,colors", "--samples", "100000"],
-         "has 240 training samples, fewer than --samples 100000"),
+        (
+            ["probe", "layers", "--data", "builtin:faces,colors", "--samples", "100000"],
+            "has 240 training samples, fewer than --samples 100000",
+        ),
         (["probe", "layers", "--seeds", "1,x"], "is not a comma-separated list of integers"),
         (["probe", "layers", "--pooling", "max"], "--pooling 'max' is not valid"),
         (["probe", "select", "--run", "/no/such/run"], "has no layers_summary.csv"),
@@ -59,8 +61,14 @@ def test_datasets_lists_the_builtin_suite_and_coop():
 )
 def test_bad_input_is_one_clear_line(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out = _run(*args, *(["--out", str(tmp_path / "run")] if args[0] in ("probe", "train-selected")
-                               and args[1:2] != ["select"] else []))
+    code, out = _run(
+        *args,
+        *(
+            ["--out", str(tmp_path / "run")]
+            if args[0] in ("probe", "train-selected") and args[1:2] != ["select"]
+            else []
+        ),
+    )
     assert code == 2, out
     assert message in out
     assert "Traceback" not in out

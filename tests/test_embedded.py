@@ -52,7 +52,7 @@ def test_tokenizer_handles_unseen_words(tiny_trained):
 def test_pretraining_runs_end_to_end_and_is_deterministic(tmp_path):
     cfg = PretrainConfig(steps=12, batch_size=32, warmup_steps=2, datasets=("colors", "scenes"), eval_samples=16)
     record = pretrain_tiny(tmp_path / "a.safetensors", cfg, progress=False)
-    again = pretrain_tiny(tmp_path / "b.safetensors", cfg, progress=False)
+    pretrain_tiny(tmp_path / "b.safetensors", cfg, progress=False)
     assert record["data"]["datasets"] == ["colors", "scenes"] and record["config"]["steps"] == 12
     assert set(record["zero_shot"]["trained"]) == {"colors", "scenes"}
     assert json.loads((tmp_path / "a.json").read_text())["seed"] == 0

@@ -65,3 +65,11 @@ def test_mma_import_is_lazy_and_exports_are_reachable():
         assert getattr(mma, name) is not None, name
     with pytest.raises(AttributeError):
         mma.not_a_thing  # noqa: B018
+
+
+@pytest.mark.parametrize("room", ["mma.probe", "mma.probe.data", "mma.analysis", "mma.adapters"])
+def test_each_room_has_a_working_all(room):
+    module = importlib.import_module(room)
+    assert module.__all__ and len(set(module.__all__)) == len(module.__all__)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{room}.{name}"

@@ -18,8 +18,14 @@ from mma.probe.data import load_datasets
 from mma.probe.data.reading import ImageReader
 from mma.probe.extract import extract_images
 
-FAST = dict(models=["mma-tiny:random"], data=["builtin:colors,scenes,shapes"], samples=30, seeds=[1, 2],
-            progress=False, batch_size=16)
+FAST = dict(
+    models=["mma-tiny:random"],
+    data=["builtin:colors,scenes,shapes"],
+    samples=30,
+    seeds=[1, 2],
+    progress=False,
+    batch_size=16,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +35,15 @@ def run(tmp_path_factory):
 
 
 def test_run_writes_every_output(run):
-    for name in ("layers.csv", "layers_summary.csv", "selection.json", "figure1.png", "figure1.pdf", "figure1.csv",
-                 "run.json"):
+    for name in (
+        "layers.csv",
+        "layers_summary.csv",
+        "selection.json",
+        "figure1.png",
+        "figure1.pdf",
+        "figure1.csv",
+        "run.json",
+    ):
         assert (run.out / name).is_file(), name
     tidy = pd.read_csv(run.out / "layers.csv")
     assert set(tidy.columns) == {"model", "tower", "layer_index", "layer_name", "seed", "metric", "value"}
@@ -38,7 +51,9 @@ def test_run_writes_every_output(run):
     assert len(acc) == 2 * 2 * 8  # seeds x towers x layers (XEmbed, 1..6, XProj)
     assert acc["value"].between(0, 1).all()
     sel = run.selection["selections"][0]
-    assert sel["model"] == "mma-tiny:random" and 1 <= sel["k"] <= 6 and set(sel["rules"]) == {"saturation", "gap", "knee"}
+    assert (
+        sel["model"] == "mma-tiny:random" and 1 <= sel["k"] <= 6 and set(sel["rules"]) == {"saturation", "gap", "knee"}
+    )
 
 
 def test_rerun_reuses_the_store_and_probes(run, monkeypatch):
@@ -110,14 +125,17 @@ CURVES = {
 }
 
 
-@pytest.mark.parametrize("curves,rule,k", [
-    ("rising", "saturation", 3),  # combined normalised: 0, .18, .62, .87, .93, 1 -> first >= .5 is block 3
-    ("text_flat", "saturation", 3),  # the flat text curve is left out
-    ("both_flat", "saturation", 1),
-    ("rising", "gap", 4),  # gap .3, .3, .2, .1 -> closed by half (<= .15) at block 4
-    ("both_flat", "gap", 6),  # a gap that never closes gives L
-    ("rising", "knee", 4),
-])
+@pytest.mark.parametrize(
+    "curves,rule,k",
+    [
+        ("rising", "saturation", 3),  # combined normalised: 0, .18, .62, .87, .93, 1 -> first >= .5 is block 3
+        ("text_flat", "saturation", 3),  # the flat text curve is left out
+        ("both_flat", "saturation", 1),
+        ("rising", "gap", 4),  # gap .3, .3, .2, .1 -> closed by half (<= .15) at block 4
+        ("both_flat", "gap", 6),  # a gap that never closes gives L
+        ("rising", "knee", 4),
+    ],
+)
 def test_k_rules(curves, rule, k):
     assert select_k(CURVES[curves], rule) == k
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from mma.adapters.checkpoint import load_adapter, read_adapter, save_adapter
 from mma.adapters.evaluate import accuracy, harmonic_mean
 from mma.adapters.mma import add_adapter
-from mma.adapters.protocols import make_tasks
+from mma.adapters.protocols import make_tasks, task_metrics
 from mma.adapters.text_cache import TextPrefixCache
 from mma.adapters.train import TrainConfig, fit_adapter
 from mma.errors import MmaError
@@ -132,8 +133,14 @@ def test_train_selected_end_to_end_resumes_and_reevaluates(tmp_path, monkeypatch
     from mma.jobs import train_selected as job
     from mma.jobs.evaluate import evaluate_checkpoint
 
-    cfg = job.TrainSelectedConfig(k=4, data=["builtin:colors,scenes"], seeds=[1], out=tmp_path, progress=False,
-                                  train={"epochs": 1, "shots": 4, "batch_size": 8})
+    cfg = job.TrainSelectedConfig(
+        k=4,
+        data=["builtin:colors,scenes"],
+        seeds=[1],
+        out=tmp_path,
+        progress=False,
+        train={"epochs": 1, "shots": 4, "batch_size": 8},
+    )
     run = job.train_selected(cfg)
     assert run.recipe == "mma-tiny" and run.k == 4
     summary = pd.read_csv(tmp_path / "results_summary.csv")
@@ -156,11 +163,53 @@ def test_sweep_k_plots_and_compares_with_the_selection(tmp_path):
 
     probe = tmp_path / "probe"
     probe.mkdir()
-    (probe / "selection.json").write_text(json.dumps({"selections": [{"model": "mma-tiny", "k": 5, "rule": "saturation"}]}))
-    cfg = job.TrainSelectedConfig(run=probe, data=["builtin:colors"], seeds=[1, 2], out=tmp_path / "sweep",
-                                  progress=False, train={"epochs": 1, "shots": 2, "batch_size": 4})
+    (probe / "selection.json").write_text(
+        json.dumps({"selections": [{"model": "mma-tiny", "k": 5, "rule": "saturation"}]})
+    )
+    cfg = job.TrainSelectedConfig(
+        run=probe,
+        data=["builtin:colors"],
+        seeds=[1, 2],
+        out=tmp_path / "sweep",
+        progress=False,
+        train={"epochs": 1, "shots": 2, "batch_size": 4},
+    )
     record = job.sweep_k(cfg, [5, 6])
     assert record["ks"] == [5, 6] and record["selected_k"] == 5 and record["best_k"] in (5, 6)
     assert 0 < record["selected_over_best"] <= 1
     for name in ("k_sweep.png", "k_sweep.pdf", "k_sweep.csv", "k_sweep.json"):
         assert (tmp_path / "sweep" / name).is_file()
+
+
+def test_cross_dataset_and_domain_gen_tasks(colour_data, tmp_path):
+    import shutil
+
+    # a "shifted variant": the same class names drawn darker, in its own folder
+    shifted_root = tmp_path / "colours_dark"
+    shutil.copytree(_root_of(colour_data), shifted_root)
+    (shifted,) = load_datasets(f"folder:{shifted_root}")
+    (task,) = make_tasks("domain-gen", [colour_data, shifted], shots=4, seed=1)
+    assert [e.name for e in task.evals] == [colour_data.name, shifted.name]
+    assert task.evals[1].classnames == colour_data.classnames and len(task.train) == 16
+    (cross,) = make_tasks("cross-dataset", [colour_data, shifted], shots=2, seed=1)
+    assert len(cross.evals) == 2 and len(cross.train) == 8
+    metrics = task_metrics(cross, {colour_data.name: 50.0, shifted.name: 70.0})
+    assert metrics == {"source": 50.0, f"target:{shifted.name}": 70.0, "target_average": 70.0}
+
+
+def _root_of(dataset):
+    return Path(dataset.source.partition(":")[2])
+
+
+def test_mma_plus_plus_options(tiny, colour_data):
+    cfg = TrainConfig(k=5, epochs=1, batch_size=8, shots=4, alpha=0.1, consistency=2.5, alpha_eval=0.05)
+    task = make_tasks("few-shot", [colour_data], shots=cfg.shots, seed=1)[0]
+    plain = fit_adapter(
+        tiny, colour_data, task.train, task.classnames, TrainConfig(**{**cfg.__dict__, "consistency": 0.0}), seed=1
+    )
+    plain.adapter.detach()
+    result = fit_adapter(tiny, colour_data, task.train, task.classnames, cfg, seed=1)
+    result.adapter.detach()
+    assert result.adapter.alpha == 0.05  # the inference alpha is set after training
+    # the consistency term (-lambda * cosine, two towers) lowers the loss by up to 2 * lambda
+    assert all(c < p for c, p in zip(result.losses, plain.losses))

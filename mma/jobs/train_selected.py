@@ -298,10 +298,17 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict:
     )
     per_seed["hm"] = 2 * per_seed["base"] * per_seed["novel"] / (per_seed["base"] + per_seed["novel"])
     tidy = per_seed.melt(id_vars=["k", "seed"], value_vars=["base", "novel", "hm"], var_name="metric")
+    zs = results[(results["method"] == "zeroshot") & results["metric"].isin(["base", "novel"])]
+    zs_avg = zs.groupby("metric")["value"].mean()
+    baseline = None
+    if {"base", "novel"} <= set(zs_avg.index):
+        b, n = zs_avg["base"], zs_avg["novel"]
+        baseline = {"base": b, "novel": n, "hm": 2 * b * n / (b + n)}
     plot_k_sweep(
         tidy,
         Path(cfg.out) / "k_sweep",
         selected_k=selected,
+        baseline=baseline,
         title=f"{model_spec or 'mma-tiny'}: MMA base-to-novel vs first adapted block k",
     )
     hm = tidy[tidy["metric"] == "hm"].groupby("k")["value"].mean()
@@ -312,6 +319,7 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict:
         "best_k": best_k,
         "selected_k": selected,
         "selected_over_best": (float(hm[selected] / hm[best_k]) if selected in hm.index else None),
+        "zero_shot": {m: float(v) for m, v in baseline.items()} if baseline else None,
     }
     atomic_write_json(Path(cfg.out) / "k_sweep.json", record)
     return record
