@@ -50,17 +50,12 @@ class TextPrefixCache:
         handle = blocks[k - 1].register_forward_pre_hook(grab)
         try:
             with torch.no_grad():
-                self._run_until(k, model, tokens)
+                model.encode_text(tokens)  # one full pass; only block k's input is kept
         finally:
             handle.remove()
         hidden = captured["x"]
         # the transformer's own input is batch-first; a block sees [L, N, D] when batch_first is False
         self.hidden = hidden if text_map.batch_first else hidden.transpose(0, 1)
-
-    @staticmethod
-    def _run_until(k: int, model: nn.Module, tokens: torch.Tensor) -> None:
-        """Run encode_text; only the input of block k is needed, so stopping early would be fine too."""
-        model.encode_text(tokens)
 
     @contextmanager
     def _tail_only(self):

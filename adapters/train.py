@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -227,7 +227,3 @@ def _consistency(model, adapter, images, text, tokens, img_n, txt_n) -> torch.Te
     finally:
         adapter.alpha = alpha
     return -((img_n * img2).sum(-1).mean() + (txt_n * txt2).sum(-1).mean())
-
-
-def save_config(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

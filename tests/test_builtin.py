@@ -171,3 +171,13 @@ def test_load_datasets_spec(cache):
 
 def test_duplicate_names_load_once(cache):
     assert [d.name for d in load_builtin(["faces", "FACES", " faces "], image_size=SIZE)] == ["faces"]
+
+
+def test_the_cache_key_follows_the_generator_source(monkeypatch):
+    """Editing a generator must invalidate cached images even if BUILD_VERSION is forgotten."""
+    key = B._cache_key("shapes", 32)
+    assert B._source_digest() in key
+    B._source_digest.cache_clear()
+    monkeypatch.setattr(B.Path, "read_bytes", lambda self: b"edited generator")
+    assert B._cache_key("shapes", 32) != key
+    B._source_digest.cache_clear()

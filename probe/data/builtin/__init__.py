@@ -24,7 +24,8 @@ low-level statistics, so every dataset randomises colours (foreground and backgr
 brightness, contrast, noise, position, scale and rotation; grey sources are mapped through random
 two-colour ramps.
 
-Images are built once per (dataset, image size, :data:`BUILD_VERSION`) and cached as one compressed
+Images are built once per (dataset, image size, :data:`BUILD_VERSION`, a hash of this package's source) and
+cached as one compressed
 ``.npz`` under ``mma.io.cache_dir("builtin")``. Each image is drawn from its own random generator seeded
 by (dataset, split, label, index), so builds are deterministic and splits are disjoint by construction;
 photo-based datasets also take each split from its own part of the source (separate source images, or
@@ -38,10 +39,12 @@ public API.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -162,8 +165,17 @@ def _build(name: str, size: int) -> Arrays:
     return out
 
 
+@functools.cache
+def _source_digest() -> str:
+    """A hash of this package's generator code: any change to a generator invalidates the cache by itself."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def _cache_key(name: str, size: int) -> str:
-    return f"{name}-{size}px-v{BUILD_VERSION}"
+    return f"{name}-{size}px-v{BUILD_VERSION}-{_source_digest()}"
 
 
 def _arrays(name: str, size: int) -> tuple[Arrays, str]:
