@@ -69,7 +69,7 @@ class TrainConfig:
         checks = [
             ("dim", self.dim >= 1, "an integer >= 1"),
             ("alpha", self.alpha > 0, "a float > 0"),
-            ("alpha_eval", self.alpha_eval is None or self.alpha_eval >= 0, "a float >= 0"),
+            ("alpha_eval", self.alpha_eval is None or self.alpha_eval > 0, "a float > 0"),
             ("lr", self.lr > 0, "a float > 0"),
             ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "a float >= 0"),

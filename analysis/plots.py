@@ -127,8 +127,13 @@ def plot_k_sweep(
         )
         ax.fill_between(d["k"], d["mean"] - d["std"], d["mean"] + d["std"], color=colours[metric], alpha=0.15, lw=0)
         if baseline and metric in baseline:
-            ax.axhline(baseline[metric], color=colours[metric], ls=":", lw=1.2,
-                       label=f"zero-shot {metric.upper() if metric == 'hm' else metric}")
+            ax.axhline(
+                baseline[metric],
+                color=colours[metric],
+                ls=":",
+                lw=1.2,
+                label=f"zero-shot {metric.upper() if metric == 'hm' else metric}",
+            )
     if selected_k is not None:
         ax.axvline(selected_k, color="grey", ls="--", lw=1.2, label=f"probe-selected k={selected_k}")
     ax.set_xlabel("first adapted block k (adapters on blocks k..L)")

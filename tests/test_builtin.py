@@ -109,7 +109,7 @@ def test_build_is_deterministic():
 def test_cache_is_reused(cache, monkeypatch):
     (first,) = load_builtin(["faces"], image_size=SIZE)
     files = sorted(p.name for p in cache.iterdir())
-    assert files == [f"faces-{SIZE}px-v{B.BUILD_VERSION}.npz"]  # one file, no '.npz.npz', no temporary left
+    assert files == [f"{B._cache_key('faces', SIZE)}.npz"]  # one file, no '.npz.npz', no temporary left
     monkeypatch.setattr(B, "_build", lambda *a: pytest.fail("the cache was not used"))
     (second,) = load_builtin(["faces"], image_size=SIZE)
     assert second.fingerprint == first.fingerprint
@@ -131,7 +131,8 @@ def test_fingerprint_depends_on_size_and_version(cache, monkeypatch):
 
 def test_corrupt_cache_is_rebuilt(cache):
     (a,) = load_builtin(["faces"], image_size=SIZE)
-    path = cache / f"faces-{SIZE}px-v{B.BUILD_VERSION}.npz"
+    path = cache / f"{B._cache_key('faces', SIZE)}.npz"
+    assert path.is_file()
     path.write_bytes(b"not a zip file")
     (b,) = load_builtin(["faces"], image_size=SIZE)
     assert b.fingerprint == a.fingerprint
