@@ -268,9 +268,9 @@ def _train_overrides(config: Path | None, **options) -> dict:
 
 _TRAIN_HELP = {
     "shots": "Training images per class (CoOp few-shot draw).",
-    "epochs": "Training epochs (recipe: 5).",
-    "alpha": "Adapter scale alpha (recipe: 0.001).",
-    "dim": "Adapter bottleneck width r (recipe: 32).",
+    "epochs": "Training epochs (paper recipe: 5).",
+    "alpha": "Adapter scale alpha (paper recipe: 0.001).",
+    "dim": "Adapter bottleneck width r (paper recipe: 32).",
 }
 
 
@@ -295,8 +295,8 @@ def train_selected_cmd(
     alpha_eval: Annotated[float | None, typer.Option(help="MMA++: a different alpha at inference.")] = None,
     consistency: Annotated[float | None, typer.Option(help="MMA++: alpha-consistency loss weight lambda.")] = None,
     dim: Annotated[int | None, typer.Option(help=_TRAIN_HELP["dim"])] = None,
-    lr: Annotated[float | None, typer.Option(help="SGD learning rate (recipe: 0.0015).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Training batch size (recipe: 16).")] = None,
+    lr: Annotated[float | None, typer.Option(help="SGD learning rate (paper recipe: 0.0015).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size (paper recipe: 16).")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, fp16 or bf16 (AMP on CUDA).")] = None,
     recipe: Annotated[
         str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
