@@ -13,9 +13,7 @@ import torch
 from mma.probe.data.base import ImageDataset, Sample
 from mma.probe.data.reading import ReadReport
 from mma.probe.specs import LoadedModel
-from mma.probe.zeroshot import encode_images
-
-from .train import class_text_features
+from mma.probe.zeroshot import zero_shot_accuracy
 
 __all__ = ["accuracy", "harmonic_mean"]
 
@@ -34,14 +32,17 @@ def accuracy(
 ) -> float:
     """Top-1 accuracy (%) of *samples* (labelled 0..len(classnames)-1) among *classnames*."""
     loaded.model.eval()
-    weights = class_text_features(loaded, classnames, template or dataset.template, device)
-    feats, labels = encode_images(
-        loaded, dataset, samples, device=device, batch_size=batch_size, workers=workers, report=report
+    return 100.0 * zero_shot_accuracy(
+        loaded,
+        dataset,
+        samples=samples,
+        classnames=classnames,
+        template=template,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        report=report,
     )
-    if len(labels) == 0:
-        return float("nan")
-    pred = (feats.to(device) @ weights.T).argmax(dim=-1).cpu()
-    return 100.0 * float((pred == labels).float().mean())
 
 
 def harmonic_mean(base: float, novel: float) -> float:

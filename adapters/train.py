@@ -31,7 +31,7 @@ from mma.probe.specs import LoadedModel
 from .mma import MultiModalAdapter, add_adapter
 from .text_cache import TextPrefixCache
 
-__all__ = ["TrainConfig", "TrainResult", "train_transform", "fit_adapter", "class_text_features"]
+__all__ = ["TrainConfig", "TrainResult", "train_transform", "fit_adapter"]
 
 
 @dataclass
@@ -110,15 +110,6 @@ def train_transform(loaded: LoadedModel, cfg: TrainConfig):
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
-
-
-def class_text_features(
-    loaded: LoadedModel, classnames: Sequence[str], template: str, device: torch.device
-) -> torch.Tensor:
-    """Normalised prompt features of the classes with the model as it is now (adapter attached or not)."""
-    tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
-    with torch.no_grad():
-        return F.normalize(loaded.model.encode_text(tokens).float(), dim=-1)
 
 
 def _seed_all(seed: int) -> torch.Generator:

@@ -68,14 +68,24 @@ def zero_shot_accuracy(
     *,
     split: str = "test",
     samples: Sequence[Sample] | None = None,
+    classnames: Sequence[str] | None = None,
     template: str | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 256,
+    workers: int = 0,
+    report: ReadReport | None = None,
 ) -> float:
-    """Top-1 accuracy of prompt-based zero-shot classification on a split (or given samples)."""
+    """Top-1 accuracy (fraction) of classifying a split (or *samples*) among class prompts.
+
+    *classnames* defaults to the dataset's; pass a subset (e.g. the base classes) with samples labelled
+    0..len(classnames)-1. The model is used as it is, so an attached adapter takes part.
+    """
     samples = list(dataset.splits[split] if samples is None else samples)
-    weights = zero_shot_classifier(loaded, dataset.classnames, template or dataset.template, device=device)
-    feats, labels = encode_images(loaded, dataset, samples, device=device, batch_size=batch_size)
+    classnames = dataset.classnames if classnames is None else classnames
+    weights = zero_shot_classifier(loaded, classnames, template or dataset.template, device=device)
+    feats, labels = encode_images(
+        loaded, dataset, samples, device=device, batch_size=batch_size, workers=workers, report=report
+    )
     if len(labels) == 0:
         return float("nan")
     pred = (feats.to(weights.device) @ weights.T).argmax(dim=-1).cpu()
