@@ -62,9 +62,10 @@ class StoreEntry:
         data = read_json(self.folder / "samples.json")
         return data["refs"], np.asarray(data["labels"], dtype=np.int64)
 
-    def layer(self, index: int) -> np.ndarray:
-        """Features of layer *index* (0..L+1) as float32 ``[rows, width]``."""
-        return np.asarray(self.proj if index == len(self.blocks) else self.blocks[index], dtype=np.float32)
+    def layer(self, index: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Features of layer *index* (0..L+1) as float32 ``[rows, width]`` (only *rows*, if given)."""
+        feats = self.proj if index == len(self.blocks) else self.blocks[index]
+        return np.asarray(feats if rows is None else feats[rows], dtype=np.float32)
 
     def valid_rows(self) -> np.ndarray:
         """Boolean mask of rows whose image could be read."""

@@ -123,7 +123,7 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
     path = out / "probes" / f"{_slug(model_name)}-seed{seed}-{key}.csv"
     if path.exists():
         return pd.read_csv(path)
-    image_layers, text_layers, dataset_ids, class_ids = None, None, [], []
+    image_parts, text_parts, dataset_ids, class_ids = [], [], [], []  # one entry per dataset
     class_offset = 0
     for di, d in enumerate(datasets):
         img_entry, txt_entry = entries[d.name]
@@ -132,15 +132,17 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
         rows = np.array([row_of[s.ref] for s in draws[seed][d.name]], dtype=np.int64)
         rows = rows[img_entry.valid_rows()[rows]]
         n_layers = len(img_entry.layer_names)
-        img = [img_entry.layer(i)[rows] for i in range(n_layers)]
-        txt = [txt_entry.layer(i)[labels[rows]] for i in range(n_layers)]
-        image_layers = img if image_layers is None else [np.concatenate([a, b]) for a, b in zip(image_layers, img)]
-        text_layers = txt if text_layers is None else [np.concatenate([a, b]) for a, b in zip(text_layers, txt)]
+        image_parts.append([img_entry.layer(i, rows) for i in range(n_layers)])
+        text_parts.append([txt_entry.layer(i, labels[rows]) for i in range(n_layers)])
         dataset_ids.append(np.full(len(rows), di))
         class_ids.append(labels[rows] + class_offset)
         class_offset += d.num_classes
     data = ProbeInput(
-        img_entry.layer_names, image_layers, text_layers, np.concatenate(dataset_ids), np.concatenate(class_ids)
+        img_entry.layer_names,
+        [np.concatenate(per_layer) for per_layer in zip(*image_parts)],
+        [np.concatenate(per_layer) for per_layer in zip(*text_parts)],
+        np.concatenate(dataset_ids),
+        np.concatenate(class_ids),
     )
     tidy = layer_separability(data, seed=seed, text_split=cfg.text_split, progress=progress)
     tidy.insert(0, "model", model_name)
