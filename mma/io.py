@@ -1,7 +1,9 @@
 """Atomic file writes and the user cache folder.
 
 A crash never leaves a truncated JSON, CSV or checkpoint that a later run would trust: every output is
-written to a temporary file in the same folder, flushed and fsynced, then renamed over the target.
+written to a temporary file in the same folder, flushed and fsynced, then renamed over the target. The
+result has the permissions a plain ``open(path, "w")`` would give it (the target's own mode if it existed,
+else 0o666 less the umask), not the 0o600 of the temporary file.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +39,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _final_mode(path))
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    try:  # Linux >= 4.7 reports it without changing it
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then restore it at once
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would leave: the existing target's, else 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
