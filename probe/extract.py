@@ -7,12 +7,15 @@ class's row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from mma import distributed
 
 from .capture import LayerCapture
 from .data.base import ImageDataset, Sample
@@ -32,10 +35,12 @@ def resolve_device(device: str) -> torch.device:
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise MmaError(f"The device {device!r} is not valid (valid: auto, cpu, cuda, cuda:N).")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MmaError(f"The device {device!r} was asked for but torch sees no CUDA GPU; use --device cpu or auto.")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise MmaError(f"The device {device!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s).")
     return torch.device(device)
 
 
@@ -71,6 +76,40 @@ def _layer_info(loaded: LoadedModel, tower: str) -> tuple[list[str], list[int]]:
     return lmap.names, [layer.width for layer in lmap]
 
 
+def _open_shared(store_root, name: str, key: dict, **fields) -> StoreEntry:
+    """Rank 0 opens (or creates) the entry and folds in an interrupted run's progress; then the others open it."""
+    w = distributed.world()
+    entry = None
+    if w.main:
+        entry = open_entry(store_root, name, key, **fields)
+        if not entry.done:
+            entry.finalise()
+    distributed.barrier()
+    return entry if entry is not None else open_entry(store_root, name, key, **fields)
+
+
+def _aligned_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """*rows* grouped by ``row // batch_size``: the batches one process would run from row 0.
+
+    Every rank therefore runs exactly the batches a single process would, so the numbers do not depend
+    on how many processes share the work.
+    """
+    if not len(rows):
+        return []
+    cuts = np.flatnonzero(np.diff(rows // batch_size)) + 1
+    return np.split(rows, cuts)
+
+
+def _finish(entry: StoreEntry) -> StoreEntry:
+    distributed.barrier()
+    if distributed.world().main:
+        entry.finalise()
+    distributed.barrier()
+    if not distributed.world().main:
+        entry.reload()
+    return entry
+
+
 def extract_images(
     loaded: LoadedModel,
     dataset: ImageDataset,
@@ -87,53 +126,52 @@ def extract_images(
 ) -> StoreEntry:
     """Pooled features of every image layer for *samples* (in order), reused or resumed from the store.
 
-    *progress* is an optional callable ``progress(n_images)`` called after each batch.
+    Under torchrun every rank extracts its share of the pending batches into the same entry. *progress*
+    is an optional callable ``progress(n_images)`` called after each batch; under torchrun each rank
+    scales its own count to the whole, so rank 0's bar tracks the whole job.
     """
     names, widths = _layer_info(loaded, "image")
     refs = [s.ref for s in samples]
     key = _key_fields(loaded, dataset, "image", pooling, precision, device)
     key["samples"] = _digest(refs)
-    entry = open_entry(
-        store_root,
-        f"{dataset.name}-image",
-        key,
-        refs=refs,
-        labels=[s.label for s in samples],
-        layer_names=names,
-        widths=widths,
-    )
+    fields = dict(refs=refs, labels=[s.label for s in samples], layer_names=names, widths=widths)
+    entry = _open_shared(store_root, f"{dataset.name}-image", key, **fields)
     if entry.done:
         return entry
-    start = entry.rows_done
-    if progress and start:
-        progress(start)
-    reader = ImageReader(dataset, list(samples)[start:], loaded.preprocess, strict=strict)
+    w = distributed.world()
+    pending = entry.pending_rows()
+    if progress and len(pending) < len(refs):
+        progress(len(refs) - len(pending))
+    batches = distributed.shard(_aligned_batches(pending, batch_size), w)
+    mine = np.concatenate(batches) if batches else np.empty(0, dtype=np.int64)
+    reader = ImageReader(dataset, [samples[i] for i in mine], loaded.preprocess, strict=strict)
+    offsets = np.cumsum([0] + [len(b) for b in batches])
     loader = torch.utils.data.DataLoader(
         reader,
-        batch_size=batch_size,
+        batch_sampler=[list(range(a, b)) for a, b in zip(offsets[:-1], offsets[1:])],
         num_workers=workers,
         collate_fn=collate_readable,
         pin_memory=device.type == "cuda",
     )
     maps = layer_maps(loaded.model)
-    row = start
+    done_here = shown = 0
     with torch.no_grad(), LayerCapture(loaded.model, {"image": maps["image"]}, pooling=pooling) as cap:
-        for idx, images, _, bad in loader:
-            n = len(idx) + len(bad)
-            layers = [np.full((n, w), np.nan, dtype=np.float16) for w in widths]
+        for (idx, images, _, bad), first in zip(loader, offsets[:-1]):
+            rows = mine[first : first + len(idx) + len(bad)]
+            layers = [np.full((len(rows), w_), np.nan, dtype=np.float16) for w_ in widths]
             if images is not None:
                 with autocast_for(device, precision):
                     feats = cap.encode_image(images.to(device, non_blocking=True))
-                pos = (idx - (row - start)).numpy()
+                pos = (idx - first).numpy()
                 for out, f in zip(layers, feats):
                     out[pos] = f.cpu().numpy()
-            entry.write_rows(row, layers)
-            entry.commit(row + n, unreadable=[start + b for b in bad])
-            row += n
+            entry.write_rows(rows, layers)
+            entry.record(w.rank, rows, unreadable=mine[bad].tolist())
             if progress:
-                progress(n)
-    entry.commit(row, done=True)
-    return entry
+                done_here += len(rows)
+                shown, before = round(done_here * len(pending) / len(mine)), shown
+                progress(shown - before)
+    return _finish(entry)
 
 
 def extract_prompts(
@@ -147,33 +185,26 @@ def extract_prompts(
     device: torch.device = torch.device("cpu"),
     precision: str = "fp32",
 ) -> StoreEntry:
-    """Pooled features of every text layer for each class prompt (one row per class)."""
+    """Pooled features of every text layer for each class prompt (one row per class; rank 0 computes them)."""
     names, widths = _layer_info(loaded, "text")
     prompts = dataset.prompts(template)
     key = _key_fields(loaded, dataset, "text", pooling, precision, device)
     key.pop("preprocess")
     key["prompts"] = _digest(prompts)
-    entry = open_entry(
-        store_root,
-        f"{dataset.name}-text",
-        key,
-        refs=prompts,
-        labels=list(range(len(prompts))),
-        layer_names=names,
-        widths=widths,
-    )
+    fields = dict(refs=prompts, labels=list(range(len(prompts))), layer_names=names, widths=widths)
+    entry = _open_shared(store_root, f"{dataset.name}-text", key, **fields)
     if entry.done:
         return entry
-    maps = layer_maps(loaded.model)
-    with torch.no_grad(), LayerCapture(loaded.model, {"text": maps["text"]}, pooling=pooling) as cap:
-        for start in range(0, len(prompts), batch_size):
-            tokens = loaded.tokenizer(prompts[start : start + batch_size]).to(device)
-            with autocast_for(device, precision):
-                feats = cap.encode_text(tokens)
-            entry.write_rows(start, [f.cpu().numpy() for f in feats])
-            entry.commit(start + len(tokens))
-    entry.commit(len(prompts), done=True)
-    return entry
+    if distributed.world().main:
+        maps = layer_maps(loaded.model)
+        with torch.no_grad(), LayerCapture(loaded.model, {"text": maps["text"]}, pooling=pooling) as cap:
+            for rows in _aligned_batches(entry.pending_rows(), batch_size):
+                tokens = loaded.tokenizer([prompts[i] for i in rows]).to(device)
+                with autocast_for(device, precision):
+                    feats = cap.encode_text(tokens)
+                entry.write_rows(rows, [f.cpu().numpy() for f in feats])
+                entry.record(0, rows)
+    return _finish(entry)
 
 
 def _digest(items: Sequence[str]) -> str:

@@ -3,16 +3,21 @@
 One store entry is a folder::
 
     <dataset>-<tower>-<key>/
-        manifest.json   key fields, layer names and widths, rows, rows_done, done, unreadable rows
-        samples.json    the sample refs and labels, row by row (written once)
-        blocks.npy      float16 [L+1, rows, width]   layers XEmbed, 1..L
-        proj.npy        float16 [rows, embed_dim]    layer XProj (its width differs)
+        manifest.json     key fields, layer names and widths, rows, done_ranges, rows_done, done, unreadable rows
+        samples.json      the sample refs and labels, row by row (written once)
+        blocks.npy        float16 [L+1, rows, width]   layers XEmbed, 1..L
+        proj.npy          float16 [rows, embed_dim]    layer XProj (its width differs)
+        progress-<R>.json rows that process R has written since the manifest was last finalised
 
-Rows are written as they are computed and ``rows_done`` advances only after the arrays are flushed;
-the manifest is always written atomically. An entry with ``done: true`` is reused by any later run with
-the same key; an interrupted one resumes at ``rows_done`` and ends byte-identical to an uninterrupted
-run. The key hashes everything that changes the numbers: model spec and weights hash, dataset
-fingerprint, the exact sample list, tower, pooling, prompt template, image preprocessing and precision.
+Rows are written as they are computed. A process records a batch in its own ``progress-<R>.json`` only
+after the arrays are flushed, so a recorded row is always on disk; rank 0 folds every progress file into
+the manifest (``done_ranges``) when the extraction starts and when it ends. Under torchrun each rank writes
+disjoint rows of the same arrays; in one process the rank is 0. All JSON is written atomically. An entry
+with ``done: true`` is reused by any later run with the same key; an interrupted one (Ctrl-C, a killed
+process, a lost node) resumes with only the rows not yet recorded and ends byte-identical to an
+uninterrupted run. The key hashes everything that changes the numbers: model spec and weights hash,
+dataset fingerprint, the exact sample list, tower, pooling, prompt template, image preprocessing and
+precision.
 """
 
 from __future__ import annotations
@@ -73,21 +78,85 @@ class StoreEntry:
         mask[list(self.manifest.get("unreadable_rows", []))] = False
         return mask
 
-    def write_rows(self, start: int, layers: list[np.ndarray]) -> None:
-        """Write rows ``start:start+n`` of every layer (XEmbed..L into blocks, XProj into proj)."""
-        n = len(layers[0])
-        for i, feats in enumerate(layers[:-1]):
-            self.blocks[i, start : start + n] = feats
-        self.proj[start : start + n] = layers[-1]
+    @property
+    def done_ranges(self) -> list[list[int]]:
+        """Finished rows as sorted, merged ``[start, stop)`` ranges (format 1 stored only a prefix count)."""
+        rows_done = int(self.manifest.get("rows_done", 0))
+        return self.manifest.get("done_ranges", [[0, rows_done]] if rows_done else [])
 
-    def commit(self, rows_done: int, *, unreadable: list[int] = (), done: bool = False) -> None:
-        """Flush the arrays, then advance ``rows_done`` in the manifest (atomically)."""
+    def pending_rows(self) -> np.ndarray:
+        """Row indices not yet recorded as written, ascending."""
+        todo = np.ones(self.manifest["rows"], dtype=bool)
+        for a, b in self.done_ranges:
+            todo[a:b] = False
+        return np.flatnonzero(todo)
+
+    def write_rows(self, rows: np.ndarray, layers: list[np.ndarray]) -> None:
+        """Write *rows* (ascending indices) of every layer: XEmbed..L into blocks, XProj into proj."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: plain slices
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)
+        for i, feats in enumerate(layers[:-1]):
+            self.blocks[i, rows] = feats
+        self.proj[rows] = layers[-1]
+
+    def record(self, rank: int, rows: np.ndarray, *, unreadable: list[int] = ()) -> None:
+        """Flush the arrays, then add *rows* to this process's progress file (atomically)."""
         self.blocks.flush()
         self.proj.flush()
-        self.manifest["rows_done"] = int(rows_done)
-        self.manifest["unreadable_rows"] = sorted(set(self.manifest.get("unreadable_rows", [])) | set(unreadable))
-        self.manifest["done"] = bool(done)
+        path = self.folder / f"progress-{rank}.json"
+        progress = read_json(path) if path.exists() else {"ranges": [], "unreadable_rows": []}
+        progress["ranges"] = _merge(progress["ranges"] + _ranges(rows))
+        progress["unreadable_rows"] = sorted(set(progress["unreadable_rows"]) | {int(r) for r in unreadable})
+        atomic_write_json(path, progress)
+
+    def finalise(self) -> None:
+        """Fold every progress file into the manifest, mark it done when every row is, remove the files.
+
+        Only one process (rank 0) may call this, while no other process is recording.
+        """
+        files = sorted(self.folder.glob("progress-*.json"))
+        ranges, unreadable = list(self.done_ranges), set(self.manifest.get("unreadable_rows", []))
+        for path in files:
+            progress = read_json(path)
+            ranges += progress["ranges"]
+            unreadable |= set(progress["unreadable_rows"])
+        ranges = _merge(ranges)
+        rows_done = sum(b - a for a, b in ranges)
+        self.manifest.update(
+            done_ranges=ranges,
+            rows_done=rows_done,
+            unreadable_rows=sorted(unreadable),
+            done=rows_done == self.manifest["rows"],
+        )
         atomic_write_json(self.folder / "manifest.json", self.manifest)
+        for path in files:
+            path.unlink()
+        for tmp in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
+            tmp.unlink(missing_ok=True)
+
+    def reload(self) -> None:
+        """Re-read the manifest (another process may have finalised it)."""
+        self.manifest = read_json(self.folder / "manifest.json")
+
+
+def _ranges(rows: np.ndarray) -> list[list[int]]:
+    """Ascending row indices as ``[start, stop)`` ranges."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return []
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    return [[int(run[0]), int(run[-1]) + 1] for run in np.split(rows, cuts)]
+
+
+def _merge(ranges: list[list[int]]) -> list[list[int]]:
+    merged: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged
 
 
 def open_entry(
@@ -100,7 +169,10 @@ def open_entry(
     layer_names: list[str],
     widths: list[int],
 ) -> StoreEntry:
-    """Open (resume or reuse) the entry for *key_fields* under *root*, or create it."""
+    """Open (resume or reuse) the entry for *key_fields* under *root*, or create it.
+
+    Under torchrun rank 0 creates the entry and the others open it after a barrier.
+    """
     key = store_key({**key_fields, "format": FORMAT_VERSION})
     folder = Path(root) / f"{name}-{key}"
     manifest_path = folder / "manifest.json"
@@ -123,10 +195,12 @@ def open_entry(
         "layer_names": list(layer_names),
         "widths": list(widths),
         "rows": rows,
+        "done_ranges": [],
         "rows_done": 0,
         "unreadable_rows": [],
         "done": False,
     }
-    entry = StoreEntry(folder, manifest, blocks, proj)
-    entry.commit(0)
-    return entry
+    blocks.flush()
+    proj.flush()
+    atomic_write_json(manifest_path, manifest)
+    return StoreEntry(folder, manifest, blocks, proj)

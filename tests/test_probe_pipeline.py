@@ -88,7 +88,8 @@ def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, monkeypatch)
     import json
 
     manifest = json.loads((entry_dir / "manifest.json").read_text())
-    assert manifest["rows_done"] == 32 and not manifest["done"]
+    progress = json.loads((entry_dir / "progress-0.json").read_text())
+    assert not manifest["done"] and progress["ranges"] == [[0, 32]]  # two finished batches of 16
     resumed = extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)
     assert resumed.done and resumed.folder.name == full.folder.name
     for name in ("blocks.npy", "proj.npy"):
