@@ -1,7 +1,9 @@
 """Evaluation: classify a split's images among a set of classes with the model as it is.
 
 The zero-shot baseline and the adapted model go through this same code; only whether an adapter is
-attached differs. Text features are computed once per class set and reused for every image.
+attached differs. Text features are computed once per class set and reused for every image. Under
+torchrun every rank classifies its own shard of the images and the counts are summed, so the accuracy is
+exactly the one-process accuracy.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from collections.abc import Sequence
 
 import torch
 
+from mma import distributed
 from mma.probe.data.base import ImageDataset, Sample
 from mma.probe.data.reading import ReadReport
 from mma.probe.specs import LoadedModel
-from mma.probe.zeroshot import zero_shot_accuracy
+from mma.probe.zeroshot import zero_shot_counts
 
 __all__ = ["accuracy", "harmonic_mean"]
 
@@ -30,19 +33,21 @@ def accuracy(
     workers: int = 0,
     report: ReadReport | None = None,
 ) -> float:
-    """Top-1 accuracy (%) of *samples* (labelled 0..len(classnames)-1) among *classnames*."""
+    """Top-1 accuracy (%) of *samples* (labelled 0..len(classnames)-1) among *classnames*; NaN if none is readable."""
     loaded.model.eval()
-    return 100.0 * zero_shot_accuracy(
+    correct, total = zero_shot_counts(
         loaded,
         dataset,
-        samples=samples,
-        classnames=classnames,
-        template=template,
+        distributed.shard(list(samples)),
+        classnames,
+        template or dataset.template,
         device=device,
         batch_size=batch_size,
         workers=workers,
         report=report,
     )
+    correct, total = distributed.all_sum(torch.tensor([correct, total], dtype=torch.float64)).tolist()
+    return 100.0 * correct / total if total else float("nan")
 
 
 def harmonic_mean(base: float, novel: float) -> float:

@@ -5,6 +5,13 @@ SGD (lr 0.0015, momentum 0.9, weight decay 5e-4), cosine schedule stepped per ep
 plain cross-entropy on ``exp(logit_scale) * cosine`` logits, last-epoch weights evaluated. On CUDA, AMP
 (fp16 with a grad scaler, or bf16). The frozen text blocks below k run once per run (prefix cache).
 
+Under torchrun the adapter is wrapped in DistributedDataParallel: every rank draws the same seeded
+permutation, cuts it into the same global batches of ``batch_size`` and trains on its own slice of each,
+so the gradient (averaged over ranks) is the one-process gradient of the global batch. The loop makes no
+per-step host sync: losses stay on the device and are checked once per epoch. With a ``state_path`` the
+full training state (adapter, optimiser, schedule, grad scaler, every RNG) is saved atomically after each
+epoch, and a rerun resumes from it; a non-finite loss stops training and keeps the last good state.
+
 MMA++ options: ``alpha_eval`` (a different alpha at inference) and ``consistency`` (the
 alpha-consistency loss: a second no-grad pass with alpha2 = U(0,1) * alpha, loss
 ``-lambda * mean cosine`` between the two passes' features, per tower).
@@ -12,16 +19,23 @@ alpha-consistency loss: a second no-grad pass with alpha2 = U(0,1) * alpha, loss
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from mma import distributed
 from mma.errors import MmaError
+from mma.io import atomic_write
 from mma.probe.data.base import ImageDataset, Sample
 from mma.probe.data.reading import ImageReader, collate_readable
 from mma.probe.extract import autocast_for
@@ -52,6 +66,7 @@ class TrainConfig:
     shots: int = 16
     crop_scale_min: float = 0.08
     flip: bool = True
+    augment: bool = True  # False: the eval preprocessing (resize + centre crop), no random crop or flip
     consistency: float = 0.0
     precision: str = "fp32"
     workers: int = 0
@@ -66,6 +81,15 @@ class TrainConfig:
         return cls(**values)
 
     def validate(self) -> None:
+        """One clear sentence for the first option of the wrong type or out of range."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and "None" in kind:
+                continue
+            base = kind.split("|")[0].strip()
+            ok, rule = _TYPES[base]
+            if not ok(value):
+                raise MmaError(f"The training option {f.name}={value!r} is not valid; it must be {rule}.")
         checks = [
             ("dim", self.dim >= 1, "an integer >= 1"),
             ("alpha", self.alpha > 0, "a float > 0"),
@@ -85,6 +109,14 @@ class TrainConfig:
                 raise MmaError(f"The training option {name}={getattr(self, name)!r} is not valid; it must be {rule}.")
 
 
+_TYPES = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
+
+
 @dataclass
 class TrainResult:
     adapter: MultiModalAdapter
@@ -95,8 +127,14 @@ class TrainResult:
 
 
 def train_transform(loaded: LoadedModel, cfg: TrainConfig):
-    """Random-resized-crop (scale crop_scale_min..1, bicubic) + flip + CLIP normalisation."""
+    """Random-resized-crop (scale crop_scale_min..1, bicubic) + flip + CLIP normalisation.
+
+    With ``augment=False``, the model's own evaluation preprocessing.
+    """
     from torchvision import transforms as T
+
+    if not cfg.augment:
+        return loaded.preprocess
 
     pcfg = getattr(loaded.model.visual, "preprocess_cfg", {})
     mean = pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
@@ -112,10 +150,112 @@ def train_transform(loaded: LoadedModel, cfg: TrainConfig):
     return T.Compose(steps)
 
 
+class RankBatches(torch.utils.data.Sampler):
+    """This rank's slice of every global batch: seeded shuffle, ``batch_size`` per batch, last partial dropped.
+
+    The global batches are exactly those of ``DataLoader(shuffle=True, drop_last=True, generator=...)``
+    in one process, and they consume the generator the same way, so one process and N ranks see the
+    same samples in the same order.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, world: distributed.World) -> None:
+        if batch_size % world.size:
+            raise MmaError(
+                f"The global batch size {batch_size} does not split evenly over {world.size} processes; "
+                f"choose a --batch-size divisible by {world.size}."
+            )
+        sampler = torch.utils.data.RandomSampler(range(n), generator=generator)
+        self.batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True)
+        self.per_rank = batch_size // world.size
+        self.rank = world.rank
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield batch[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
+
+
+class Objective(nn.Module):
+    """The training loss of one batch; its only parameters are the adapter's (what DDP synchronises)."""
+
+    def __init__(self, loaded: LoadedModel, adapter: MultiModalAdapter, tokens, text, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self._frozen = (loaded.model, tokens, text)  # a tuple: not registered, so DDP leaves the trunk alone
+        self.logit_scale = float(loaded.model.logit_scale.exp())
+        self.consistency = cfg.consistency
+
+    def encode_text(self) -> torch.Tensor:
+        model, tokens, text = self._frozen
+        return text.encode() if text is not None else model.encode_text(tokens)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        model = self._frozen[0]
+        img_n = F.normalize(model.encode_image(images).float(), dim=-1)
+        txt_n = F.normalize(self.encode_text().float(), dim=-1)
+        loss = F.cross_entropy(self.logit_scale * img_n @ txt_n.T, labels)
+        if self.consistency > 0:
+            loss = loss + self.consistency * self._consistency(images, img_n, txt_n)
+        return loss
+
+    def _consistency(self, images, img_n, txt_n) -> torch.Tensor:
+        """MMA++ alpha-consistency: -mean cosine between features at alpha and at alpha2 = U(0,1)*alpha."""
+        model, adapter = self._frozen[0], self.adapter
+        alpha = adapter.alpha
+        adapter.alpha = random.random() * alpha  # seeded in fit_adapter; no host sync
+        try:
+            with torch.no_grad():
+                img2 = F.normalize(model.encode_image(images).float(), dim=-1)
+                txt2 = F.normalize(self.encode_text().float(), dim=-1)
+        finally:
+            adapter.alpha = alpha
+        return -((img_n * img2).sum(-1).mean() + (txt_n * txt2).sum(-1).mean())
+
+
 def _seed_all(seed: int) -> torch.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def _fingerprint(cfg: TrainConfig, seed: int, samples: Sequence[Sample], classnames, template: str, model: str) -> str:
+    """What a saved training state must match to be resumed."""
+    what = [asdict(cfg), seed, [s.ref for s in samples], [s.label for s in samples], list(classnames), template, model]
+    return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    state = {"loader": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(gen: torch.Generator, state: dict) -> None:
+    gen.set_state(state["loader"])
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_state(path: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
+
+
+def _load_state(path: Path | None, fingerprint: str) -> dict | None:
+    """The saved state at *path* if it exists and belongs to this very run (else None: start afresh)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a foreign or damaged file is never trusted
+        return None
+    return state if isinstance(state, dict) and state.get("fingerprint") == fingerprint else None
 
 
 def fit_adapter(
@@ -128,12 +268,14 @@ def fit_adapter(
     seed: int,
     device: torch.device = torch.device("cpu"),
     template: str | None = None,
-    progress: bool = False,
+    state_path: str | Path | None = None,
 ) -> TrainResult:
     """Attach a fresh adapter from block ``cfg.k`` to ``loaded.model`` and train it on *samples*.
 
     *samples* are labelled 0..len(classnames)-1. The adapter stays attached on return (detach it, or use
-    it for evaluation). Deterministic for a fixed seed on one device.
+    it for evaluation). Deterministic for a fixed seed on one device. With *state_path*, the training
+    state is saved there after every epoch (rank 0) and an interrupted run resumes from it; the caller
+    removes it once the results are safe. Under torchrun, call it on every rank.
     """
     cfg.validate()
     if len(samples) < cfg.batch_size:
@@ -141,6 +283,9 @@ def fit_adapter(
             f"Dataset {dataset.name!r} has {len(samples)} training samples, fewer than one batch "
             f"(--batch-size {cfg.batch_size}); lower the batch size or raise --shots."
         )
+    template = template or dataset.template
+    state_path = Path(state_path) if state_path is not None else None
+    fingerprint = _fingerprint(cfg, seed, samples, classnames, template, str(loaded.spec))
     gen = _seed_all(seed)
     model = loaded.model
     adapter = add_adapter(
@@ -152,69 +297,115 @@ def fit_adapter(
         depth_mode=cfg.depth_mode,
         model_name=str(loaded.spec),
     )
+    try:
+        return _train(
+            loaded, dataset, samples, classnames, cfg, adapter, gen, device, template, state_path, fingerprint
+        )
+    except BaseException:
+        adapter.detach()  # an interrupted or failed run leaves the model as it found it
+        raise
+
+
+def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
+    """The training loop of :func:`fit_adapter` (the adapter is attached; resume from *state_path* if it fits)."""
+    world = distributed.world()
+    model = loaded.model
     model.eval()  # frozen trunk: no dropout / batch-norm updates; adapters have neither
-    template = template or dataset.template
     maps = layer_maps(model)
     tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
     text = TextPrefixCache(model, maps["text"], adapter.k_text, tokens) if cfg.prefix_cache else None
+    objective = Objective(loaded, adapter, tokens, text, cfg)
+    step_fn = objective
+    if world.many:
+        ids = [device.index] if device.type == "cuda" else None
+        step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
 
     reader = ImageReader(dataset, samples, train_transform(loaded, cfg))
     loader = torch.utils.data.DataLoader(
         reader,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
+        batch_sampler=RankBatches(len(samples), cfg.batch_size, gen, world),
         generator=gen,
         num_workers=cfg.workers,
         collate_fn=collate_readable,
         pin_memory=device.type == "cuda",
     )
     params = [p for p in adapter.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # fused SGD on CUDA takes the grad scaler's inf check on the device: no host sync per step
+    opt = torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
-    logit_scale = model.logit_scale.exp().detach()
-    losses: list[torch.Tensor] = []
+    history: list[float] = []
+    first_epoch = last_saved = 0
+    saved = _load_state(state_path, fingerprint)
+    if saved is not None:
+        adapter.load_state_dict(saved["adapter"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        rngs = saved["rng"]
+        _set_rng_state(gen, rngs[world.rank] if len(rngs) == world.size else rngs[0])
+        history, first_epoch = list(saved["losses"]), int(saved["epoch"])
+        last_saved = first_epoch
     start = time.perf_counter()
-    steps = 0
-    for _epoch in range(cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
+        losses: list[torch.Tensor] = []
         for _, images, labels, _ in loader:
             if images is None:
+                if world.many:  # the other ranks would wait for this one's gradients forever
+                    raise MmaError(f"A whole batch of dataset {dataset.name!r} was unreadable on rank {world.rank}.")
                 continue
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             with autocast_for(device, cfg.precision):
-                img = model.encode_image(images)
-                txt = text.encode() if text is not None else model.encode_text(tokens)
-                img_n, txt_n = F.normalize(img.float(), dim=-1), F.normalize(txt.float(), dim=-1)
-                loss = F.cross_entropy(logit_scale * img_n @ txt_n.T, labels)
-                if cfg.consistency > 0:
-                    loss = loss + cfg.consistency * _consistency(model, adapter, images, text, tokens, img_n, txt_n)
+                loss = step_fn(images, labels)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             losses.append(loss.detach())
-            steps += 1
         sched.step()
-    if steps == 0:
-        raise MmaError(f"No readable training images in dataset {dataset.name!r}; nothing was trained.")
-    history = torch.stack(losses).float().cpu().tolist()  # one host sync, after training
-    if not math.isfinite(history[-1]):
-        raise MmaError(f"Training diverged on {dataset.name!r} (loss {history[-1]}); lower --lr or --alpha.")
+        if not losses:
+            raise MmaError(f"No readable training images in dataset {dataset.name!r}; nothing was trained.")
+        # one host sync per epoch: the rank-averaged losses (= the one-process losses of the global batches)
+        epoch_losses = distributed.all_sum(torch.stack(losses).float()) / world.size
+        if not torch.isfinite(epoch_losses).all():
+            kept = (
+                f"the state after epoch {last_saved} is kept in {str(state_path)!r}"
+                if last_saved
+                else "no epoch finished, so no state was saved"
+            )
+            raise MmaError(
+                f"Training diverged on {dataset.name!r}: a non-finite loss in epoch {epoch + 1}; {kept}. "
+                "Lower --lr or --alpha (a changed setting starts afresh)."
+            )
+        history += epoch_losses.cpu().tolist()
+        if state_path is not None:
+            _save_epoch(state_path, world, fingerprint, epoch + 1, adapter, opt, sched, scaler, gen, history)
+            last_saved = epoch + 1
     if cfg.alpha_eval is not None:
         adapter.alpha = cfg.alpha_eval
-    return TrainResult(adapter, steps, time.perf_counter() - start, history[-1], history)
+    return TrainResult(adapter, len(history), time.perf_counter() - start, history[-1], history)
 
 
-def _consistency(model, adapter, images, text, tokens, img_n, txt_n) -> torch.Tensor:
-    """MMA++ alpha-consistency: -mean cosine between features at alpha and at alpha2 = U(0,1)*alpha."""
-    alpha = adapter.alpha
-    adapter.alpha = random.random() * alpha  # seeded in fit_adapter; no host sync
-    try:
-        with torch.no_grad():
-            img2 = F.normalize(model.encode_image(images).float(), dim=-1)
-            txt2 = F.normalize((text.encode() if text is not None else model.encode_text(tokens)).float(), dim=-1)
-    finally:
-        adapter.alpha = alpha
-    return -((img_n * img2).sum(-1).mean() + (txt_n * txt2).sum(-1).mean())
+def _save_epoch(path, world, fingerprint, epoch, adapter, opt, sched, scaler, gen, history) -> None:
+    """Rank 0 writes the state after *epoch* with every rank's RNG states (the others only send theirs)."""
+    rngs = [_rng_state(gen)]
+    if world.many:
+        rngs = [None] * world.size
+        torch.distributed.all_gather_object(rngs, _rng_state(gen))
+    if world.main:
+        _save_state(
+            path,
+            {
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "adapter": adapter.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rngs,
+                "losses": history,
+            },
+        )

@@ -11,7 +11,7 @@ from .data.base import ImageDataset, Sample
 from .data.reading import ImageReader, ReadReport, collate_readable
 from .specs import LoadedModel
 
-__all__ = ["encode_texts", "encode_images", "zero_shot_classifier", "zero_shot_accuracy"]
+__all__ = ["encode_texts", "encode_images", "zero_shot_classifier", "zero_shot_counts", "zero_shot_accuracy"]
 
 
 @torch.no_grad()
@@ -62,6 +62,32 @@ def zero_shot_classifier(loaded: LoadedModel, classnames: Sequence[str], templat
     return encode_texts(loaded, [template.format(c) for c in classnames], **kw)
 
 
+def zero_shot_counts(
+    loaded: LoadedModel,
+    dataset: ImageDataset,
+    samples: Sequence[Sample],
+    classnames: Sequence[str],
+    template: str,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    workers: int = 0,
+    report: ReadReport | None = None,
+) -> tuple[int, int]:
+    """``(correct, readable)`` top-1 counts of *samples* (labelled 0..n-1) among *classnames*' prompts.
+
+    Counts, not a fraction, so shards of a split (one per process) add up to the exact whole.
+    """
+    weights = zero_shot_classifier(loaded, classnames, template, device=device)
+    feats, labels = encode_images(
+        loaded, dataset, samples, device=device, batch_size=batch_size, workers=workers, report=report
+    )
+    if len(labels) == 0:
+        return 0, 0
+    pred = (feats.to(weights.device) @ weights.T).argmax(dim=-1).cpu()
+    return int((pred == labels).sum()), len(labels)
+
+
 def zero_shot_accuracy(
     loaded: LoadedModel,
     dataset: ImageDataset,
@@ -78,15 +104,20 @@ def zero_shot_accuracy(
     """Top-1 accuracy (fraction) of classifying a split (or *samples*) among class prompts.
 
     *classnames* defaults to the dataset's; pass a subset (e.g. the base classes) with samples labelled
-    0..len(classnames)-1. The model is used as it is, so an attached adapter takes part.
+    0..len(classnames)-1. The model is used as it is, so an attached adapter takes part. NaN when no
+    image could be read.
     """
     samples = list(dataset.splits[split] if samples is None else samples)
     classnames = dataset.classnames if classnames is None else classnames
-    weights = zero_shot_classifier(loaded, classnames, template or dataset.template, device=device)
-    feats, labels = encode_images(
-        loaded, dataset, samples, device=device, batch_size=batch_size, workers=workers, report=report
+    correct, total = zero_shot_counts(
+        loaded,
+        dataset,
+        samples,
+        classnames,
+        template or dataset.template,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        report=report,
     )
-    if len(labels) == 0:
-        return float("nan")
-    pred = (feats.to(weights.device) @ weights.T).argmax(dim=-1).cpu()
-    return float((pred == labels).float().mean())
+    return correct / total if total else float("nan")

@@ -11,8 +11,12 @@ __all__ = ["evaluate_checkpoint"]
 
 def evaluate_checkpoint(
     checkpoint: Path, *, data: list[str] | None = None, device: str = "auto", alpha_eval: float | None = None
-) -> dict[str, float]:
-    """Rebuild the checkpoint's model and adapter and evaluate its protocol on its dataset (seeded draw)."""
+) -> dict[str, float] | None:
+    """Rebuild the checkpoint's model and adapter and evaluate its protocol on its dataset (seeded draw).
+
+    Under torchrun each rank evaluates a shard; rank 0 returns the metrics, the others None.
+    """
+    from mma import distributed
     from mma.adapters.checkpoint import load_adapter, read_adapter
     from mma.adapters.protocols import evaluate_task, make_tasks, task_metrics
     from mma.probe.data import load_datasets
@@ -20,7 +24,7 @@ def evaluate_checkpoint(
     from mma.probe.specs import load_model
 
     _, meta = read_adapter(checkpoint)
-    dev = resolve_device(device)
+    world, dev = distributed.setup(resolve_device(device))
     loaded = load_model(meta["model"], device=str(dev))
     adapter, meta = load_adapter(checkpoint, loaded)
     if alpha_eval is not None:
@@ -35,6 +39,7 @@ def evaluate_checkpoint(
     if tasks[0].classnames != meta["classnames"]:
         raise MmaError(f"The dataset's classes differ from those the checkpoint {str(checkpoint)!r} was trained on.")
     try:
-        return task_metrics(tasks[0], evaluate_task(loaded, tasks[0], dev, meta.get("template")))
+        metrics = task_metrics(tasks[0], evaluate_task(loaded, tasks[0], dev, meta.get("template")))
     finally:
         adapter.detach()
+    return metrics if world.main else None

@@ -9,10 +9,15 @@ Run folder (``--out``)::
     selection.json            every rule's k, the default rule's k, thresholds and curves, per model
     figure1.png / .pdf / .csv the paper's Figure 1 for these models
     run.json                  the configuration that made the run
+
+Under torchrun every rank extracts its share of each store entry; rank 0 alone probes, plots and writes
+the tables, and the function returns None on the other ranks. An interrupted run resumes: the store
+from its recorded rows, the probes from their per-seed CSVs.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mma import distributed
 from mma.errors import MmaError
 from mma.io import atomic_write, atomic_write_json, read_json
 
@@ -60,23 +66,29 @@ class ProbeRun:
 
 def check_out_dir(out: Path) -> Path:
     """Create *out* if needed and make sure it is a writable folder (one clear sentence if not)."""
-    out = Path(out).expanduser()
+    from mma.probe.data.base import user_path
+
+    out = user_path(out, "--out")
     if out.exists() and not out.is_dir():
         raise MmaError(f"--out {str(out)!r} is a file, not a folder; give a folder for the run.")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise MmaError(f"--out {str(out)!r} is not writable ({exc.strerror or exc}); choose another folder.") from None
     return out
 
 
 def _validate(cfg: ProbeLayersConfig) -> None:
+    from mma.analysis.select_k import RULES
     from mma.analysis.separability import TEXT_SPLITS
     from mma.probe.capture import POOLINGS
 
+    if cfg.rule not in RULES:
+        raise MmaError(f"--rule {cfg.rule!r} is not valid (valid: {', '.join(RULES)}).")
+    if cfg.threshold is not None and not 0.0 < cfg.threshold <= 1.0:
+        raise MmaError(f"--threshold must be in (0, 1]; got {cfg.threshold}.")
     if cfg.samples < 1:
         raise MmaError(f"--samples must be at least 1 (samples per dataset); got {cfg.samples}.")
     if not cfg.seeds:
@@ -154,8 +166,8 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun:
-    """Extract every layer of every model over the datasets, probe, summarise, select k, plot."""
+def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
+    """Extract every layer of every model over the datasets, probe, summarise, select k, plot (None off rank 0)."""
     from tqdm.auto import tqdm
 
     from mma.analysis.separability import draw_probe_samples, summarise
@@ -166,9 +178,10 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun:
     start = time.perf_counter()
     _validate(cfg)
     specs = [parse_model_spec(m) for m in cfg.models]
-    device = resolve_device(cfg.device)
+    world, device = distributed.setup(resolve_device(cfg.device))
     autocast_for(device, cfg.precision)  # validates --precision
     out = check_out_dir(cfg.out)
+    show = cfg.progress and world.main
     datasets = _load_all_datasets(cfg)
 
     draws = {seed: {d.name: draw_probe_samples(d.train, cfg.samples, seed) for d in datasets} for seed in cfg.seeds}
@@ -177,16 +190,15 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun:
         seen = {s.ref: s for seed in cfg.seeds for s in draws[seed][d.name]}
         union[d.name] = sorted(seen.values(), key=lambda s: s.ref)
 
-    tidy_parts, notes = [], []
-    model_names = []
+    notes: list[str] = []
+    stores = {}  # model name -> ({dataset: (image entry, text entry)}, store keys)
     for spec in specs:
         loaded = load_model(spec, device=str(device))
         notes += loaded.notes
         model_name = str(spec)
-        model_names.append(model_name)
         entries, store_keys = {}, []
         total = sum(len(v) for v in union.values())
-        with tqdm(total=total, desc=f"extract {model_name}", unit="img", disable=not cfg.progress) as bar:
+        with tqdm(total=total, desc=f"extract {model_name}", unit="img", disable=not show) as bar:
             for d in datasets:
                 img = extract_images(
                     loaded,
@@ -218,13 +230,20 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun:
                         f"{d.name}: skipped {bad} unreadable image(s), e.g. "
                         f"{[img.samples()[0][i] for i in img.manifest['unreadable_rows'][:3]]}."
                     )
+        stores[model_name] = (entries, store_keys)
+        del loaded
+    if not world.main:  # probing is scikit-learn on the stored features: rank 0 alone
+        return None
+
+    tidy_parts = []
+    for model_name, (entries, store_keys) in stores.items():
         n_fits = len(cfg.seeds) * 2 * len(entries[datasets[0].name][0].layer_names)
-        with tqdm(total=n_fits, desc=f"probe {model_name}", unit="fit", disable=not cfg.progress) as bar:
+        with tqdm(total=n_fits, desc=f"probe {model_name}", unit="fit", disable=not show) as bar:
             for seed in cfg.seeds:
                 tidy_parts.append(
                     _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys, out, bar.update)
                 )
-        del loaded
+    model_names = list(stores)
 
     tidy = pd.concat(tidy_parts, ignore_index=True)
     converged = tidy.loc[tidy["metric"] == "probe_converged", "value"]
@@ -272,13 +291,26 @@ def _draw(summary, selection, out: Path) -> Path:
     return out / "figure1.png"
 
 
+SUMMARY_COLUMNS = {"model", "tower", "layer_index", "layer_name", "metric", "mean", "std"}
+
+
 def _read_summary(run: Path) -> pd.DataFrame:
     path = Path(run) / "layers_summary.csv"
     if not path.is_file():
         raise MmaError(
             f"The run folder {str(run)!r} has no layers_summary.csv; run 'mma probe layers --out {run}' first."
         )
-    return pd.read_csv(path)
+    try:
+        summary = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError and UnicodeDecodeError are ValueErrors
+        raise MmaError(f"{str(path)!r} is not a readable CSV ({exc}); rerun 'mma probe layers --out {run}'.") from None
+    missing = sorted(SUMMARY_COLUMNS - set(summary.columns))
+    if missing or summary.empty:
+        raise MmaError(
+            f"{str(path)!r} is not a layers summary (missing columns {missing} or no rows); "
+            f"rerun 'mma probe layers --out {run}'."
+        )
+    return summary
 
 
 def select_from_run(run: Path, *, rule: str = "saturation", threshold: float | None = None) -> dict:

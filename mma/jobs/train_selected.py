@@ -5,11 +5,15 @@ Run folder (``--out``)::
     results/<protocol>/<dataset>/seed<S>-k<K>-mma.json   one JSON per (protocol, dataset, seed, k, method)
     results/<protocol>/<dataset>/zeroshot.json           the frozen model, same evaluation code
     checkpoints/<protocol>-<dataset>-seed<S>-k<K>.safetensors   adapter weights + configs
+    state/<protocol>-<dataset>-seed<S>-k<K>.pt   the training state after the last finished epoch (while training)
     results.csv                                          tidy roll-up of every JSON
     results_summary.csv                                  per dataset and averaged (HM of averages, mean of HMs)
     train-k<K>.json                                      the configuration that ran at k
 
-A result whose JSON exists is not recomputed, so an interrupted job resumes where it stopped.
+A result whose JSON exists is not recomputed, and an interrupted training run resumes from its last
+finished epoch, so an interrupted job resumes where it stopped and ends with the same numbers. Under
+torchrun every rank trains (DDP) and evaluates its shard; rank 0 alone writes, and the function returns
+None on the other ranks.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mma import distributed
 from mma.errors import MmaError
 from mma.io import atomic_write, atomic_write_json, read_json
 
@@ -94,15 +99,21 @@ def _json_path(out: Path, protocol: str, dataset: str, seed: int, k: int) -> Pat
 
 
 def _reusable(path: Path, weights: str, train_config: dict) -> bool:
-    """A finished result is reused only if the same weights and training config made it."""
+    """A finished result is reused only if the same weights and training config made it.
+
+    Options added to TrainConfig later count with their defaults (the behaviour before they existed).
+    """
+    from mma.adapters.train import TrainConfig
+
     if not path.exists():
         return False
     done = read_json(path)
-    return done.get("weights") == weights and done.get("train_config") == train_config
+    stored = {**asdict(TrainConfig()), **done.get("train_config", {})}
+    return done.get("weights") == weights and stored == train_config
 
 
-def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
-    """Train and evaluate MMA at the selected k for every task and seed of the protocol."""
+def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
+    """Train and evaluate MMA at the selected k for every task and seed of the protocol (None off rank 0)."""
     from tqdm.auto import tqdm
 
     from mma.adapters.checkpoint import save_adapter
@@ -123,7 +134,7 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
     train_cfg.validate()
     if not cfg.seeds:
         raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
-    device = resolve_device(cfg.device)
+    world, device = distributed.setup(resolve_device(cfg.device))
     out = check_out_dir(cfg.out)
     datasets = [d for text in cfg.data for d in load_datasets(text, template=cfg.template)]
     loaded = load_model(spec, device=str(device))
@@ -131,26 +142,29 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
     if not 1 <= k <= depth:
         raise MmaError(f"k={k} is out of range for {spec} (valid: 1..{depth}).")
     tasks_by_seed = {seed: make_tasks(cfg.protocol, datasets, shots=train_cfg.shots, seed=seed) for seed in cfg.seeds}
-    atomic_write_json(
-        out / f"train-k{k}.json",
-        {
-            **asdict(cfg),
-            "model": str(spec),
-            "k": k,
-            "k_source": k_source,
-            "recipe": recipe,
-            "train_config": asdict(train_cfg),
-            "out": str(out),
-        },
-    )
+    record = {
+        **asdict(cfg),
+        "model": str(spec),
+        "k": k,
+        "k_source": k_source,
+        "recipe": recipe,
+        "train_config": asdict(train_cfg),
+        "out": str(out),
+        "processes": world.size,
+    }
+    # rank 0 decides what is left to do, so every rank runs the same trainings and evaluations
+    zero_shot_todo, runs_todo = distributed.broadcast(_todo(out, cfg.protocol, tasks_by_seed, k, loaded, train_cfg))
+    if world.main:
+        atomic_write_json(out / f"train-k{k}.json", record)
     total = sum(len(t) for t in tasks_by_seed.values())
-    with tqdm(total=total, desc=f"train MMA k={k}", unit="run", disable=not cfg.progress) as bar:
-        for task in tasks_by_seed[cfg.seeds[0]]:  # the frozen model, once per task: it has no seed
-            zpath = out / "results" / cfg.protocol / task.name / "zeroshot.json"
-            if not zpath.exists():
-                accs = evaluate_task(loaded, task, device, cfg.template)
+    with tqdm(total=total, desc=f"train MMA k={k}", unit="run", disable=not (cfg.progress and world.main)) as bar:
+        bar.update(total - len(runs_todo))
+        for ti in zero_shot_todo:  # the frozen model, once per task: it has no seed
+            task = tasks_by_seed[cfg.seeds[0]][ti]
+            metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template))
+            if world.main:
                 atomic_write_json(
-                    zpath,
+                    out / "results" / cfg.protocol / task.name / "zeroshot.json",
                     {
                         "protocol": cfg.protocol,
                         "dataset": task.name,
@@ -159,29 +173,29 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
                         "method": "zeroshot",
                         "model": str(spec),
                         "weights": loaded.weights_id,
-                        "metrics": task_metrics(task, accs),
+                        "metrics": metrics,
                     },
                 )
-        for seed, tasks in tasks_by_seed.items():
-            for task in tasks:
-                path = _json_path(out, cfg.protocol, task.name, seed, k)
-                if _reusable(path, loaded.weights_id, asdict(train_cfg)):
-                    bar.update(1)
-                    continue
-                result = fit_adapter(
-                    loaded,
-                    task.dataset,
-                    task.train,
-                    task.classnames,
-                    train_cfg,
-                    seed=seed,
-                    device=device,
-                    template=cfg.template,
-                )
-                try:
-                    accs = evaluate_task(loaded, task, device, cfg.template)
-                finally:
-                    result.adapter.detach()
+        for seed, ti in runs_todo:
+            task = tasks_by_seed[seed][ti]
+            stem = f"{cfg.protocol}-{task.name}-seed{seed}-k{k}"
+            state = out / "state" / f"{stem}.pt"
+            result = fit_adapter(
+                loaded,
+                task.dataset,
+                task.train,
+                task.classnames,
+                train_cfg,
+                seed=seed,
+                device=device,
+                template=cfg.template,
+                state_path=state,
+            )
+            try:
+                metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template))
+            finally:
+                result.adapter.detach()
+            if world.main:
                 meta = {
                     "protocol": cfg.protocol,
                     "dataset": task.name,
@@ -195,27 +209,46 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun:
                     "train_config": asdict(train_cfg),
                     "template": cfg.template or task.dataset.template,
                 }
-                ckpt = None
-                if cfg.checkpoints:
-                    ckpt = out / "checkpoints" / f"{cfg.protocol}-{task.name}-seed{seed}-k{k}.safetensors"
+                ckpt = out / "checkpoints" / f"{stem}.safetensors" if cfg.checkpoints else None
+                if ckpt is not None:
                     save_adapter(result.adapter, ckpt, meta)
                 atomic_write_json(
-                    path,
+                    _json_path(out, cfg.protocol, task.name, seed, k),
                     {
                         **meta,
-                        "metrics": task_metrics(task, accs),
+                        "metrics": metrics,
                         "train": {
                             "steps": result.steps,
                             "seconds": round(result.seconds, 2),
                             "final_loss": result.final_loss,
                             "trainable_parameters": result.adapter.num_parameters(),
+                            "processes": world.size,
                         },
                         "checkpoint": str(ckpt) if ckpt else None,
                     },
                 )
-                bar.update(1)
+                state.unlink(missing_ok=True)  # the result is safe; the epoch state is no longer needed
+            bar.update(1)
+    distributed.barrier()
+    if not world.main:
+        return None
+    if (out / "state").is_dir() and not any((out / "state").iterdir()):
+        (out / "state").rmdir()
     results, summary = summarise_results(out)
     return TrainRun(out, str(spec), k, recipe, results, summary, time.perf_counter() - start)
+
+
+def _todo(out: Path, protocol: str, tasks_by_seed: dict, k: int, loaded, train_cfg) -> tuple[list, list]:
+    """Task indices still lacking a zero-shot result, and (seed, task index) pairs still lacking an MMA result."""
+    first = next(iter(tasks_by_seed.values()))
+    zero_shot = [i for i, t in enumerate(first) if not (out / "results" / protocol / t.name / "zeroshot.json").exists()]
+    runs = [
+        (seed, i)
+        for seed, tasks in tasks_by_seed.items()
+        for i, t in enumerate(tasks)
+        if not _reusable(_json_path(out, protocol, t.name, seed, k), loaded.weights_id, asdict(train_cfg))
+    ]
+    return zero_shot, runs
 
 
 def _load_results(out: Path) -> pd.DataFrame:
@@ -269,24 +302,32 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return results, summary
 
 
-def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict:
-    """Train and evaluate at every k (or *ks*), plot base / novel / HM against k, compare with the selected k."""
+def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | None:
+    """Train and evaluate at every k (or *ks*), plot base / novel / HM against k, compare with the selected k.
+
+    None off rank 0 under torchrun.
+    """
     from mma.analysis.plots import plot_k_sweep
     from mma.probe.layers import layer_maps
     from mma.probe.specs import load_model, parse_model_spec
 
     if cfg.protocol != "base2novel":
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
-    try:
+    if cfg.run is not None:  # a given probe run must have a selection; the default one may be missing
         model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(run=cfg.run, model=cfg.model))
-    except MmaError:
-        model_spec, selected = cfg.model, None
+    else:
+        try:
+            model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(model=cfg.model))
+        except MmaError:
+            model_spec, selected = cfg.model, None
     if ks is None:
         depth = min(m.depth for m in layer_maps(load_model(parse_model_spec(model_spec)).model).values())
         ks = list(range(1, depth + 1))
     runs = []
     for k in ks:
         runs.append(train_selected(TrainSelectedConfig(**{**asdict(cfg), "k": k, "model": model_spec, "run": None})))
+    if not distributed.world().main:
+        return None
     results = runs[-1].results
     mma_rows = results[(results["method"] == "mma") & results["k"].isin(ks)]
     per_seed = (

@@ -1,0 +1,126 @@
+"""torchrun: 2 gloo processes on the CPU give the same store and the same adapter as 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mma import distributed
+from mma.adapters.train import RankBatches
+from mma.probe import load_model
+from mma.probe.data import load_datasets
+from mma.probe.extract import _aligned_batches, extract_images
+
+PROBE = [
+    "probe", "layers", "--model", "mma-tiny:random", "--data", "builtin:colors,scenes,shapes",
+    "--samples", "30", "--seeds", "1,2", "--batch-size", "16", "--device", "cpu",
+]  # fmt: skip
+TRAIN = ["train-selected", "--k", "4", "--data", "builtin:colors,scenes", "--seeds", "1", "--device", "cpu"]
+
+
+def _mma(args: list[str], processes: int) -> subprocess.CompletedProcess:
+    """Run the CLI in 1 process, or under torchrun with *processes* gloo ranks (one thread each, as torchrun sets)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "mma"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        launcher += ["-m", "mma"]
+    done = subprocess.run(launcher + args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def test_aligned_batches_split_the_pending_rows_exactly_once_over_ranks():
+    pending = np.array([0, 1, 2, 5, 6, 7, 8, 9, 16, 17, 40])
+    batches = _aligned_batches(pending, 4)
+    assert [b.tolist() for b in batches] == [[0, 1, 2], [5, 6, 7], [8, 9], [16, 17], [40]]  # row // 4 groups
+    for size in (1, 2, 3, 7):
+        shares = [distributed.shard(batches, distributed.World(r, size)) for r in range(size)]
+        assert np.concatenate([b for share in shares for b in share]).tolist() == pending.tolist()
+
+
+def test_rank_batches_are_the_one_process_shuffle_cut_into_slices():
+    n, batch = 21, 6
+    reference = torch.utils.data.DataLoader(
+        range(n), batch_size=batch, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(3)
+    )
+    expected = [b.tolist() for _ in range(3) for b in reference]  # 3 epochs
+    for size in (1, 2, 3):
+        per_rank = []
+        for rank in range(size):
+            gen = torch.Generator().manual_seed(3)
+            sampler = RankBatches(n, batch, gen, distributed.World(rank, size))
+            loader = torch.utils.data.DataLoader(range(n), batch_sampler=sampler, generator=gen)
+            per_rank.append([b.tolist() for _ in range(3) for b in loader])
+        assert [sum(parts, []) for parts in zip(*per_rank)] == expected
+    with pytest.raises(Exception, match="does not split evenly over 4 processes"):
+        RankBatches(n, batch, torch.Generator(), distributed.World(0, 4))
+
+
+def _stores(out: Path) -> dict[str, dict]:
+    return {
+        d.name: {name: (d / name).read_bytes() for name in ("blocks.npy", "proj.npy", "samples.json", "manifest.json")}
+        for d in sorted((out / "store").iterdir())
+    }
+
+
+def test_store_from_two_ranks_equals_the_store_from_one_process(tmp_path):
+    _mma(PROBE + ["--out", str(tmp_path / "one")], 1)
+    two = _mma(PROBE + ["--out", str(tmp_path / "two")], 2)
+    one_store, two_store = _stores(tmp_path / "one"), _stores(tmp_path / "two")
+    assert len(one_store) == 6 and one_store == two_store  # 3 datasets x (image, text), byte for byte
+    for name in ("layers.csv", "layers_summary.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert two.stdout.count("Selected k") == 1  # rank 0 alone reports
+    assert not list((tmp_path / "two" / "store").rglob("progress-*.json"))  # folded into the manifests
+
+
+def test_two_rank_training_equals_one_process_without_augmentation(tmp_path):
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"augment": False, "epochs": 2, "shots": 4, "batch_size": 8}))
+    for n in (1, 2):
+        _mma(TRAIN + ["--config", str(config), "--out", str(tmp_path / f"p{n}")], n)
+    ckpts = sorted((tmp_path / "p1" / "checkpoints").iterdir())
+    assert len(ckpts) == 2
+    for path in ckpts:
+        one, two = load_file(path), load_file(tmp_path / "p2" / "checkpoints" / path.name)
+        for name in one:
+            torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6)
+    for path in sorted((tmp_path / "p1" / "results").rglob("*.json")):
+        one, two = (
+            json.loads(path.read_text()),
+            json.loads((tmp_path / "p2" / path.relative_to(tmp_path / "p1")).read_text()),
+        )
+        if one["method"] == "zeroshot":  # evaluation shards count exactly
+            assert two["metrics"] == one["metrics"]
+        else:
+            assert two["metrics"] == pytest.approx(one["metrics"], abs=0.5)
+            assert two["train"]["final_loss"] == pytest.approx(one["train"]["final_loss"], rel=1e-4)
+            assert (one["train"]["processes"], two["train"]["processes"]) == (1, 2)
+            assert two["train"]["steps"] == one["train"]["steps"]
+
+
+def test_a_store_left_by_two_ranks_is_finished_by_one_process(tmp_path, monkeypatch):
+    """Rank 1 of 2 finished its share and rank 0 died: one process later completes the same entry."""
+    loaded = load_model("mma-tiny:random")
+    (d,) = load_datasets("builtin:shapes")
+    samples = d.train[:70]
+    full = extract_images(loaded, d, samples, tmp_path / "full", batch_size=16)
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(1, 2))
+    monkeypatch.setattr(distributed, "barrier", lambda: None)
+    half = extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)
+    assert not half.done and json.loads((half.folder / "progress-1.json").read_text())["ranges"] == [[48, 70]]
+    monkeypatch.undo()
+    resumed = extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)
+    assert resumed.done and resumed.manifest["done_ranges"] == [[0, 70]]
+    for name in ("blocks.npy", "proj.npy"):
+        assert (resumed.folder / name).read_bytes() == (full.folder / name).read_bytes()
