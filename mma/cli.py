@@ -29,7 +29,7 @@ __all__ = ["app", "main"]
 
 
 def friendly(fn):
-    """Turn an :class:`MmaError` into one line on stderr and exit code 2; Ctrl-C into exit code 130."""
+    """Turn an :class:`MmaError` (or an OSError) into one line on stderr and exit code 2; Ctrl-C into exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -41,6 +41,10 @@ def friendly(fn):
         except KeyboardInterrupt:
             typer.secho("Interrupted; rerun the same command to resume.", err=True, fg=typer.colors.YELLOW)
             raise typer.Exit(130) from None
+        except OSError as exc:  # the file system refused a path the user gave (too long, no permission, ...)
+            where = f" ({exc.filename})" if exc.filename else ""
+            typer.secho(f"Error: {exc.strerror or exc}{where}.", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -120,6 +124,17 @@ def _split_ints(text: str, option: str) -> list[int]:
     return values
 
 
+SEED_RANGE = range(2**64)  # what NumPy (no negatives) and torch (64 bits) both accept
+
+
+def _split_seeds(text: str) -> list[int]:
+    seeds = _split_ints(text, "--seeds")
+    bad = [s for s in seeds if s not in SEED_RANGE]
+    if bad:
+        raise MmaError(f"--seeds {bad} are out of range; a seed is a whole number from 0 to 2**64 - 1.")
+    return seeds
+
+
 @probe_app.command("layers")
 @friendly
 def probe_layers_cmd(
@@ -158,7 +173,7 @@ def probe_layers_cmd(
         models=list(model) if model else [None],
         data=list(data) if data else ["builtin"],
         samples=samples,
-        seeds=_split_ints(seeds, "--seeds"),
+        seeds=_split_seeds(seeds),
         pooling=pooling,
         template=template,
         text_split=text_split,
@@ -172,6 +187,8 @@ def probe_layers_cmd(
         threshold=threshold,
     )
     run = probe_layers(cfg)
+    if run is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     for note in run.notes:
         typer.secho(note, fg=typer.colors.YELLOW)
     for sel in run.selection["selections"]:
@@ -227,12 +244,18 @@ def pretrain_tiny_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Rebuild the embedded mma-tiny CLIP from scratch on the built-in suite (CPU, deterministic)."""
+    from mma.jobs.probe_layers import check_out_dir
     from mma.probe.embedded.pretrain import PretrainConfig, pretrain_tiny
 
     if steps < 1:
         raise MmaError(f"--steps must be at least 1; got {steps}.")
+    if seed not in SEED_RANGE:
+        raise MmaError(f"--seed {seed} is out of range; a seed is a whole number from 0 to 2**64 - 1.")
     if out.suffix != ".safetensors":
         raise MmaError(f"--out {str(out)!r} must end in .safetensors.")
+    if out.is_dir():
+        raise MmaError(f"--out {str(out)!r} is a folder; give a file path ending in .safetensors.")
+    check_out_dir(out.parent)  # the checkpoint's folder must be writable before the training, not after it
     record = pretrain_tiny(out, PretrainConfig(steps=steps, seed=seed))
     zs = record["zero_shot"]
     typer.echo(
@@ -248,8 +271,8 @@ def _train_overrides(config: Path | None, **options) -> dict:
     if config is not None:
         if not config.is_file():
             raise MmaError(f"--config {str(config)!r} does not exist.")
-        text = config.read_text()
         try:
+            text = config.read_text(encoding="utf-8")  # a UnicodeDecodeError is a ValueError too
             if config.suffix == ".toml":
                 import tomllib
 
@@ -262,6 +285,11 @@ def _train_overrides(config: Path | None, **options) -> dict:
             raise MmaError(
                 f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {exc}"
             ) from None
+        if not isinstance(values, dict):
+            raise MmaError(
+                f'--config {str(config)!r} must hold a table of training options such as {{"epochs": 5}}, '
+                f"not a {type(values).__name__}."
+            )
     values.update({k: v for k, v in options.items() if v is not None})
     return values
 
@@ -298,6 +326,7 @@ def train_selected_cmd(
     lr: Annotated[float | None, typer.Option(help="SGD learning rate (paper recipe: 0.0015).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size (paper recipe: 16).")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, fp16 or bf16 (AMP on CUDA).")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes for training images.")] = None,
     recipe: Annotated[
         str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
     ] = "auto",
@@ -321,6 +350,7 @@ def train_selected_cmd(
         lr=lr,
         batch_size=batch_size,
         precision=precision,
+        workers=workers,
     )
     cfg = TrainSelectedConfig(
         run=run,
@@ -328,13 +358,15 @@ def train_selected_cmd(
         k=k,
         data=list(data) if data else ["builtin"],
         protocol=protocol,
-        seeds=_split_ints(seeds, "--seeds"),
+        seeds=_split_seeds(seeds),
         out=out,
         device=device,
         recipe=recipe,
         train=overrides,
     )
     result = train_selected(cfg)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     _print_summary(result.summary)
     typer.echo(
         f"{result.model}, k={result.k}, recipe {result.recipe}: wrote {result.out}/ (results.csv, results_summary.csv, "
@@ -381,13 +413,15 @@ def sweep_k_cmd(
         run=run,
         model=model,
         data=list(data) if data else ["builtin"],
-        seeds=_split_ints(seeds, "--seeds"),
+        seeds=_split_seeds(seeds),
         out=out,
         device=device,
         recipe=recipe,
         train=overrides,
     )
-    record = sweep_k(cfg, _split_ints(ks, "--ks") if ks else None)
+    record = sweep_k(cfg, _split_ints(ks, "--ks") if ks is not None else None)
+    if record is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     for k, hm in record["hm"].items():
         typer.echo(
             f"k={k}: HM {hm:.1f}"
@@ -419,6 +453,8 @@ def evaluate_cmd(
     from mma.jobs.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(checkpoint, data=list(data) if data else None, device=device, alpha_eval=alpha_eval)
+    if metrics is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     for name, value in metrics.items():
         typer.echo(f"{name}: {value:.2f}")
 

@@ -105,7 +105,9 @@ def parse_model_spec(text: str | None) -> ModelSpec:
     name, sep, pretrained = text.partition(":")
     known = _known_models()
     if name not in known:
-        hint = closest(name, known)
+        # A wrong-case name ('vit-b-16') must point at its exact match, which difflib may rank below others.
+        same = [k for k in known if k.lower() == name.lower()]
+        hint = f"did you mean {same[0]!r}? Names are case-sensitive." if same else closest(name, known)
         raise MmaError(
             f"Unknown model {name!r}"
             + (f"; {hint}" if hint else "")

@@ -30,7 +30,7 @@ from pathlib import Path
 from PIL import Image
 
 from mma.errors import MmaError, closest
-from mma.probe.data.base import SPLITS, ImageDataset, Sample
+from mma.probe.data.base import SPLITS, ImageDataset, Sample, user_path
 from mma.probe.data.folder import IMAGE_SUFFIXES
 
 __all__ = ["COOP_DATASETS", "describe_coop", "load_coop"]
@@ -494,7 +494,7 @@ def load_coop(root: str | os.PathLike, names: list[str] | None = None, *, spec: 
     Names are case-insensitive and accept aliases (``flowers102``, ``pets``, ``imagenet-sketch``...).
     Any problem (unknown name, missing folder or split file, malformed split file) raises MmaError.
     """
-    base = Path(root).expanduser()
+    base = user_path(root, "The CoOp data root")
     folders = ", ".join(f"{_INFO[n].folder}/" for n in COOP_DATASETS)
     if not base.is_dir():
         raise MmaError(

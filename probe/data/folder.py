@@ -11,7 +11,7 @@ from PIL import Image
 from mma.errors import MmaError
 from mma.io import sha256_file
 
-from .base import SPLITS, ImageDataset, Sample
+from .base import SPLITS, ImageDataset, Sample, user_path
 
 __all__ = ["IMAGE_SUFFIXES", "load_folder", "load_csv"]
 
@@ -52,7 +52,7 @@ def load_folder(path: str | Path, *, spec: str = "") -> ImageDataset:
 
     Without split folders, a deterministic 60/20/20 split per class is made.
     """
-    root = Path(path).expanduser()
+    root = user_path(path, "The folder")
     if not root.is_dir():
         raise MmaError(
             f"The folder {str(root)!r} does not exist; folder:PATH expects PATH/CLASS/image.jpg "
@@ -86,20 +86,30 @@ def load_csv(path: str | Path, *, spec: str = "") -> ImageDataset:
     ``label`` is a class name; image paths are relative to the CSV's folder (or absolute). Without a
     ``split`` column a deterministic 60/20/20 split per class is made.
     """
-    file = Path(path).expanduser()
+    file = user_path(path, "The manifest")
     if not file.is_file():
         raise MmaError(
             f"The manifest {str(file)!r} does not exist; csv:PATH expects a CSV with columns path,label[,split]."
         )
-    with open(file, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        cols = sorted(rows[0]) if rows else []
-        raise MmaError(f"The manifest {str(file)!r} needs columns 'path' and 'label' (optional 'split'); found {cols}.")
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheet exports start with a BOM
+            reader = csv.DictReader(fh)
+            rows, header = list(reader), reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MmaError(f"The manifest {str(file)!r} is not a UTF-8 CSV file ({exc}).") from None
+    if not {"path", "label"} <= set(header):
+        raise MmaError(
+            f"The manifest {str(file)!r} needs columns 'path' and 'label' (optional 'split'); found {header}."
+        )
+    if not rows:
+        raise MmaError(f"The manifest {str(file)!r} has its header but no rows; add one row per image.")
+    short = [i for i, r in enumerate(rows, start=1) if r["path"] is None or r["label"] is None]
+    if short:
+        raise MmaError(f"The manifest {str(file)!r} has rows without a path or a label: data rows {short[:5]}.")
     classnames = sorted({r["label"] for r in rows})
     label_of = {c: i for i, c in enumerate(classnames)}
     samples = [(Sample(r["path"], label_of[r["label"]]), (r.get("split") or "").strip()) for r in rows]
-    if "split" in rows[0]:
+    if "split" in header:
         bad = sorted({s for _, s in samples if s not in SPLITS})
         if bad:
             raise MmaError(f"The manifest {str(file)!r} has split values {bad}; valid: {list(SPLITS)}.")
