@@ -45,7 +45,7 @@ from mma.probe.specs import LoadedModel
 from .mma import MultiModalAdapter, add_adapter
 from .text_cache import TextPrefixCache
 
-__all__ = ["TrainConfig", "TrainResult", "train_transform", "fit_adapter"]
+__all__ = ["TrainConfig", "TrainResult", "RankBatches", "Objective", "optimiser_for", "train_transform", "fit_adapter"]
 
 
 @dataclass
@@ -214,6 +214,18 @@ class Objective(nn.Module):
         return -((img_n * img2).sum(-1).mean() + (txt_n * txt2).sum(-1).mean())
 
 
+def optimiser_for(adapter: MultiModalAdapter, cfg: TrainConfig, device: torch.device):
+    """The recipe's SGD over the adapter's trainable parameters, and the grad scaler (active for CUDA fp16).
+
+    On CUDA the SGD step is the fused kernel, which takes the scaler's inf check on the device: no host
+    sync per step.
+    """
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    fused = True if device.type == "cuda" else None
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused)
+    return opt, torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
+
+
 def _seed_all(seed: int) -> torch.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -329,13 +341,8 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
         collate_fn=collate_readable,
         pin_memory=device.type == "cuda",
     )
-    params = [p for p in adapter.parameters() if p.requires_grad]
-    # fused SGD on CUDA takes the grad scaler's inf check on the device: no host sync per step
-    opt = torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None
-    )
+    opt, scaler = optimiser_for(adapter, cfg, device)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
     history: list[float] = []
     first_epoch = last_saved = 0
     saved = _load_state(state_path, fingerprint)

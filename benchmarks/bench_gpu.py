@@ -6,9 +6,9 @@ and the feature store are not timed:
 1. Extraction, images/s: the forward of :class:`mma.probe.capture.LayerCapture` on the image tower (every
    block hooked, mean-pooled in the hook), as ``extract_images`` runs it, and a plain ``encode_image`` of
    the same batch as the baseline; the capture/plain ratio and each precision's speed over fp32.
-2. Training, steps/s: one step of ``fit_adapter`` (adapter from block k, text prefix cached, SGD,
-   cross-entropy on ``exp(logit_scale) * cosine``, GradScaler for fp16), built here from the same public
-   pieces; each precision's speed over fp32.
+2. Training, steps/s: one step of ``fit_adapter`` (adapter from block k, text prefix cached, its
+   ``Objective`` loss, the recipe's SGD, fused on CUDA, and the grad scaler for fp16), from the same
+   pieces ``fit_adapter`` uses; each precision's speed over fp32.
 
 Each row: warm-up, then the median over repeats of (time of N steps) / N, with ``torch.cuda.synchronize``
 around every timed region; peak memory is ``torch.cuda.max_memory_allocated`` since the row started (it
@@ -29,7 +29,6 @@ import time
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 
 
 def ints(text: str) -> list[int]:
@@ -81,25 +80,22 @@ def extraction_rows(loaded, device, args) -> list[dict]:
 
 
 def adapter_step(loaded, device, precision: str, k: int, tokens, images, labels):
-    """One ``fit_adapter`` step as a closure over a freshly attached adapter; returns (step, adapter)."""
+    """One ``fit_adapter`` step (its Objective, optimiser and grad scaler) over a freshly attached adapter."""
     from mma.adapters.mma import add_adapter
     from mma.adapters.text_cache import TextPrefixCache
+    from mma.adapters.train import Objective, TrainConfig, optimiser_for
     from mma.probe.extract import autocast_for
     from mma.probe.layers import layer_maps
 
-    model = loaded.model
-    adapter = add_adapter(model, k=k, model_name=str(loaded.spec))
-    text = TextPrefixCache(model, layer_maps(model)["text"], adapter.k_text, tokens)
-    params = [p for p in adapter.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=0.0015, momentum=0.9, weight_decay=5e-4)  # the recipe's optimiser
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision == "fp16")
-    logit_scale = model.logit_scale.exp().detach()
+    cfg = TrainConfig(k=k, precision=precision)  # the paper recipe's optimiser settings
+    adapter = add_adapter(loaded.model, k=k, model_name=str(loaded.spec))
+    text = TextPrefixCache(loaded.model, layer_maps(loaded.model)["text"], adapter.k_text, tokens)
+    objective = Objective(loaded, adapter, tokens, text, cfg)
+    opt, scaler = optimiser_for(adapter, cfg, device)
 
     def step() -> None:
         with autocast_for(device, precision):
-            img = F.normalize(model.encode_image(images).float(), dim=-1)
-            txt = F.normalize(text.encode().float(), dim=-1)
-            loss = F.cross_entropy(logit_scale * img @ txt.T, labels)
+            loss = objective(images, labels)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
