@@ -135,6 +135,11 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
     if not cfg.seeds:
         raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
     world, device = distributed.setup(resolve_device(cfg.device))
+    if train_cfg.batch_size % world.size:
+        raise MmaError(
+            f"--batch-size {train_cfg.batch_size} is the global batch; it must divide by the {world.size} "
+            "torchrun processes."
+        )
     out = check_out_dir(cfg.out)
     datasets = [d for text in cfg.data for d in load_datasets(text, template=cfg.template)]
     loaded = load_model(spec, device=str(device))
