@@ -2,14 +2,15 @@
 
 The zero-shot baseline and the adapted model go through this same code; only whether an adapter is
 attached differs. Text features are computed once per class set and reused for every image. Under
-torchrun every rank classifies its own shard of the images and the counts are summed, so the accuracy is
-exactly the one-process accuracy.
+torchrun every rank classifies its own share of the very batches one process would run and the correct
+counts are summed, so the accuracy is the one-process accuracy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from mma import distributed
@@ -38,7 +39,7 @@ def accuracy(
     correct, total = zero_shot_counts(
         loaded,
         dataset,
-        distributed.shard(list(samples)),
+        [samples[i] for batch in distributed.shard_batches(np.arange(len(samples)), batch_size) for i in batch],
         classnames,
         template or dataset.template,
         device=device,

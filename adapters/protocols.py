@@ -131,11 +131,11 @@ def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed:
 
 
 def evaluate_task(
-    loaded: LoadedModel, task: Task, device: torch.device, template: str | None = None
+    loaded: LoadedModel, task: Task, device: torch.device, template: str | None = None, *, workers: int = 0
 ) -> dict[str, float]:
     """Accuracy (%) of every evaluation split of *task* with the model as it is (adapter attached or not)."""
     return {
-        e.name: accuracy(loaded, e.dataset, e.samples, e.classnames, template=template, device=device)
+        e.name: accuracy(loaded, e.dataset, e.samples, e.classnames, template=template, device=device, workers=workers)
         for e in task.evals
     }
 

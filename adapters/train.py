@@ -7,7 +7,9 @@ plain cross-entropy on ``exp(logit_scale) * cosine`` logits, last-epoch weights 
 
 Under torchrun the adapter is wrapped in DistributedDataParallel: every rank draws the same seeded
 permutation, cuts it into the same global batches of ``batch_size`` and trains on its own slice of each,
-so the gradient (averaged over ranks) is the one-process gradient of the global batch. The loop makes no
+so the gradient (averaged over ranks) is the one-process gradient of the global batch; rank 0 draws the
+one-process augmentations, the other ranks their own (so with augmentation off, N processes give the
+one-process adapter up to float rounding). The loop makes no
 per-step host sync: losses stay on the device and are checked once per epoch. With a ``state_path`` the
 full training state (adapter, optimiser, schedule, grad scaler, every RNG) is saved atomically after each
 epoch, and a rerun resumes from it; a non-finite loss stops training and keeps the last good state.
@@ -19,6 +21,7 @@ alpha-consistency loss: a second no-grad pass with alpha2 = U(0,1) * alpha, loss
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -239,18 +242,37 @@ def _fingerprint(cfg: TrainConfig, seed: int, samples: Sequence[Sample], classna
 
 
 def _rng_state(gen: torch.Generator) -> dict:
-    state = {"loader": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    """The RNGs training draws from (no CUDA RNG: nothing random runs on the GPU)."""
+    return {"loader": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
 
 
 def _set_rng_state(gen: torch.Generator, state: dict) -> None:
     gen.set_state(state["loader"])
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+_RANK_STREAM = 1_000_003  # rank r > 0 draws its augmentations from seed + r * _RANK_STREAM
+
+
+def _augmentation_seed(seed: int, rank: int) -> None:
+    """Give every rank its own crops and flips; rank 0 keeps the one-process stream.
+
+    The shuffle (the loader's generator) and Python's ``random`` (the MMA++ alpha draw) stay shared.
+    """
+    if rank:
+        torch.manual_seed(seed + rank * _RANK_STREAM)
+
+
+def _worker_seeder(rank: int):
+    """DataLoader workers are seeded from the shared generator; offset them per rank too."""
+    if not rank:
+        return None
+    return functools.partial(_offset_worker_seed, rank=rank)
+
+
+def _offset_worker_seed(_worker_id: int, rank: int) -> None:
+    torch.manual_seed(torch.initial_seed() + rank * _RANK_STREAM)
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -309,6 +331,7 @@ def fit_adapter(
         depth_mode=cfg.depth_mode,
         model_name=str(loaded.spec),
     )
+    _augmentation_seed(seed, distributed.world().rank)
     try:
         return _train(
             loaded, dataset, samples, classnames, cfg, adapter, gen, device, template, state_path, fingerprint
@@ -338,6 +361,7 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
         batch_sampler=RankBatches(len(samples), cfg.batch_size, gen, world),
         generator=gen,
         num_workers=cfg.workers,
+        worker_init_fn=_worker_seeder(world.rank),
         collate_fn=collate_readable,
         pin_memory=device.type == "cuda",
     )
@@ -345,7 +369,8 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     history: list[float] = []
     first_epoch = last_saved = 0
-    saved = _load_state(state_path, fingerprint)
+    # rank 0 decides whether to resume, so every rank runs the same epochs (and collectives)
+    saved = distributed.broadcast(_load_state(state_path, fingerprint) if world.main else None)
     if saved is not None:
         adapter.load_state_dict(saved["adapter"])
         opt.load_state_dict(saved["optimizer"])

@@ -5,13 +5,13 @@
 ``cuda:LOCAL_RANK``), ``gloo`` on the CPU. Without those variables everything below is the one-process case:
 rank 0 of 1, and every collective is a no-op, so the jobs have a single code path.
 
-Who does what (see the README's "Many GPUs / many machines"):
+Who does what (see the README's "On a GPU, many GPUs, many machines"):
 
 * extraction: every rank extracts a disjoint share of the store's pending rows; rank 0 finalises the
   manifest after a barrier;
 * training: the adapter is wrapped in DistributedDataParallel, each rank reads its slice of every global
   batch, and only rank 0 writes checkpoints and results;
-* evaluation: every rank classifies a disjoint shard of the images and the counts are summed;
+* evaluation: every rank classifies its share of the batches one process would run; the counts are summed;
 * probing (scikit-learn on the stored features) and plotting run on rank 0 alone.
 """
 
@@ -22,15 +22,34 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from mma.errors import MmaError
 
-__all__ = ["World", "world", "launched", "setup", "barrier", "all_sum", "broadcast", "shard"]
+__all__ = [
+    "World",
+    "world",
+    "launched",
+    "setup",
+    "barrier",
+    "all_sum",
+    "all_gather",
+    "broadcast",
+    "shard",
+    "shard_batches",
+]
 
-# Generous: rank 0 may probe or write while the others wait at a barrier.
-TIMEOUT = timedelta(minutes=int(os.environ.get("MMA_DIST_TIMEOUT_MIN", "120")))
+
+def _timeout() -> timedelta:
+    """How long a collective waits for a rank that does not arrive (``MMA_DIST_TIMEOUT_MIN``, default 30)."""
+    text = os.environ.get("MMA_DIST_TIMEOUT_MIN", "30")
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise MmaError(f"MMA_DIST_TIMEOUT_MIN={text!r} is not a number of minutes.") from None
+    return timedelta(minutes=minutes)
 
 
 @dataclass(frozen=True)
@@ -81,16 +100,17 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
     if not w.many:
         return w, device
     if device.type == "cuda":
-        if w.local_rank >= torch.cuda.device_count():
-            raise MmaError(
-                f"LOCAL_RANK={w.local_rank} but this machine has {torch.cuda.device_count()} GPU(s); "
-                "lower --nproc_per_node."
-            )
-        device = torch.device("cuda", w.local_rank)
+        count = torch.cuda.device_count()
+        if w.local_rank < count:
+            device = torch.device("cuda", w.local_rank)
+        elif count == 1:  # a launcher that shows each process only its own GPU (e.g. SLURM --gpus-per-task)
+            device = torch.device("cuda", 0)
+        else:
+            raise MmaError(f"LOCAL_RANK={w.local_rank} but this machine shows {count} GPU(s); lower --nproc_per_node.")
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=TIMEOUT)
+        dist.init_process_group(backend, timeout=_timeout())
         atexit.register(_shutdown)
     return w, device
 
@@ -127,6 +147,28 @@ def broadcast(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather(obj) -> list:
+    """Every rank's *obj* (picklable), in rank order; ``[obj]`` in one process."""
+    if not _active():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard_batches(rows: np.ndarray, batch_size: int, w: World | None = None) -> list[np.ndarray]:
+    """This rank's batches of *rows* (ascending indices), batches cut where ``row // batch_size`` changes.
+
+    These are exactly the batches one process would run from row 0, dealt out in contiguous blocks, so
+    the numbers do not depend on how many processes share the work (batch-dependent kernels included).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return []
+    batches = np.split(rows, np.flatnonzero(np.diff(rows // batch_size)) + 1)
+    return shard(batches, w)
 
 
 def shard(items: list, w: World | None = None) -> list:

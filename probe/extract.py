@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mma import distributed
+from mma.errors import MmaError
 
 from .capture import LayerCapture
 from .data.base import ImageDataset, Sample
@@ -31,8 +32,6 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; ``cuda`` without a GPU is a clear error."""
-    from mma.errors import MmaError
-
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
@@ -46,8 +45,6 @@ def resolve_device(device: str) -> torch.device:
 
 def autocast_for(device: torch.device, precision: str):
     """Autocast on CUDA for fp16/bf16; a no-op context for fp32 (and on the CPU)."""
-    from mma.errors import MmaError
-
     if precision not in PRECISIONS:
         raise MmaError(f"The precision {precision!r} is not valid (valid: {', '.join(PRECISIONS)}).")
     if precision == "fp32" or device.type != "cuda":
@@ -78,35 +75,27 @@ def _layer_info(loaded: LoadedModel, tower: str) -> tuple[list[str], list[int]]:
 
 def _open_shared(store_root, name: str, key: dict, **fields) -> StoreEntry:
     """Rank 0 opens (or creates) the entry and folds in an interrupted run's progress; then the others open it."""
-    w = distributed.world()
-    entry = None
-    if w.main:
+    main = distributed.world().main
+    if main:
         entry = open_entry(store_root, name, key, **fields)
         if not entry.done:
             entry.finalise()
     distributed.barrier()
-    return entry if entry is not None else open_entry(store_root, name, key, **fields)
+    return entry if main else open_entry(store_root, name, key, create=False, **fields)
 
 
-def _aligned_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """*rows* grouped by ``row // batch_size``: the batches one process would run from row 0.
-
-    Every rank therefore runs exactly the batches a single process would, so the numbers do not depend
-    on how many processes share the work.
-    """
-    if not len(rows):
-        return []
-    cuts = np.flatnonzero(np.diff(rows // batch_size)) + 1
-    return np.split(rows, cuts)
-
-
-def _finish(entry: StoreEntry) -> StoreEntry:
-    distributed.barrier()
+def _finish(entry: StoreEntry, store_root, name: str, key: dict, **fields) -> StoreEntry:
+    """Rank 0 folds every rank's records into the manifest; everyone reopens the finished entry."""
+    records = distributed.all_gather(entry.progress)
     if distributed.world().main:
-        entry.finalise()
+        entry.finalise(records)
     distributed.barrier()
-    if not distributed.world().main:
-        entry.reload()
+    entry = open_entry(store_root, name, key, create=False, **fields)  # fresh maps: every rank's rows
+    if not entry.done:
+        raise MmaError(
+            f"The store entry {str(entry.folder)!r} is incomplete after extraction ({entry.rows_done} of "
+            f"{entry.manifest['rows']} rows recorded in order); rerun the same command to finish it."
+        )
     return entry
 
 
@@ -142,7 +131,7 @@ def extract_images(
     pending = entry.pending_rows()
     if progress and len(pending) < len(refs):
         progress(len(refs) - len(pending))
-    batches = distributed.shard(_aligned_batches(pending, batch_size), w)
+    batches = distributed.shard_batches(pending, batch_size, w)
     mine = np.concatenate(batches) if batches else np.empty(0, dtype=np.int64)
     reader = ImageReader(dataset, [samples[i] for i in mine], loaded.preprocess, strict=strict)
     offsets = np.cumsum([0] + [len(b) for b in batches])
@@ -171,7 +160,7 @@ def extract_images(
                 done_here += len(rows)
                 shown, before = round(done_here * len(pending) / len(mine)), shown
                 progress(shown - before)
-    return _finish(entry)
+    return _finish(entry, store_root, f"{dataset.name}-image", key, **fields)
 
 
 def extract_prompts(
@@ -198,13 +187,13 @@ def extract_prompts(
     if distributed.world().main:
         maps = layer_maps(loaded.model)
         with torch.no_grad(), LayerCapture(loaded.model, {"text": maps["text"]}, pooling=pooling) as cap:
-            for rows in _aligned_batches(entry.pending_rows(), batch_size):
+            for rows in distributed.shard_batches(entry.pending_rows(), batch_size, distributed.World()):
                 tokens = loaded.tokenizer([prompts[i] for i in rows]).to(device)
                 with autocast_for(device, precision):
                     feats = cap.encode_text(tokens)
                 entry.write_rows(rows, [f.cpu().numpy() for f in feats])
                 entry.record(0, rows)
-    return _finish(entry)
+    return _finish(entry, store_root, f"{dataset.name}-text", key, **fields)
 
 
 def _digest(items: Sequence[str]) -> str:

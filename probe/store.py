@@ -4,6 +4,7 @@ One store entry is a folder::
 
     <dataset>-<tower>-<key>/
         manifest.json     key fields, layer names and widths, rows, done_ranges, rows_done, done, unreadable rows
+                          (rows_done: rows 0..rows_done-1 are all written, the prefix format 1 trusted)
         samples.json      the sample refs and labels, row by row (written once)
         blocks.npy        float16 [L+1, rows, width]   layers XEmbed, 1..L
         proj.npy          float16 [rows, embed_dim]    layer XProj (its width differs)
@@ -12,7 +13,8 @@ One store entry is a folder::
 Rows are written as they are computed. A process records a batch in its own ``progress-<R>.json`` only
 after the arrays are flushed, so a recorded row is always on disk; rank 0 folds every progress file into
 the manifest (``done_ranges``) when the extraction starts and when it ends. Under torchrun each rank writes
-disjoint rows of the same arrays; in one process the rank is 0. All JSON is written atomically. An entry
+disjoint rows of the same arrays (rank 0 also receives the other ranks' records directly, so it does not
+depend on seeing their files); in one process the rank is 0. All JSON is written atomically. An entry
 with ``done: true`` is reused by any later run with the same key; an interrupted one (Ctrl-C, a killed
 process, a lost node) resumes with only the rows not yet recorded and ends byte-identical to an
 uninterrupted run. The key hashes everything that changes the numbers: model spec and weights hash,
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
+from mma.errors import MmaError
 from mma.io import atomic_write_json, read_json
 
 __all__ = ["StoreEntry", "store_key", "open_entry"]
@@ -50,6 +53,7 @@ class StoreEntry:
     manifest: dict
     blocks: np.ndarray
     proj: np.ndarray
+    progress: dict | None = None  # what this process recorded since it opened the entry
 
     @property
     def done(self) -> bool:
@@ -105,29 +109,31 @@ class StoreEntry:
         self.blocks.flush()
         self.proj.flush()
         path = self.folder / f"progress-{rank}.json"
-        progress = read_json(path) if path.exists() else {"ranges": [], "unreadable_rows": []}
+        if self.progress is None:  # a file left by an earlier process of this rank is kept, not overwritten
+            self.progress = read_json(path) if path.exists() else {"ranges": [], "unreadable_rows": []}
+        progress = self.progress
         progress["ranges"] = _merge(progress["ranges"] + _ranges(rows))
         progress["unreadable_rows"] = sorted(set(progress["unreadable_rows"]) | {int(r) for r in unreadable})
         atomic_write_json(path, progress)
 
-    def finalise(self) -> None:
-        """Fold every progress file into the manifest, mark it done when every row is, remove the files.
+    def finalise(self, records: list[dict | None] = ()) -> None:
+        """Fold every progress file (and *records*, the progress other processes sent) into the manifest.
 
-        Only one process (rank 0) may call this, while no other process is recording.
+        Marks the entry done when every row is, then removes the progress files. Only one process (rank 0)
+        may call this, while no other process is recording.
         """
         files = sorted(self.folder.glob("progress-*.json"))
         ranges, unreadable = list(self.done_ranges), set(self.manifest.get("unreadable_rows", []))
-        for path in files:
-            progress = read_json(path)
+        for progress in [read_json(path) for path in files] + [r for r in records if r]:
             ranges += progress["ranges"]
             unreadable |= set(progress["unreadable_rows"])
         ranges = _merge(ranges)
-        rows_done = sum(b - a for a, b in ranges)
+        rows = self.manifest["rows"]
         self.manifest.update(
             done_ranges=ranges,
-            rows_done=rows_done,
+            rows_done=ranges[0][1] if ranges and ranges[0][0] == 0 else 0,
             unreadable_rows=sorted(unreadable),
-            done=rows_done == self.manifest["rows"],
+            done=ranges == [[0, rows]] or rows == 0,
         )
         atomic_write_json(self.folder / "manifest.json", self.manifest)
         for path in files:
@@ -168,10 +174,11 @@ def open_entry(
     labels: list[int],
     layer_names: list[str],
     widths: list[int],
+    create: bool = True,
 ) -> StoreEntry:
     """Open (resume or reuse) the entry for *key_fields* under *root*, or create it.
 
-    Under torchrun rank 0 creates the entry and the others open it after a barrier.
+    Under torchrun rank 0 creates the entry and the others open it (``create=False``) after a barrier.
     """
     key = store_key({**key_fields, "format": FORMAT_VERSION})
     folder = Path(root) / f"{name}-{key}"
@@ -182,6 +189,11 @@ def open_entry(
         mode = "r" if manifest.get("done") else "r+"
         return StoreEntry(
             folder, manifest, open_memmap(folder / "blocks.npy", mode=mode), open_memmap(folder / "proj.npy", mode=mode)
+        )
+    if not create:
+        raise MmaError(
+            f"The store entry {str(folder)!r} that rank 0 created is not visible here; --out must be on a "
+            "file system every process shares."
         )
     folder.mkdir(parents=True, exist_ok=True)
     block_width = widths[0]

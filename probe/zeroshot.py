@@ -40,8 +40,9 @@ def encode_images(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised image embeddings of the readable samples and their labels."""
     reader = ImageReader(dataset, samples, loaded.preprocess, strict=strict)
+    pin = torch.device(device).type == "cuda"
     loader = torch.utils.data.DataLoader(
-        reader, batch_size=batch_size, num_workers=workers, collate_fn=collate_readable
+        reader, batch_size=batch_size, num_workers=workers, collate_fn=collate_readable, pin_memory=pin
     )
     feats, labels = [], []
     for _, images, y, bad in loader:
@@ -50,7 +51,7 @@ def encode_images(
                 report.add(samples[i].ref)
         if images is None:
             continue
-        feats.append(F.normalize(loaded.model.encode_image(images.to(device)).float(), dim=-1).cpu())
+        feats.append(F.normalize(loaded.model.encode_image(images.to(device, non_blocking=True)).float(), dim=-1).cpu())
         labels.append(y)
     if not feats:
         return torch.empty(0), torch.empty(0, dtype=torch.long)

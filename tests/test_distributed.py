@@ -15,9 +15,10 @@ from safetensors.torch import load_file
 
 from mma import distributed
 from mma.adapters.train import RankBatches
+from mma.errors import MmaError
 from mma.probe import load_model
 from mma.probe.data import load_datasets
-from mma.probe.extract import _aligned_batches, extract_images
+from mma.probe.extract import extract_images
 
 PROBE = [
     "probe", "layers", "--model", "mma-tiny:random", "--data", "builtin:colors,scenes,shapes",
@@ -41,11 +42,11 @@ def _mma(args: list[str], processes: int) -> subprocess.CompletedProcess:
 
 def test_aligned_batches_split_the_pending_rows_exactly_once_over_ranks():
     pending = np.array([0, 1, 2, 5, 6, 7, 8, 9, 16, 17, 40])
-    batches = _aligned_batches(pending, 4)
+    batches = distributed.shard_batches(pending, 4, distributed.World())
     assert [b.tolist() for b in batches] == [[0, 1, 2], [5, 6, 7], [8, 9], [16, 17], [40]]  # row // 4 groups
     for size in (1, 2, 3, 7):
-        shares = [distributed.shard(batches, distributed.World(r, size)) for r in range(size)]
-        assert np.concatenate([b for share in shares for b in share]).tolist() == pending.tolist()
+        shares = [distributed.shard_batches(pending, 4, distributed.World(r, size)) for r in range(size)]
+        assert [b.tolist() for share in shares for b in share] == [b.tolist() for b in batches]
 
 
 def test_rank_batches_are_the_one_process_shuffle_cut_into_slices():
@@ -62,7 +63,7 @@ def test_rank_batches_are_the_one_process_shuffle_cut_into_slices():
             loader = torch.utils.data.DataLoader(range(n), batch_sampler=sampler, generator=gen)
             per_rank.append([b.tolist() for _ in range(3) for b in loader])
         assert [sum(parts, []) for parts in zip(*per_rank)] == expected
-    with pytest.raises(Exception, match="does not split evenly over 4 processes"):
+    with pytest.raises(MmaError, match="does not split evenly over 4 processes"):
         RankBatches(n, batch, torch.Generator(), distributed.World(0, 4))
 
 
@@ -110,17 +111,63 @@ def test_two_rank_training_equals_one_process_without_augmentation(tmp_path):
 
 
 def test_a_store_left_by_two_ranks_is_finished_by_one_process(tmp_path, monkeypatch):
-    """Rank 1 of 2 finished its share and rank 0 died: one process later completes the same entry."""
+    """Rank 0 of 2 died at its first image, rank 1 finished its share: one process later completes the entry."""
+    from mma.probe.data.reading import ImageReader
+
     loaded = load_model("mma-tiny:random")
     (d,) = load_datasets("builtin:shapes")
     samples = d.train[:70]
     full = extract_images(loaded, d, samples, tmp_path / "full", batch_size=16)
-    monkeypatch.setattr(distributed, "world", lambda: distributed.World(1, 2))
     monkeypatch.setattr(distributed, "barrier", lambda: None)
-    half = extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)
-    assert not half.done and json.loads((half.folder / "progress-1.json").read_text())["ranges"] == [[48, 70]]
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(0, 2))
+    with monkeypatch.context() as m:
+        m.setattr(ImageReader, "__getitem__", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)  # rank 0 created the entry
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(1, 2))
+    with pytest.raises(MmaError, match="incomplete after extraction"):  # nobody finalised rank 0's share
+        extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)
+    (folder,) = (tmp_path / "cut").iterdir()
+    assert json.loads((folder / "progress-1.json").read_text())["ranges"] == [[48, 70]]  # batches 4 and 5 of 5
     monkeypatch.undo()
     resumed = extract_images(loaded, d, samples, tmp_path / "cut", batch_size=16)
-    assert resumed.done and resumed.manifest["done_ranges"] == [[0, 70]]
+    assert resumed.done and resumed.manifest["done_ranges"] == [[0, 70]] and resumed.manifest["rows_done"] == 70
+    assert not list(folder.glob("progress-*.json"))
     for name in ("blocks.npy", "proj.npy"):
         assert (resumed.folder / name).read_bytes() == (full.folder / name).read_bytes()
+
+
+class _Noise(torch.utils.data.Dataset):
+    """Stands in for a random augmentation: each item is a draw from the process's torch RNG."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.rand(1)
+
+
+def _draws(rank: int, workers: int) -> torch.Tensor:
+    from mma.adapters.train import _augmentation_seed, _worker_seeder
+
+    torch.manual_seed(7)
+    _augmentation_seed(7, rank)
+    loader = torch.utils.data.DataLoader(
+        _Noise(), batch_size=4, num_workers=workers, worker_init_fn=_worker_seeder(rank),
+        generator=torch.Generator().manual_seed(7),
+    )  # fmt: skip
+    return next(iter(loader))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_each_rank_draws_its_own_augmentations_and_rank_0_the_one_process_ones(workers):
+    torch.manual_seed(7)
+    plain = next(
+        iter(
+            torch.utils.data.DataLoader(
+                _Noise(), batch_size=4, num_workers=workers, generator=torch.Generator().manual_seed(7)
+            )
+        )
+    )
+    rank0, rank1 = _draws(0, workers), _draws(1, workers)
+    assert torch.equal(rank0, plain) and not torch.equal(rank1, rank0)

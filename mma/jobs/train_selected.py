@@ -166,7 +166,7 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
         bar.update(total - len(runs_todo))
         for ti in zero_shot_todo:  # the frozen model, once per task: it has no seed
             task = tasks_by_seed[cfg.seeds[0]][ti]
-            metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template))
+            metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template, workers=train_cfg.workers))
             if world.main:
                 atomic_write_json(
                     out / "results" / cfg.protocol / task.name / "zeroshot.json",
@@ -197,7 +197,8 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
                 state_path=state,
             )
             try:
-                metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template))
+                accs = evaluate_task(loaded, task, device, cfg.template, workers=train_cfg.workers)
+                metrics = task_metrics(task, accs)
             finally:
                 result.adapter.detach()
             if world.main:
