@@ -93,8 +93,9 @@ def _finish(entry: StoreEntry, store_root, name: str, key: dict, **fields) -> St
     entry = open_entry(store_root, name, key, create=False, **fields)  # fresh maps: every rank's rows
     if not entry.done:
         raise MmaError(
-            f"The store entry {str(entry.folder)!r} is incomplete after extraction ({entry.rows_done} of "
-            f"{entry.manifest['rows']} rows recorded in order); rerun the same command to finish it."
+            f"The store entry {str(entry.folder)!r} is incomplete after extraction "
+            f"({sum(b - a for a, b in entry.done_ranges)} of {entry.manifest['rows']} rows recorded); "
+            "rerun the same command to finish it."
         )
     return entry
 

@@ -141,10 +141,6 @@ class StoreEntry:
         for tmp in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
             tmp.unlink(missing_ok=True)
 
-    def reload(self) -> None:
-        """Re-read the manifest (another process may have finalised it)."""
-        self.manifest = read_json(self.folder / "manifest.json")
-
 
 def _ranges(rows: np.ndarray) -> list[list[int]]:
     """Ascending row indices as ``[start, stop)`` ranges."""
