@@ -2,22 +2,19 @@
 
 The zero-shot baseline and the adapted model go through this same code; only whether an adapter is
 attached differs. Text features are computed once per class set and reused for every image. Under
-torchrun every rank classifies its own share of the very batches one process would run and the correct
-counts are summed, so the accuracy is the one-process accuracy.
+torchrun every rank classifies its share of the images (see :func:`mma.probe.zeroshot.zero_shot_accuracy`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from mma import distributed
 from mma.probe.data.base import ImageDataset, Sample
 from mma.probe.data.reading import ReadReport
 from mma.probe.specs import LoadedModel
-from mma.probe.zeroshot import zero_shot_counts
+from mma.probe.zeroshot import zero_shot_accuracy
 
 __all__ = ["accuracy", "harmonic_mean"]
 
@@ -36,19 +33,17 @@ def accuracy(
 ) -> float:
     """Top-1 accuracy (%) of *samples* (labelled 0..len(classnames)-1) among *classnames*; NaN if none is readable."""
     loaded.model.eval()
-    correct, total = zero_shot_counts(
+    return 100.0 * zero_shot_accuracy(
         loaded,
         dataset,
-        [samples[i] for batch in distributed.shard_batches(np.arange(len(samples)), batch_size) for i in batch],
-        classnames,
-        template or dataset.template,
+        samples=samples,
+        classnames=classnames,
+        template=template,
         device=device,
         batch_size=batch_size,
         workers=workers,
         report=report,
     )
-    correct, total = distributed.all_sum(torch.tensor([correct, total], dtype=torch.float64)).tolist()
-    return 100.0 * correct / total if total else float("nan")
 
 
 def harmonic_mean(base: float, novel: float) -> float:

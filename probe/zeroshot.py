@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from mma import distributed
 
 from .data.base import ImageDataset, Sample
 from .data.reading import ImageReader, ReadReport, collate_readable
@@ -106,14 +109,16 @@ def zero_shot_accuracy(
 
     *classnames* defaults to the dataset's; pass a subset (e.g. the base classes) with samples labelled
     0..len(classnames)-1. The model is used as it is, so an attached adapter takes part. NaN when no
-    image could be read.
+    image could be read. Under torchrun every rank classifies its share of the very batches one process
+    would run and the correct counts are summed, so the accuracy is the one-process accuracy.
     """
     samples = list(dataset.splits[split] if samples is None else samples)
     classnames = dataset.classnames if classnames is None else classnames
+    mine = [samples[i] for batch in distributed.shard_batches(np.arange(len(samples)), batch_size) for i in batch]
     correct, total = zero_shot_counts(
         loaded,
         dataset,
-        samples,
+        mine,
         classnames,
         template or dataset.template,
         device=device,
@@ -121,4 +126,5 @@ def zero_shot_accuracy(
         workers=workers,
         report=report,
     )
+    correct, total = distributed.all_sum(torch.tensor([correct, total], dtype=torch.float64)).tolist()
     return correct / total if total else float("nan")
