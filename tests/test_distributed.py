@@ -171,3 +171,36 @@ def test_each_rank_draws_its_own_augmentations_and_rank_0_the_one_process_ones(w
     )
     rank0, rank1 = _draws(0, workers), _draws(1, workers)
     assert torch.equal(rank0, plain) and not torch.equal(rank1, rank0)
+
+
+RANK_KILLER = """
+import os, signal, sys
+from mma.probe.data.reading import ImageReader
+n, calls, original = int(sys.argv[1]), [0], ImageReader.__getitem__
+def read(self, i):
+    calls[0] += 1
+    if os.environ["RANK"] == "1" and calls[0] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, i)
+ImageReader.__getitem__ = read
+from mma.cli import app
+app(sys.argv[2:], prog_name="mma")
+"""
+
+
+def test_a_killed_rank_leaves_a_store_one_process_finishes_identically(tmp_path):
+    script = tmp_path / "killer.py"
+    script.write_text(RANK_KILLER)
+    args = ["probe", "layers", "--model", "mma-tiny:random", "--data", "builtin:colors,scenes", "--samples", "24"]
+    args += ["--seeds", "1", "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "cut")]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    done = subprocess.run(
+        [*launcher, "12", *args], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True
+    )  # rank 1 reads 8 images per dataset: it dies in its scenes batch; torchrun then stops rank 0
+    assert done.returncode != 0 and (tmp_path / "cut" / "store").is_dir()
+    (scenes,) = (tmp_path / "cut" / "store").glob("scenes-image-*")
+    assert not json.loads((scenes / "manifest.json").read_text())["done"]  # rank 1's batch never arrived
+    _mma(args, 1)  # resumed by one process (one thread, as each torchrun rank had: CPU sums round per thread count)
+    _mma(args[:-1] + [str(tmp_path / "full")], 1)
+    assert _stores(tmp_path / "cut") == _stores(tmp_path / "full")
+    assert (tmp_path / "cut" / "layers.csv").read_bytes() == (tmp_path / "full" / "layers.csv").read_bytes()
