@@ -85,11 +85,19 @@ def test_store_from_two_ranks_equals_the_store_from_one_process(tmp_path):
     assert not list((tmp_path / "two" / "store").rglob("progress-*.json"))  # folded into the manifests
 
 
-def test_two_rank_training_equals_one_process_without_augmentation(tmp_path):
+def test_two_rank_training_equals_one_process_and_resumes_after_a_killed_rank(tmp_path):
     config = tmp_path / "train.json"
     config.write_text(json.dumps({"augment": False, "epochs": 2, "shots": 4, "batch_size": 8}))
     for n in (1, 2):
         _mma(TRAIN + ["--config", str(config), "--out", str(tmp_path / f"p{n}")], n)
+    # rank 1 killed in scenes' epoch 2 (colors: 3 steps per epoch, scenes: 2), then 2 ranks resume
+    cut = TRAIN + ["--config", str(config), "--out", str(tmp_path / "cut")]
+    _kill_rank_1(tmp_path, "step", 3 * 2 + 2 + 1, cut)
+    (state,) = (tmp_path / "cut" / "state").iterdir()
+    assert "scenes" in state.name and torch.load(state, weights_only=True)["epoch"] == 1
+    _mma(cut, 2)
+    for path in sorted((tmp_path / "p2" / "checkpoints").iterdir()):
+        assert path.read_bytes() == (tmp_path / "cut" / "checkpoints" / path.name).read_bytes()
     ckpts = sorted((tmp_path / "p1" / "checkpoints").iterdir())
     assert len(ckpts) == 2
     for path in ckpts:
@@ -175,29 +183,36 @@ def test_each_rank_draws_its_own_augmentations_and_rank_0_the_one_process_ones(w
 
 RANK_KILLER = """
 import os, signal, sys
+import torch
 from mma.probe.data.reading import ImageReader
-n, calls, original = int(sys.argv[1]), [0], ImageReader.__getitem__
-def read(self, i):
+target, n, calls = sys.argv[1], int(sys.argv[2]), [0]
+owner, name = (ImageReader, "__getitem__") if target == "read" else (torch.optim.SGD, "step")
+original = getattr(owner, name)
+def counted(self, *args, **kwargs):
     calls[0] += 1
     if os.environ["RANK"] == "1" and calls[0] == n:
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, i)
-ImageReader.__getitem__ = read
+    return original(self, *args, **kwargs)
+setattr(owner, name, counted)
 from mma.cli import app
-app(sys.argv[2:], prog_name="mma")
+app(sys.argv[3:], prog_name="mma")
 """
 
 
-def test_a_killed_rank_leaves_a_store_one_process_finishes_identically(tmp_path):
+def _kill_rank_1(tmp_path, target: str, n: int, args: list[str]) -> None:
+    """Run the CLI on 2 ranks and SIGKILL rank 1 at its n-th image read or optimiser step."""
     script = tmp_path / "killer.py"
     script.write_text(RANK_KILLER)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launcher, target, str(n), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0  # torchrun stops rank 0 once rank 1 died
+
+
+def test_a_killed_rank_leaves_a_store_one_process_finishes_identically(tmp_path):
     args = ["probe", "layers", "--model", "mma-tiny:random", "--data", "builtin:colors,scenes", "--samples", "24"]
     args += ["--seeds", "1", "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "cut")]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    done = subprocess.run(
-        [*launcher, "12", *args], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True
-    )  # rank 1 reads 8 images per dataset: it dies in its scenes batch; torchrun then stops rank 0
-    assert done.returncode != 0 and (tmp_path / "cut" / "store").is_dir()
+    _kill_rank_1(tmp_path, "read", 12, args)  # rank 1 reads 8 images per dataset: it dies in its scenes batch
     (scenes,) = (tmp_path / "cut" / "store").glob("scenes-image-*")
     assert not json.loads((scenes / "manifest.json").read_text())["done"]  # rank 1's batch never arrived
     _mma(args, 1)  # resumed by one process (one thread, as each torchrun rank had: CPU sums round per thread count)
