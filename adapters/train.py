@@ -423,10 +423,7 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
 
 def _save_epoch(path, world, fingerprint, epoch, adapter, opt, sched, scaler, gen, history) -> None:
     """Rank 0 writes the state after *epoch* with every rank's RNG states (the others only send theirs)."""
-    rngs = [_rng_state(gen)]
-    if world.many:
-        rngs = [None] * world.size
-        torch.distributed.all_gather_object(rngs, _rng_state(gen))
+    rngs = distributed.all_gather(_rng_state(gen))
     if world.main:
         _save_state(
             path,
