@@ -90,6 +90,19 @@ def _as_labels(name: str, y: Any, n: int, x_name: str) -> np.ndarray:
     return y
 
 
+def _as_train_and(other: str, X_train: Any, y_train: Any, X_other: Any, y_other: Any):
+    """Checked ``X_train, y_train, X_<other>, y_<other>``: 2-D finite features, one label per row, equal widths."""
+    X_train, X_other = _as_2d("X_train", X_train), _as_2d(f"X_{other}", X_other)
+    y_train = _as_labels("y_train", y_train, X_train.shape[0], "X_train")
+    y_other = _as_labels(f"y_{other}", y_other, X_other.shape[0], f"X_{other}")
+    if X_other.shape[1] != X_train.shape[1]:
+        raise MmaError(
+            f"'X_{other}' has {X_other.shape[1]} features but 'X_train' has {X_train.shape[1]}; "
+            "pass features of the same layer."
+        )
+    return X_train, y_train, X_other, y_other
+
+
 class LinearProbe(ClassifierMixin, BaseEstimator):
     """Standardise, then multinomial logistic regression with C chosen on a validation split.
 
@@ -217,15 +230,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self : LinearProbe
         """
         grid = self._check_params()
-        X_train = _as_2d("X_train", X_train)
-        X_val = _as_2d("X_val", X_val)
-        y_train = _as_labels("y_train", y_train, X_train.shape[0], "X_train")
-        y_val = _as_labels("y_val", y_val, X_val.shape[0], "X_val")
-        if X_val.shape[1] != X_train.shape[1]:
-            raise MmaError(
-                f"'X_val' has {X_val.shape[1]} features but 'X_train' has {X_train.shape[1]}; "
-                "pass features of the same layer."
-            )
+        X_train, y_train, X_val, y_val = _as_train_and("val", X_train, y_train, X_val, y_val)
         n_classes = np.unique(y_train).size
         if n_classes < 2:
             raise MmaError(f"'y_train' must hold at least 2 classes; got {n_classes}.")
@@ -366,15 +371,7 @@ def knn_accuracy(X_train: Any, y_train: Any, X_test: Any, y_test: Any, *, k: int
     """
     if not _is_int(k) or k < 1:
         raise _bad("knn_accuracy", "k", "an int in the range [1, inf)", k)
-    X_train = _as_2d("X_train", X_train)
-    X_test = _as_2d("X_test", X_test)
-    y_train = _as_labels("y_train", y_train, X_train.shape[0], "X_train")
-    y_test = _as_labels("y_test", y_test, X_test.shape[0], "X_test")
-    if X_test.shape[1] != X_train.shape[1]:
-        raise MmaError(
-            f"'X_test' has {X_test.shape[1]} features but 'X_train' has {X_train.shape[1]}; "
-            "pass features of the same layer."
-        )
+    X_train, y_train, X_test, y_test = _as_train_and("test", X_train, y_train, X_test, y_test)
     scaler = StandardScaler().fit(X_train)
     knn = KNeighborsClassifier(n_neighbors=min(k, X_train.shape[0]), metric="cosine", algorithm="brute")
     knn.fit(scaler.transform(X_train), y_train)
