@@ -60,10 +60,6 @@ class StoreEntry:
         return bool(self.manifest.get("done"))
 
     @property
-    def rows_done(self) -> int:
-        return int(self.manifest["rows_done"])
-
-    @property
     def layer_names(self) -> list[str]:
         return list(self.manifest["layer_names"])
 
