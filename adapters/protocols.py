@@ -4,7 +4,9 @@
 protocol            what is trained, what is evaluated
 ==================  ===========================================================================
 ``base2novel``      per dataset: train on the base half of the classes (K shots); test base images
-                    among base classes and novel images among novel classes; HM = 2BN/(B+N)
+                    among base classes and novel images among novel classes; HM = 2BN/(B+N).
+                    A dataset with fewer than 4 classes is left out (:func:`skipped_datasets`):
+                    with 1 base and 1 novel class every accuracy is 100% by construction
 ``few-shot``        per dataset: train on all classes (K shots); test among all classes
 ``cross-dataset``   train on the source (first dataset, all classes); test on every other dataset
 ``domain-gen``      train on the source; test on its shifted variants (same class names, or a
@@ -26,10 +28,52 @@ from mma.probe.specs import LoadedModel
 
 from .evaluate import accuracy, harmonic_mean
 
-__all__ = ["PROTOCOLS", "EvalSplit", "Task", "make_tasks", "check_shots", "evaluate_task", "task_metrics"]
+__all__ = [
+    "PROTOCOLS",
+    "MIN_BASE2NOVEL_CLASSES",
+    "EvalSplit",
+    "Task",
+    "default_data",
+    "make_tasks",
+    "skipped_datasets",
+    "check_shots",
+    "evaluate_task",
+    "task_metrics",
+]
 
 PROTOCOLS = ("base2novel", "few-shot", "cross-dataset", "domain-gen")
+MIN_BASE2NOVEL_CLASSES = 4  # 2 base + 2 novel: fewer makes a one-class "classification" that is always right
 COOP_SHIFTS = {"imagenet": ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")}
+
+
+def _known_shifts() -> dict[str, tuple[str, ...]]:
+    from mma.probe.embedded.suite import DOMAIN_SHIFTS
+
+    return {**COOP_SHIFTS, **DOMAIN_SHIFTS}
+
+
+def default_data(protocol: str) -> list[str]:
+    """The data spec a protocol runs on when ``--data`` is not given: the embedded downstream suite.
+
+    ``domain-gen``: its ImageNet stand-in ``objects`` and the four shifted variants; every other protocol:
+    the main suite (``objects`` first, the source of ``cross-dataset``).
+    """
+    from mma.probe.embedded.suite import DOMAIN_SHIFTS, SOURCE
+
+    if protocol == "domain-gen":
+        return [f"builtin:{','.join((SOURCE, *DOMAIN_SHIFTS[SOURCE]))}"]
+    return ["builtin"]
+
+
+def skipped_datasets(protocol: str, datasets: list[ImageDataset]) -> dict[str, str]:
+    """``{dataset: reason}`` for the datasets *protocol* leaves out (base2novel: fewer than 4 classes)."""
+    if protocol != "base2novel":
+        return {}
+    return {
+        d.name: f"{d.num_classes} classes; base-to-novel needs at least {MIN_BASE2NOVEL_CLASSES}"
+        for d in datasets
+        if d.num_classes < MIN_BASE2NOVEL_CLASSES
+    }
 
 
 @dataclass
@@ -89,7 +133,10 @@ def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed:
         raise MmaError("No datasets were given; pass --data.")
     tasks = []
     if protocol in ("base2novel", "few-shot"):
+        skipped = skipped_datasets(protocol, datasets)
         for d in datasets:
+            if d.name in skipped:
+                continue
             fs = draw_few_shot(d, shots, seed)
             if protocol == "few-shot":
                 check_shots(d, shots)
@@ -115,10 +162,11 @@ def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed:
         return tasks
     source, targets = datasets[0], datasets[1:]
     if protocol == "domain-gen" and not targets:
-        shifts = COOP_SHIFTS.get(source.name)
+        shifts = _known_shifts().get(source.name)
+        where = "builtin" if source.source.startswith("builtin") else "coop:ROOT"
         raise MmaError(
             f"domain-gen needs the source {source.name!r} and its shifted variants in --data"
-            + (f" (e.g. coop:ROOT:{source.name},{','.join(shifts)})." if shifts else ".")
+            + (f" (e.g. {where}:{source.name},{','.join(shifts)})." if shifts else ".")
         )
     if protocol == "cross-dataset" and not targets:
         raise MmaError(f"cross-dataset needs target datasets after the source {source.name!r} in --data.")

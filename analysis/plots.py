@@ -45,10 +45,14 @@ def plot_layers(
     selected_k: dict[str, int] | None = None,
     metric: str = "probe_accuracy",
     title: str | None = None,
+    chance: float | None = None,
+    caption: str | None = None,
 ) -> list[Path]:
     """One panel per model: text and image accuracy (mean line, std band) against XEmbed, 1..L, XProj.
 
-    The selected first adapted block k of each model is marked, and the adapted blocks k..L shaded.
+    Each panel marks its model's selected first adapted block k (label in the panel) and shades the adapted
+    blocks k..L; *chance* (e.g. 1 / number of datasets) is drawn as a dotted line in every panel, and
+    *caption* is written under the figure.
     """
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     data = summary[(summary["metric"] == metric) & summary["tower"].isin(["image", "text"])].copy()
@@ -78,21 +82,26 @@ def plot_layers(
                 alpha=0.2,
                 lw=0,
             )
+        if chance is not None:
+            ax.axhline(100 * chance, color="grey", ls=":", lw=1.1, label="chance")
         if selected_k and model in selected_k:
             k = selected_k[model]
             depth = len(names) - 2
             ax.axvspan(k - 0.5, depth + 0.5, color="#2ca02c", alpha=0.08, lw=0)
-            ax.axvline(k - 0.5, color="#2ca02c", ls="--", lw=1.2, label=f"adapters from block k={k}")
+            ax.axvline(k - 0.5, color="#2ca02c", ls="--", lw=1.2, label="first adapted block k")
+            ax.text(k - 0.35, 0.03, f"k = {k}", transform=ax.get_xaxis_transform(), color="#2ca02c", fontsize=9)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=0 if len(names) <= 16 else 90, fontsize=8)
         ax.set_xlabel("layer")
         ax.set_title(model, fontsize=10)
         ax.set_xlim(-0.3, len(names) - 0.7)
     axes[0][0].set_ylabel("dataset-probe accuracy (%)")
-    axes[0][-1].legend(loc="lower right", fontsize=8, frameon=True)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    if caption:
+        fig.text(0.01, -0.02, caption, fontsize=8, color="#444444", ha="left", va="top", wrap=True)
     return save_figure(fig, stem, data)
 
 
@@ -110,7 +119,7 @@ def plot_k_sweep(
     *baseline* (e.g. the zero-shot model's ``{"base": .., "novel": .., "hm": ..}``) is drawn as dotted lines.
     """
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = plt.subplots(figsize=(6.6, 3.6))
     colours = {"base": "#1f77b4", "novel": "#ff7f0e", "hm": "#2ca02c"}
     for metric in ("base", "novel", "hm"):
         d = results[results["metric"] == metric].groupby("k")["value"].agg(["mean", "std"]).reset_index()
@@ -139,7 +148,7 @@ def plot_k_sweep(
     ax.set_xlabel("first adapted block k (adapters on blocks k..L)")
     ax.set_ylabel("accuracy (%)")
     ax.set_xticks(sorted(results["k"].unique()))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside, never on the curves
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

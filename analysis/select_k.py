@@ -20,6 +20,12 @@ accuracy of blocks 1..L only (XEmbed and XProj are not blocks an adapter can sta
     quickly. A curve that never bends above its chord gives the block farthest below it.
 
 Adapters then run from block k through block L.
+
+``selection.json`` also records the k that each seed's curves alone give, and warnings: when the seeds
+disagree, and when the curves are *flat*: no tower's block curve spans ``WARN_SPAN`` = 5 accuracy points
+and three standard errors of its seed mean. Every rule normalises the curves before it reads them, so a
+3-point wiggle yields a k as confidently as a 30-point rise; the warning says when k reflects noise or
+structureless variation rather than depth (a model with random weights is the usual case).
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ import pandas as pd
 
 from mma.errors import MmaError
 
-__all__ = ["RULES", "DEFAULT_RULE", "block_curves", "select_k", "selection_record"]
+__all__ = ["RULES", "DEFAULT_RULE", "block_curves", "seed_curves", "select_k", "selection_record", "warnings_for"]
 
 RULES = ("saturation", "gap", "knee")
 DEFAULT_RULE = "saturation"
 DEFAULT_THRESHOLDS = {"saturation": 0.5, "gap": 0.5, "knee": None}
 FLAT = 0.01  # a block curve spanning less than one accuracy point carries no depth information
+WARN_SPAN = 0.05  # below five points of rise, a selection gets a warning
 
 
 def block_curves(
@@ -56,6 +63,49 @@ def block_curves(
     if len(curves["image"]) != len(curves["text"]):
         raise MmaError("The image and text towers have different depths; pass curves resampled to one depth.")
     return curves
+
+
+def seed_curves(tidy: pd.DataFrame, model: str | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """``{seed: {"image": [L], "text": [L]}}`` block accuracies of every seed in a tidy ``layers.csv`` table."""
+    t = tidy[tidy["metric"] == "probe_accuracy"]
+    if model is not None and "model" in t.columns:
+        t = t[t["model"] == model]
+    t = t[~t["layer_name"].astype(str).isin(["XEmbed", "XProj"])]
+    out = {}
+    for seed, d in t.groupby("seed"):
+        towers = {tower: d[d["tower"] == tower].sort_values("layer_index") for tower in ("image", "text")}
+        out[int(seed)] = {tower: rows["value"].to_numpy(float) for tower, rows in towers.items()}
+    return out
+
+
+def _standard_error(summary: pd.DataFrame, model: str | None, tower: str) -> float:
+    """The median over blocks of the standard error of a block's mean accuracy (std / sqrt(seeds))."""
+    s = summary[(summary["metric"] == "probe_accuracy") & (summary["tower"] == tower)]
+    if model is not None and "model" in s.columns:
+        s = s[s["model"] == model]
+    s = s[~s["layer_name"].astype(str).isin(["XEmbed", "XProj"])]
+    if not len(s):
+        return 0.0
+    n = s["n_seeds"] if "n_seeds" in s.columns else 1
+    return float((s["std"] / np.sqrt(n)).median())
+
+
+def warnings_for(
+    curves: dict[str, np.ndarray], errors: dict[str, float], per_seed: dict[int, int], k: int
+) -> list[str]:
+    """Plain-language warnings about a selection: flat curves, seeds that disagree (module docstring)."""
+    out = []
+    spans = {t: float(curves[t].max() - curves[t].min()) for t in ("image", "text")}
+    if not any(spans[t] >= max(WARN_SPAN, 3 * errors.get(t, 0.0)) for t in spans):
+        out.append(
+            "The block curves are nearly flat (image spans {:.1f} points, text {:.1f}; a curve needs {:.0f} points "
+            "and 3 standard errors of its seed mean to carry depth information): k = {} reflects noise or "
+            "structureless variation, not depth.".format(100 * spans["image"], 100 * spans["text"], 100 * WARN_SPAN, k)
+        )
+    if len(set(per_seed.values())) > 1:
+        each = ", ".join(f"seed {s} -> {v}" for s, v in sorted(per_seed.items()))
+        out.append(f"The seeds disagree on k ({each}); the mean curves give k = {k}.")
+    return out
 
 
 def _combined(curves: dict[str, np.ndarray]) -> np.ndarray:
@@ -96,18 +146,34 @@ def select_k(curves: dict[str, np.ndarray], rule: str = DEFAULT_RULE, threshold:
 
 
 def selection_record(
-    summary: pd.DataFrame, model: str, *, rule: str = DEFAULT_RULE, thresholds: dict[str, float] | None = None
+    summary: pd.DataFrame,
+    model: str,
+    *,
+    rule: str = DEFAULT_RULE,
+    thresholds: dict[str, float] | None = None,
+    tidy: pd.DataFrame | None = None,
 ) -> dict:
-    """Every rule's k, the default rule's k, the thresholds and the curves, for ``selection.json``."""
+    """Every rule's k, the default rule's k, the thresholds, the curves, each seed's k and warnings.
+
+    *tidy* (the per-seed ``layers.csv`` table) gives the per-seed k; without it that part is empty.
+    """
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     curves = block_curves(summary, model)
     ks = {r: select_k(curves, r, thresholds[r]) for r in RULES}
     depth = len(curves["image"])
+    per_seed = {}
+    if tidy is not None:
+        per_seed = {
+            s: select_k(c, rule, thresholds[rule]) for s, c in seed_curves(tidy, model).items() if len(c["image"])
+        }
+    errors = {t: _standard_error(summary, model, t) for t in ("image", "text")}
     return {
         "model": model,
         "depth": depth,
         "rule": rule,
         "k": ks[rule],
+        "per_seed_k": {str(s): k for s, k in per_seed.items()},
+        "warnings": warnings_for(curves, errors, per_seed, ks[rule]),
         "rules": {r: {"k": ks[r], "threshold": thresholds[r]} for r in RULES},
         "curves": {
             "blocks": list(range(1, depth + 1)),

@@ -7,9 +7,11 @@ train+val and scored on probe-test. A cosine kNN gives a cheap second opinion, a
 image's feature and its class prompt's feature at the same layer measures how alike the towers are.
 
 A sample's text feature is the feature of its class prompt (``"a photo of a {class}."``), so text
-features repeat within a class. With ``text_split="by-class"`` the splits are made by class instead of
-by sample (for both towers, so the two stay comparable): probe-test classes are unseen in probe-train,
-and the text probe must generalise to new class names instead of memorising repeated prompts.
+features repeat within a class. The image probe always splits by sample. ``text_split`` says how the
+*text* probe splits its rows: ``"by-class"`` (the default of ``mma probe layers``) puts every class's
+prompt in exactly one of probe-train / probe-val / probe-test, so the text probe must place class names
+it never saw, and its accuracy says how well the layer groups the names of one dataset; with
+``"by-sample"`` every prompt recurs in all three parts and the text probe is near 100% at every layer.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def split_rows(dataset: np.ndarray, klass: np.ndarray, seed: int, how: str) -> t
             classes = rng.permutation(np.unique(klass[rows]))
             if len(classes) < 3:
                 raise MmaError(
-                    f"--text-split by-class needs at least 3 classes per dataset; dataset #{d} has {len(classes)}."
+                    f"--text-split by-class needs at least 3 classes per dataset; dataset #{d} has {len(classes)} "
+                    "(use --text-split by-sample)."
                 )
             units = [rows[klass[rows] == c] for c in classes]
         n = len(units)
@@ -98,16 +101,22 @@ def layer_separability(
 ) -> pd.DataFrame:
     """Tidy rows ``tower, layer_index, layer_name, seed, metric, value`` for one model and one seed.
 
+    The image probe splits by sample; the text probe by *text_split* (module docstring).
+
     Metrics: ``probe_accuracy``, ``probe_C``, ``probe_val_accuracy``, ``knn_accuracy`` and
     ``probe_converged`` (1 if the final fit converged within ``max_iter``, else 0; scikit-learn's
     ConvergenceWarning is recorded here instead of printed) per tower, and ``cka`` (image vs its class
     prompt, tower ``both``) per layer.
     """
-    train, val, test = split_rows(data.dataset, data.klass, seed, text_split)
+    by_sample = split_rows(data.dataset, data.klass, seed, "by-sample")
+    splits = {"image": by_sample, "text": by_sample}
+    if text_split != "by-sample":
+        splits["text"] = split_rows(data.dataset, data.klass, seed, text_split)
     y = data.dataset
     rows = []
     kwargs = {"random_state": seed, **(probe_kwargs or {})}
     for tower, feats in (("image", data.image), ("text", data.text)):
+        train, val, test = splits[tower]
         for index, X in enumerate(feats):
             name = data.layer_names[index]
             with warnings.catch_warnings(record=True) as caught:

@@ -153,8 +153,12 @@ def probe_layers_cmd(
     pooling: Annotated[str, typer.Option(help="Token pooling for XEmbed and blocks: mean or cls.")] = "mean",
     template: Annotated[str | None, typer.Option(help="Prompt template with {} for the class name.")] = None,
     text_split: Annotated[
-        str, typer.Option(help="by-sample, or by-class (probe-test classes unseen in training).")
-    ] = "by-sample",
+        str,
+        typer.Option(
+            help="How the text probe splits: by-class (test class names unseen in probe training) or by-sample "
+            "(every prompt in every part: text near 100%). The image probe always splits by sample."
+        ),
+    ] = "by-class",
     out: Annotated[Path, typer.Option(help="Run folder (store, CSVs, figure, selection.json).")] = Path("runs/probe"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 128,
@@ -219,7 +223,12 @@ def probe_select_cmd(
     selection = select_from_run(run, rule=rule, threshold=threshold)
     for sel in selection["selections"]:
         others = ", ".join(f"{r}={v['k']}" for r, v in sel["rules"].items())
-        typer.echo(f"{sel['model']}: k = {sel['k']} (rule {rule}; all rules: {others})")
+        seeds = ", ".join(f"seed {s}: {k}" for s, k in sel.get("per_seed_k", {}).items())
+        typer.echo(
+            f"{sel['model']}: k = {sel['k']} (rule {rule}; all rules: {others}" + (f"; {seeds})" if seeds else ")")
+        )
+        for warning in sel.get("warnings", []):
+            typer.echo(f"Warning: {warning}", err=True)
     typer.echo(f"Wrote {run}/selection.json")
 
 
@@ -240,10 +249,13 @@ def plot_cmd(
 @friendly
 def pretrain_tiny_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint path (.safetensors); a .json record is written beside it.")],
-    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 900,
+    steps: Annotated[int, typer.Option(help="Optimisation steps (the shipped weights: 1600).")] = 1600,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Rebuild the embedded mma-tiny CLIP from scratch on the built-in suite (CPU, deterministic)."""
+    """Rebuild the embedded mma-tiny CLIP from scratch on the pretraining corpus (CPU, deterministic).
+
+    The downstream suite is never trained on; it is only scored (zero-shot) at the end.
+    """
     from mma.jobs.probe_layers import check_out_dir
     from mma.probe.embedded.pretrain import PretrainConfig, pretrain_tiny
 
@@ -258,10 +270,9 @@ def pretrain_tiny_cmd(
     check_out_dir(out.parent)  # the checkpoint's folder must be writable before the training, not after it
     record = pretrain_tiny(out, PretrainConfig(steps=steps, seed=seed))
     zs = record["zero_shot"]
-    typer.echo(
-        f"Zero-shot mean accuracy: trained {100 * zs['trained_mean']:.1f}%, random init "
-        f"{100 * zs['random_init_mean']:.1f}% ({record['train_seconds']:.0f} s of training)."
-    )
+    for name, acc in zs["trained"].items():
+        typer.echo(f"{name:>16}: zero-shot {100 * acc:5.1f}% (random init {100 * zs['random_init'][name]:5.1f}%)")
+    typer.echo(f"({record['train_seconds']:.0f} s of training)")
     typer.echo(f"Wrote {out} and {out.with_suffix('.json')}")
 
 
@@ -313,7 +324,12 @@ def train_selected_cmd(
         str | None, typer.Option("--model", "-m", help="Model spec (default: the selection's model).")
     ] = None,
     data: Annotated[
-        list[str] | None, typer.Option("--data", "-d", help="Data spec; repeatable. Default: builtin.")
+        list[str] | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Data spec; repeatable. Default: the built-in suite (domain-gen: objects and its 4 shifted variants).",
+        ),
     ] = None,
     protocol: Annotated[str, typer.Option(help="base2novel, few-shot, cross-dataset or domain-gen.")] = "base2novel",
     shots: Annotated[int | None, typer.Option(help=_TRAIN_HELP["shots"])] = None,
@@ -356,7 +372,7 @@ def train_selected_cmd(
         run=run,
         model=model,
         k=k,
-        data=list(data) if data else ["builtin"],
+        data=list(data) if data else None,
         protocol=protocol,
         seeds=_split_seeds(seeds),
         out=out,
@@ -367,6 +383,8 @@ def train_selected_cmd(
     result = train_selected(cfg)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return
+    for note in result.notes:
+        typer.secho(note, fg=typer.colors.YELLOW)
     _print_summary(result.summary)
     typer.echo(
         f"{result.model}, k={result.k}, recipe {result.recipe}: wrote {result.out}/ (results.csv, results_summary.csv, "
@@ -412,7 +430,7 @@ def sweep_k_cmd(
     cfg = TrainSelectedConfig(
         run=run,
         model=model,
-        data=list(data) if data else ["builtin"],
+        data=list(data) if data else None,
         seeds=_split_seeds(seeds),
         out=out,
         device=device,
@@ -431,8 +449,10 @@ def sweep_k_cmd(
     if record["selected_over_best"] is not None:
         typer.echo(
             f"Selected k={record['selected_k']} reaches {100 * record['selected_over_best']:.1f}% of the best "
-            f"k={record['best_k']}'s HM."
+            f"k={record['best_k']}'s HM ({record['selected_below_best']:.1f} points below)."
         )
+    for rule, r in record.get("rules", {}).items():
+        typer.echo(f"  rule {rule}: k={r['k']}, HM {r['hm']:.1f} ({r['below_best']:.1f} points below the best k)")
     typer.echo(f"Wrote {out}/k_sweep.png, k_sweep.csv, k_sweep.json")
 
 

@@ -29,7 +29,7 @@ import torch
 from mma.errors import MmaError, closest
 from mma.io import sha256_file
 
-from .embedded import EMBEDDED_NAME, WEIGHTS_PATH, RemappedTokenizer, load_embedded_state, register_config
+from .embedded import EMBEDDED_NAME, WEIGHTS_PATH, load_embedded_state, register_config
 
 __all__ = ["ModelSpec", "LoadedModel", "parse_model_spec", "load_model", "list_model_specs", "DEFAULT_MODEL"]
 
@@ -234,10 +234,9 @@ def load_model(
                 f"The embedded weights file {str(path)!r} is missing; reinstall mma or rebuild it with "
                 "'mma pretrain-tiny --out PATH'."
             )
-        state, keep_ids = load_embedded_state(path)
-        model.load_state_dict(state)
+        model.load_state_dict(load_embedded_state(path))
         model.to(device=device)
-        tokenizer = _embedded_tokenizer(keep_ids)
+        tokenizer = open_clip.get_tokenizer(EMBEDDED_NAME)
         weights_id = _weights_id(path)
     else:
         pretrained = None if spec.is_random else spec.pretrained
@@ -256,7 +255,7 @@ def load_model(
                 )
         except (RuntimeError, KeyError) as exc:
             raise MmaError(f"The checkpoint {pretrained!r} does not fit model {spec.name!r}: {str(exc)[:200]}") from exc
-        tokenizer = _embedded_tokenizer(None) if spec.is_embedded else open_clip.get_tokenizer(spec.name)
+        tokenizer = open_clip.get_tokenizer(spec.name)
         weights_id = f"random-seed{seed}" if pretrained is None else _weights_id(pretrained)
     if precision != "fp32" and spec.is_embedded:
         model.to(dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32))
@@ -265,15 +264,6 @@ def load_model(
     if random_weights:
         notes.append(f"{spec}: random weights (seed {seed}), not pretrained.")
     return LoadedModel(spec, model, pre_val, pre_train, tokenizer, weights_id, random_weights, notes)
-
-
-def _embedded_tokenizer(keep_ids: list[int] | None) -> RemappedTokenizer:
-    from .embedded import embedded_config
-
-    cfg = embedded_config()["text_cfg"]
-    if keep_ids is None:
-        keep_ids = load_embedded_state(WEIGHTS_PATH)[1] if WEIGHTS_PATH.is_file() else []
-    return RemappedTokenizer(keep_ids, vocab_size=cfg["vocab_size"], context_length=cfg["context_length"])
 
 
 @contextlib.contextmanager

@@ -6,9 +6,16 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
 
 os.environ.setdefault("XDG_CACHE_HOME", os.path.join(os.path.dirname(__file__), ".cache-tests"))
 torch.set_num_threads(2)
+
+# Property tests are derandomised: every run (CI included) tries the same examples, so a test can fail only
+# through a code change, never through a new random draw. HYPOTHESIS_PROFILE=explore searches afresh.
+settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture(scope="session")

@@ -283,11 +283,12 @@ def test_relative_plan_invariants(shallow, deep_extra):
 
 def test_invalid_options_raise_one_sentence_errors(tiny):
     maps = layer_maps(tiny[0])
-    msg = r"k=0 is out of range for mma-tiny, whose towers have 6 blocks \(valid: 1\.\.6\)"
+    depth = maps["image"].depth
+    msg = rf"k=0 is out of range for mma-tiny, whose towers have {depth} blocks \(valid: 1\.\.{depth}\)"
     with pytest.raises(MmaError, match=msg):
         MultiModalAdapter(maps, k=0, model_name="mma-tiny")
-    with pytest.raises(MmaError, match=r"k=7 is out of range .*\(valid: 1\.\.6\)"):
-        add_adapter(tiny[0], k=7)
+    with pytest.raises(MmaError, match=rf"k={depth + 1} is out of range .*\(valid: 1\.\.{depth}\)"):
+        add_adapter(tiny[0], k=depth + 1)
     with pytest.raises(MmaError, match=r"depth_mode='relativ' is not valid .*did you mean 'relative'"):
         MultiModalAdapter(maps, depth_mode="relativ")
     with pytest.raises(MmaError, match=r"dim=0 is out of range"):

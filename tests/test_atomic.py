@@ -26,7 +26,7 @@ from mma.adapters.mma import MultiModalAdapter
 from mma.analysis.plots import plot_k_sweep, save_figure
 from mma.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 from mma.probe.data import SPLITS
-from mma.probe.data import builtin as B
+from mma.probe.embedded import cache as C
 from mma.probe.embedded import load_embedded_state, save_embedded
 from mma.probe.layers import layer_maps
 
@@ -183,16 +183,17 @@ def test_save_adapter_is_atomic(tmp_path, monkeypatch, tiny_random, exc):
 
 @pytest.mark.parametrize("exc", CRASHES)
 def test_save_embedded_is_atomic(tmp_path, monkeypatch, tiny_random, exc):
-    path = save_embedded(tiny_random.model, [0, 1, 2], tmp_path / "tiny.safetensors")
+    path = save_embedded(tiny_random.model, tmp_path / "tiny.safetensors", meta={"seed": 0})
     before = snapshot(tmp_path)
     crash_at(monkeypatch, safetensors.torch, "save_file", exc, target_arg=1)
     with pytest.raises(type(exc)):
-        save_embedded(tiny_random.model, [0, 1, 2, 3], path)
+        save_embedded(tiny_random.model, path, meta={"seed": 1})
     assert snapshot(tmp_path) == before
-    assert load_embedded_state(path)[1] == [0, 1, 2]
+    state = load_embedded_state(path)
+    assert state.keys() == tiny_random.model.state_dict().keys()
 
 
-# -- the built-in dataset cache -----------------------------------------------------------------------
+# -- the embedded world's image cache ------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -200,35 +201,41 @@ def small_build(tmp_path, monkeypatch):
     """A private cache folder and a tiny stand-in for the (slow) image generator."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     rng = np.random.default_rng(0)
-    arrays = {s: (rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8), np.arange(4, dtype=np.int64)) for s in SPLITS}
-    monkeypatch.setattr(B, "_build", lambda name, size: arrays)
-    return tmp_path / "mma" / "builtin"
+    arrays = {f"{s}_{k}": rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8) for s in SPLITS for k in "xy"}
+    return tmp_path / "mma" / "embedded", (lambda: arrays)
+
+
+def _cache_file(folder) -> str:
+    return f"suite-digits-8px-{C.source_digest()}.npz"
 
 
 @pytest.mark.parametrize("exc", CRASHES)
 def test_builtin_cache_write_is_atomic(small_build, monkeypatch, exc):
-    crash_at(monkeypatch, np, "savez_compressed", exc)  # cache.save_arrays writes through a file object
+    folder, build = small_build
+    crash_at(monkeypatch, np, "savez_compressed", exc)  # the cache writes through a file object
     with pytest.raises(type(exc)):
-        B._arrays("digits", 8)
-    assert snapshot(small_build) == {}  # nothing half-written that a later run would try to read
+        C.cached_arrays("suite-digits-8px", build)
+    assert snapshot(folder) == {}  # nothing half-written that a later run would try to read
 
 
 @pytest.mark.parametrize("exc", CRASHES)
 def test_builtin_cache_rebuild_keeps_the_old_file_on_a_crash(small_build, monkeypatch, exc):
-    path = small_build / f"{B._cache_key('digits', 8)}.npz"
+    folder, build = small_build
+    path = folder / _cache_file(folder)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"an unreadable cache file from an older layout")
-    before = snapshot(small_build)
+    before = snapshot(folder)
     crash_at(monkeypatch, np, "savez_compressed", exc)
     with pytest.raises(type(exc)):
-        B._arrays("digits", 8)
-    assert snapshot(small_build) == before
+        C.cached_arrays("suite-digits-8px", build)
+    assert snapshot(folder) == before
 
 
 def test_builtin_cache_write_leaves_one_readable_file(small_build):
-    arrays, digest = B._arrays("digits", 8)
-    assert list(snapshot(small_build)) == [f"{B._cache_key('digits', 8)}.npz"]
-    assert B.load_arrays(small_build / f"{B._cache_key('digits', 8)}.npz")[1] == digest
+    folder, build = small_build
+    arrays, digest = C.cached_arrays("suite-digits-8px", build)
+    assert list(snapshot(folder)) == [_cache_file(folder)]
+    assert C._load(folder / _cache_file(folder))[1] == digest
 
 
 # -- no file-writing call outside atomic_write -----------------------------------------------------------
@@ -240,7 +247,7 @@ IN_MEMORY = {"BytesIO", "StringIO"}
 # (file, enclosing function) -> why a direct write is fine there
 ALLOWED = {
     ("mma/io.py", "atomic_write"): "fsyncs its own temporary file",
-    ("probe/data/builtin/cache.py", "save_arrays"): "writes atomic_write's temporary (its callers are checked too)",
+    ("probe/embedded/cache.py", "_save"): "writes atomic_write's temporary (its callers are checked too)",
     ("probe/store.py", "*"): "feature-store memmaps, trusted only through the atomically written manifest",
 }
 

@@ -48,11 +48,11 @@ def test_run_writes_every_output(run):
     tidy = pd.read_csv(run.out / "layers.csv")
     assert set(tidy.columns) == {"model", "tower", "layer_index", "layer_name", "seed", "metric", "value"}
     acc = tidy[tidy["metric"] == "probe_accuracy"]
-    assert len(acc) == 2 * 2 * 8  # seeds x towers x layers (XEmbed, 1..6, XProj)
+    assert len(acc) == 2 * 2 * 14  # seeds x towers x layers (XEmbed, 1..12, XProj)
     assert acc["value"].between(0, 1).all()
     sel = run.selection["selections"][0]
     assert (
-        sel["model"] == "mma-tiny:random" and 1 <= sel["k"] <= 6 and set(sel["rules"]) == {"saturation", "gap", "knee"}
+        sel["model"] == "mma-tiny:random" and 1 <= sel["k"] <= 12 and set(sel["rules"]) == {"saturation", "gap", "knee"}
     )
 
 
@@ -155,3 +155,45 @@ def test_select_and_plot_from_a_run(run):
     assert record["k"] == sel["selections"][0]["k"]
     (run.out / "figure1.png").unlink()
     assert plot_run(run.out).is_file()
+
+
+def _tidy(curves_by_seed: dict[int, dict[str, list[float]]]) -> pd.DataFrame:
+    """A tidy layers table (blocks only, plus XEmbed/XProj) from per-seed block curves."""
+    rows = []
+    for seed, curves in curves_by_seed.items():
+        for tower, values in curves.items():
+            names = ["XEmbed", *map(str, range(1, len(values) + 1)), "XProj"]
+            for i, (name, v) in enumerate(zip(names, [values[0], *values, values[-1]])):
+                rows.append(("m", tower, i, name, seed, "probe_accuracy", v))
+    return pd.DataFrame(rows, columns=["model", "tower", "layer_index", "layer_name", "seed", "metric", "value"])
+
+
+def _summary(tidy: pd.DataFrame) -> pd.DataFrame:
+    from mma.analysis.separability import summarise
+
+    return summarise(tidy)
+
+
+def test_selection_records_each_seeds_k_and_warns_when_seeds_disagree():
+    rising = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    late = [0.5, 0.5, 0.5, 0.6, 0.9, 0.95]
+    tidy = _tidy({1: {"image": rising, "text": [1.0] * 6}, 2: {"image": late, "text": [1.0] * 6}})
+    record = selection_record(_summary(tidy), "m", tidy=tidy)
+    assert record["per_seed_k"] == {
+        "1": select_k({"image": np.array(rising), "text": np.ones(6)}),
+        "2": select_k({"image": np.array(late), "text": np.ones(6)}),
+    }
+    assert record["per_seed_k"]["1"] != record["per_seed_k"]["2"]
+    assert any("seeds disagree" in w for w in record["warnings"])
+
+
+def test_selection_warns_when_the_curves_are_nearly_flat():
+    noisy = {
+        s: {"image": list(0.4 + 0.02 * np.random.default_rng(s).standard_normal(6)), "text": [1.0] * 6}
+        for s in (1, 2, 3)
+    }
+    tidy = _tidy(noisy)
+    record = selection_record(_summary(tidy), "m", tidy=tidy)
+    assert any("nearly flat" in w for w in record["warnings"])
+    clear = _tidy({s: {"image": [0.3, 0.45, 0.6, 0.7, 0.75, 0.8], "text": [1.0] * 6} for s in (1, 2)})
+    assert selection_record(_summary(clear), "m", tidy=clear)["warnings"] == []

@@ -42,7 +42,7 @@ class ProbeLayersConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     pooling: str = "mean"
     template: str | None = None
-    text_split: str = "by-sample"
+    text_split: str = "by-class"
     out: Path = Path("runs/probe")
     device: str = "auto"
     batch_size: int = 128
@@ -117,6 +117,12 @@ def _load_all_datasets(cfg: ProbeLayersConfig):
         raise MmaError(f"The dataset name(s) {dupes} appear twice across --data; give each dataset once.")
     if len(datasets) < 2:
         raise MmaError(f"A 'which dataset?' probe needs at least 2 datasets; --data gives {len(datasets)} ({names}).")
+    few = [d for d in datasets if d.num_classes < 3]
+    if cfg.text_split == "by-class" and few:
+        raise MmaError(
+            f"Dataset {few[0].name!r} has {few[0].num_classes} class(es); --text-split by-class needs at least 3 per "
+            "dataset (its text probe is tested on class names it never saw). Use --text-split by-sample."
+        )
     for d in datasets:
         if len(d.train) < cfg.samples:
             raise MmaError(
@@ -131,7 +137,15 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
     from mma.analysis.separability import ProbeInput, layer_separability
     from mma.probe.store import store_key
 
-    key = store_key({"stores": store_keys, "seed": seed, "text_split": cfg.text_split, "samples": cfg.samples})
+    key = store_key(
+        {
+            "stores": store_keys,
+            "seed": seed,
+            "text_split": cfg.text_split,
+            "image_split": "by-sample",
+            "samples": cfg.samples,
+        }
+    )
     path = out / "probes" / f"{_slug(model_name)}-seed{seed}-{key}.csv"
     if path.exists():
         return pd.read_csv(path)
@@ -265,18 +279,19 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
         ],
     }
     atomic_write_json(out / "run.json", run_record)
-    selection = _write_selection(summary, model_names, out, cfg.rule, cfg.threshold)
+    selection = _write_selection(summary, model_names, out, cfg.rule, cfg.threshold, tidy)
+    notes += [w for s in selection["selections"] for w in s["warnings"]]
     figure = _draw(summary, selection, out)
     return ProbeRun(out, summary, selection, figure, time.perf_counter() - start, notes)
 
 
-def _write_selection(summary, model_names, out: Path, rule: str, threshold: float | None) -> dict:
+def _write_selection(summary, model_names, out: Path, rule: str, threshold: float | None, tidy=None) -> dict:
     from mma.analysis.select_k import selection_record
 
     thresholds = {rule: threshold} if threshold is not None else None
     selection = {
         "rule": rule,
-        "selections": [selection_record(summary, m, rule=rule, thresholds=thresholds) for m in model_names],
+        "selections": [selection_record(summary, m, rule=rule, thresholds=thresholds, tidy=tidy) for m in model_names],
         "source": str(out),
     }
     atomic_write_json(out / "selection.json", selection)
@@ -286,8 +301,15 @@ def _write_selection(summary, model_names, out: Path, rule: str, threshold: floa
 def _draw(summary, selection, out: Path) -> Path:
     from mma.analysis.plots import plot_layers
 
+    run = read_json(out / "run.json") if (out / "run.json").is_file() else {}
+    n_datasets = len(run.get("datasets", []))
+    caption = (
+        "Lines: mean over {} seed(s); bands: one std over seeds. Text probe split {}; image probe by sample.".format(
+            len(run.get("seeds", [])) or "the", run.get("text_split", "by-class")
+        )
+    )
     ks = {s["model"]: s["k"] for s in selection["selections"]}
-    plot_layers(summary, out / "figure1", selected_k=ks)
+    plot_layers(summary, out / "figure1", selected_k=ks, chance=1 / n_datasets if n_datasets else None, caption=caption)
     return out / "figure1.png"
 
 
@@ -321,7 +343,9 @@ def select_from_run(run: Path, *, rule: str = "saturation", threshold: float | N
         raise MmaError(f"--rule {rule!r} is not valid (valid: {', '.join(RULES)}).")
     summary = _read_summary(run)
     models = list(dict.fromkeys(summary["model"]))
-    selection = _write_selection(summary, models, Path(run), rule, threshold)
+    tidy_path = Path(run) / "layers.csv"
+    tidy = pd.read_csv(tidy_path) if tidy_path.is_file() else None
+    selection = _write_selection(summary, models, Path(run), rule, threshold, tidy)
     _draw(summary, selection, Path(run))
     return selection
 

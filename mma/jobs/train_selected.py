@@ -36,7 +36,7 @@ class TrainSelectedConfig:
     run: Path | None = None
     model: str | None = None
     k: int | None = None
-    data: list[str] = field(default_factory=lambda: ["builtin"])
+    data: list[str] | None = None  # None: the protocol's default (mma.adapters.protocols.default_data)
     protocol: str = "base2novel"
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     out: Path = Path("runs/train")
@@ -59,6 +59,7 @@ class TrainRun:
     results: pd.DataFrame
     summary: pd.DataFrame
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
 def read_selection(run: Path, model: str | None = None) -> dict:
@@ -117,7 +118,7 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
     from tqdm.auto import tqdm
 
     from mma.adapters.checkpoint import save_adapter
-    from mma.adapters.protocols import evaluate_task, make_tasks, task_metrics
+    from mma.adapters.protocols import default_data, evaluate_task, make_tasks, skipped_datasets, task_metrics
     from mma.adapters.recipes import resolve_recipe
     from mma.adapters.train import TrainConfig, fit_adapter
     from mma.jobs.probe_layers import check_out_dir
@@ -141,7 +142,12 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
             "torchrun processes."
         )
     out = check_out_dir(cfg.out)
-    datasets = [d for text in cfg.data for d in load_datasets(text, template=cfg.template)]
+    data = cfg.data or default_data(cfg.protocol)
+    datasets = [d for text in data for d in load_datasets(text, template=cfg.template)]
+    skipped = skipped_datasets(cfg.protocol, datasets)
+    notes = [f"Leaving {name!r} out of {cfg.protocol}: {why}." for name, why in skipped.items()]
+    if skipped and len(skipped) == len(datasets):
+        raise MmaError(f"Every dataset was left out of {cfg.protocol} ({'; '.join(notes)}); give larger datasets.")
     loaded = load_model(spec, device=str(device))
     depth = min(m.depth for m in layer_maps(loaded.model).values())
     if not 1 <= k <= depth:
@@ -149,6 +155,8 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
     tasks_by_seed = {seed: make_tasks(cfg.protocol, datasets, shots=train_cfg.shots, seed=seed) for seed in cfg.seeds}
     record = {
         **asdict(cfg),
+        "data": data,
+        "skipped": skipped,
         "model": str(spec),
         "k": k,
         "k_source": k_source,
@@ -161,6 +169,11 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
     zero_shot_todo, runs_todo = distributed.broadcast(_todo(out, cfg.protocol, tasks_by_seed, k, loaded, train_cfg))
     if world.main:
         atomic_write_json(out / f"train-k{k}.json", record)
+        for name, why in skipped.items():
+            atomic_write_json(
+                out / "results" / cfg.protocol / name / "skipped.json",
+                {"protocol": cfg.protocol, "dataset": name, "reason": why},
+            )
     total = sum(len(t) for t in tasks_by_seed.values())
     with tqdm(total=total, desc=f"train MMA k={k}", unit="run", disable=not (cfg.progress and world.main)) as bar:
         bar.update(total - len(runs_todo))
@@ -241,7 +254,7 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
     if (out / "state").is_dir() and not any((out / "state").iterdir()):
         (out / "state").rmdir()
     results, summary = summarise_results(out)
-    return TrainRun(out, str(spec), k, recipe, results, summary, time.perf_counter() - start)
+    return TrainRun(out, str(spec), k, recipe, results, summary, time.perf_counter() - start, notes)
 
 
 def _todo(out: Path, protocol: str, tasks_by_seed: dict, k: int, loaded, train_cfg) -> tuple[list, list]:
@@ -260,6 +273,8 @@ def _todo(out: Path, protocol: str, tasks_by_seed: dict, k: int, loaded, train_c
 def _load_results(out: Path) -> pd.DataFrame:
     rows = []
     for path in sorted((Path(out) / "results").rglob("*.json")):
+        if path.name == "skipped.json":
+            continue
         r = read_json(path)
         for metric, value in r["metrics"].items():
             rows.append(
@@ -302,6 +317,17 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             d["dataset"].nunique(),
         ]
         summary.append(extra[per_dataset.columns])
+    skipped = [read_json(p) for p in sorted((Path(out) / "results").rglob("skipped.json"))]
+    if skipped:  # marked in the summary: a dataset the protocol left out, and why
+        summary.append(
+            pd.DataFrame(
+                [
+                    {"protocol": r["protocol"], "method": "-", "k": None, "dataset": r["dataset"], "metric": "skipped"}
+                    | {"mean": float("nan"), "std": float("nan"), "n": 0, "note": r["reason"]}
+                    for r in skipped
+                ]
+            )
+        )
     summary = pd.concat(summary, ignore_index=True)
     atomic_write(Path(out) / "results.csv", lambda p: results.to_csv(p, index=False))
     atomic_write(Path(out) / "results_summary.csv", lambda p: summary.to_csv(p, index=False))
@@ -319,11 +345,14 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
 
     if cfg.protocol != "base2novel":
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
+    rules = {}  # every rule's k in the probe run's selection, to say which rule would have chosen best
     if cfg.run is not None:  # a given probe run must have a selection; the default one may be missing
         model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(run=cfg.run, model=cfg.model))
+        rules = read_selection(cfg.run, model_spec).get("rules", {})
     else:
         try:
             model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(model=cfg.model))
+            rules = read_selection(Path("runs/probe"), model_spec).get("rules", {})
         except MmaError:
             model_spec, selected = cfg.model, None
     if ks is None:
@@ -366,6 +395,12 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
         "best_k": best_k,
         "selected_k": selected,
         "selected_over_best": (float(hm[selected] / hm[best_k]) if selected in hm.index else None),
+        "selected_below_best": (float(hm[best_k] - hm[selected]) if selected in hm.index else None),
+        "rules": {
+            r: {"k": v["k"], "hm": float(hm[v["k"]]), "below_best": float(hm[best_k] - hm[v["k"]])}
+            for r, v in rules.items()
+            if v["k"] in hm.index
+        },
         "zero_shot": {m: float(v) for m, v in baseline.items()} if baseline else None,
     }
     atomic_write_json(Path(cfg.out) / "k_sweep.json", record)

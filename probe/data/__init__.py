@@ -104,7 +104,7 @@ def load_datasets(
     if isinstance(spec, str):
         spec = parse_data_spec(spec)
     if spec.kind == "builtin":
-        from .builtin import load_builtin
+        from mma.probe.embedded.suite import load_builtin
 
         kwargs = {"image_size": image_size} if image_size else {}
         datasets = load_builtin(list(spec.names) if spec.names else None, spec=str(spec), **kwargs)
@@ -129,7 +129,8 @@ def load_datasets(
 
 def list_dataset_sources() -> list[dict]:
     """One row per known source: the built-in datasets (with sizes) and the CoOp datasets."""
-    from .builtin import describe_builtin
+    from mma.probe.embedded.suite import describe_builtin
+
     from .coop import describe_coop
 
     return [{"kind": "builtin", **row} for row in describe_builtin()] + [

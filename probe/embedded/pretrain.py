@@ -1,12 +1,20 @@
-"""Pretrain the embedded ``mma-tiny`` CLIP from scratch on the built-in suite (``mma pretrain-tiny``).
+"""Pretrain the embedded ``mma-tiny`` CLIP from scratch on the corpus (``mma pretrain-tiny``).
 
-Contrastive image-text training on the *train* splits of every built-in dataset, with captions drawn
-from several templates (including the ``"a photo of a {}."`` prompt used later for zero-shot and the
-adapter), a symmetric CLIP loss with a learnable temperature, fixed seeds, on the CPU. Several images in
-a batch can share a class, so the loss treats every caption of the same class as a positive (soft
-targets) instead of CLIP's one-positive diagonal.
+Contrastive image-text training on :mod:`~mma.probe.embedded.corpus` only (never on the downstream
+suite): each step draws a batch of corpus images, one of each image's captions, a random shift of up to
+``max_shift`` pixels, and minimises CLIP's symmetric cross-entropy with a learnable temperature. A
+corpus of a few hundred concepts repeats captions within a batch, so the targets are soft: a caption is
+a positive for every image it was written for verbatim, and (with weight ``same_concept``) for every
+other image of the same concept. A second term (weight ``concept_loss``) contrasts each image with the
+prompts ``"a photo of a {concept}."`` of every corpus concept of its family (a red circle drawn for the
+concept "red" is also a circle, so other families' names are not negatives), the image-label half of
+UniCL (Yang et al., 2022): a dense signal for the concept nouns that the small batches of a CPU-sized run
+sample too sparsely. AdamW, linear warm-up then cosine decay, fixed seeds, CPU threads set, so a run is
+deterministic on one machine.
 
-The result is a small stand-in that makes the pipeline meaningful offline; it is not real CLIP.
+The record written beside the checkpoint holds the configuration, the corpus hash, the time, the
+machine, and zero-shot accuracy (prompt ``"a photo of a {}."``) of the trained model and of the same
+architecture with random weights, on every downstream dataset and on held-out corpus images per family.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import hashlib
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +33,11 @@ import torch.nn.functional as F
 from mma.io import atomic_write_json
 from mma.seeding import seed_everything
 
-from . import EMBEDDED_NAME, RemappedTokenizer, embedded_config, register_config, save_embedded
+from . import EMBEDDED_NAME, embedded_config, register_config, save_embedded
+from .concepts import CONCEPTS, FAMILIES
+from .corpus import EVAL_TEMPLATE, build_corpus
 
-__all__ = ["PretrainConfig", "CAPTION_TEMPLATES", "pretrain_tiny"]
-
-EVAL_TEMPLATE = "a photo of a {}."
-CAPTION_TEMPLATES = (
-    "a photo of a {}.",
-    "a {}.",
-    "a picture of the {}.",
-    "an image of a {}.",
-    "a photo of a {}, a kind of {domain}.",
-    "a {domain} image of a {}.",
-)
+__all__ = ["PretrainConfig", "pretrain_tiny", "zero_shot_suite", "zero_shot_heldout"]
 
 
 @dataclass
@@ -45,39 +45,20 @@ class PretrainConfig:
     """Everything that decides the pretrained weights (recorded beside the checkpoint)."""
 
     seed: int = 0
-    steps: int = 900
-    batch_size: int = 128
+    steps: int = 1600
+    batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 60
+    warmup_steps: int = 100
     image_size: int = 32
     max_shift: int = 2
-    templates: tuple[str, ...] = CAPTION_TEMPLATES
-    datasets: tuple[str, ...] | None = None
+    corpus_size: int = 48_000
+    captions: int = 4
+    same_concept: float = 0.5
+    concept_loss: float = 1.0
+    heldout_size: int = 3_000
+    suite: tuple[str, ...] | None = None  # downstream datasets for the zero-shot table (None: all)
     threads: int = 2
-    eval_samples: int | None = None  # per dataset test samples for the zero-shot table (None = all)
-    extra: dict = field(default_factory=dict)
-
-
-def _arrays(datasets) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
-    """All train images as uint8 [N, H, W, 3], their global class ids, and (dataset index, class name)."""
-    images, labels, classes = [], [], []
-    for di, d in enumerate(datasets):
-        offset = len(classes)
-        classes += [(di, c) for c in d.classnames]
-        for s in d.train:
-            images.append(np.asarray(d.load_image(s), dtype=np.uint8))
-            labels.append(offset + s.label)
-    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
-
-
-def _domain(name: str) -> str:
-    name = name.replace("_", " ")
-    return name[:-1] if name.endswith("s") else name
-
-
-def _captions(datasets, classes, templates) -> list[list[str]]:
-    return [[t.format(c, domain=_domain(datasets[di].name)) for t in templates] for di, c in classes]
 
 
 def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -94,6 +75,21 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
     return padded.gather(3, cols)
 
 
+def encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` computed on the columns up to the batch's longest caption only.
+
+    CLIP's text tower is causal and reads its output at the EOT token, so the padding after the longest
+    EOT cannot change the result; dropping it saves about a third of the text tower's work in pretraining
+    (corpus captions are 9-16 tokens of a 24-token context). ``tests/test_embedded.py`` checks the equality.
+    """
+    n = int((tokens != 0).sum(1).max())
+    x = model.token_embedding(tokens[:, :n]) + model.positional_embedding[:n]
+    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0]), tokens[:, :n].argmax(dim=-1)]
+    return x @ model.text_projection
+
+
 def _lr(step: int, cfg: PretrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -101,38 +97,82 @@ def _lr(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _zero_shot_table(model, tokenizer, datasets, normalize, cfg) -> dict[str, float]:
-    from mma.probe.data.reading import ImageReader, collate_readable
+def _normalizer(model):
+    mean = torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
+    return lambda x: (x - mean) / std  # x: float [B, 3, H, W] in [0, 1]
+
+
+@torch.no_grad()
+def _classify(model, tokenizer, images: np.ndarray, classnames, batch: int = 500) -> np.ndarray:
+    """Zero-shot predictions of uint8 images ``[N, H, W, 3]`` among *classnames*."""
+    model.eval()
+    norm = _normalizer(model)
+    w = F.normalize(model.encode_text(tokenizer([EVAL_TEMPLATE.format(c) for c in classnames])), dim=-1)
+    preds = []
+    for i in range(0, len(images), batch):
+        x = norm(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float() / 255.0)
+        preds.append((F.normalize(model.encode_image(x), dim=-1) @ w.T).argmax(-1).numpy())
+    return np.concatenate(preds) if preds else np.zeros(0, np.int64)
+
+
+def zero_shot_suite(model, tokenizer, names=None, split: str = "test", size: int = 32) -> dict[str, float]:
+    """Zero-shot accuracy (0-1) on the *split* of every downstream dataset (all of them when None)."""
+    from .suite import BUILTIN_DATASETS, REGISTRY, suite_arrays
 
     out = {}
-    model.eval()
-    with torch.no_grad():
-        for d in datasets:
-            tokens = tokenizer([EVAL_TEMPLATE.format(c) for c in d.classnames])
-            w = F.normalize(model.encode_text(tokens), dim=-1)
-            samples = d.test[: cfg.eval_samples] if cfg.eval_samples else d.test
-            loader = torch.utils.data.DataLoader(
-                ImageReader(d, samples, normalize), batch_size=512, collate_fn=collate_readable
-            )
-            correct = total = 0
-            for _, x, y, _ in loader:
-                pred = (F.normalize(model.encode_image(x), dim=-1) @ w.T).argmax(-1)
-                correct += int((pred == y).sum())
-                total += len(y)
-            out[d.name] = correct / max(1, total)
+    for name in names or BUILTIN_DATASETS:
+        arrays, _ = suite_arrays(name, size)
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        out[name] = float((_classify(model, tokenizer, x, REGISTRY[name].classes) == y).mean())
     return out
+
+
+def zero_shot_heldout(model, tokenizer, corpus) -> dict[str, float]:
+    """Zero-shot accuracy (0-1) on held-out corpus images, per family, among that family's concepts."""
+    out = {}
+    for family in FAMILIES:
+        ids = [i for i, n in enumerate(corpus.names) if CONCEPTS[n].family == family]
+        rows = np.flatnonzero(np.isin(corpus.concepts, ids))
+        if not len(rows):
+            continue
+        pred = _classify(model, tokenizer, corpus.images[rows], [corpus.names[i] for i in ids])
+        truth = np.searchsorted(np.asarray(ids), corpus.concepts[rows])
+        out[family] = float((pred == truth).mean())
+    return out
+
+
+def image_hashes(images: np.ndarray) -> set[bytes]:
+    """sha1 of every uint8 image's bytes."""
+    return {hashlib.sha1(np.ascontiguousarray(a).tobytes()).digest() for a in images}
+
+
+def check_disjoint(corpus_images: np.ndarray, size: int) -> dict:
+    """Hash every corpus image and every image of every downstream split; fail loudly on any overlap."""
+    from .suite import BUILTIN_DATASETS, suite_arrays
+
+    corpus = image_hashes(corpus_images)
+    suite = set()
+    for name in BUILTIN_DATASETS:
+        arrays, _ = suite_arrays(name, size)
+        for key, a in arrays.items():
+            if key.endswith("_x"):
+                suite |= image_hashes(a)
+    shared = len(corpus & suite)
+    if shared:
+        raise RuntimeError(f"{shared} corpus image(s) also appear in the downstream suite")
+    return {"corpus_images_hashed": len(corpus), "suite_images_hashed": len(suite), "shared": shared}
 
 
 def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, progress: bool = True) -> dict:
     """Train ``mma-tiny`` from scratch and write ``out`` (safetensors) plus ``out.with_suffix('.json')``.
 
-    Returns the record written beside the checkpoint: config, data hash, seed, time, zero-shot accuracy
-    of the trained model and of the same architecture with random weights.
+    Returns the record written beside the checkpoint.
     """
     import open_clip
     from tqdm.auto import tqdm
 
-    from mma.probe.data.builtin import load_builtin
+    from mma.probe.specs import _quiet_root_logger
 
     cfg = config or PretrainConfig()
     out = Path(out)
@@ -140,32 +180,25 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
     seed_everything(cfg.seed)
     register_config()
     arch = embedded_config()
-    datasets = load_builtin(list(cfg.datasets) if cfg.datasets else None, image_size=cfg.image_size)
-    images, labels, classes = _arrays(datasets)
-    captions = _captions(datasets, classes, cfg.templates)
-    eval_prompts = [EVAL_TEMPLATE.format(c) for d in datasets for c in d.classnames]
-    text_cfg = arch["text_cfg"]
-    keep_ids = RemappedTokenizer.ids_used_by(
-        [c for row in captions for c in row] + eval_prompts, text_cfg["context_length"]
-    )
-    tokenizer = RemappedTokenizer(
-        keep_ids, vocab_size=text_cfg["vocab_size"], context_length=text_cfg["context_length"]
-    )
-    tokens = torch.stack([tokenizer(row) for row in captions])  # [classes, templates, ctx]
-    data_hash = hashlib.sha256(images.tobytes() + labels.tobytes() + repr(captions).encode()).hexdigest()[:16]
-
-    from mma.probe.specs import _quiet_root_logger
+    ctx = arch["text_cfg"]["context_length"]
+    corpus = build_corpus(cfg.corpus_size, size=cfg.image_size, captions=cfg.captions, context_length=ctx)
+    heldout = build_corpus(cfg.heldout_size, size=cfg.image_size, part="heldout", captions=1, context_length=ctx)
+    tokenizer = open_clip.get_tokenizer(EMBEDDED_NAME)
+    disjoint = check_disjoint(np.concatenate([corpus.images, heldout.images]), cfg.image_size)
 
     torch.manual_seed(cfg.seed)
     with _quiet_root_logger():  # open_clip logs "No pretrained weights loaded" for a deliberate random init
         model = open_clip.create_model(EMBEDDED_NAME)
         random_model = open_clip.create_model(EMBEDDED_NAME)
     random_model.load_state_dict(model.state_dict())
-    mean = torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
-    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]
-    y_all = torch.from_numpy(labels)
+    norm = _normalizer(model)
+    x_all = torch.from_numpy(corpus.images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]
+    concepts = torch.from_numpy(corpus.concepts.astype(np.int64))
+    tokens = torch.from_numpy(corpus.tokens.astype(np.int64))  # [N, captions, ctx]
 
+    prompts = tokenizer([EVAL_TEMPLATE.format(n) for n in corpus.names])  # one per corpus concept
+    family = torch.tensor([FAMILIES.index(CONCEPTS[n].family) for n in corpus.names])
+    other_family = family[:, None] != family[None, :]  # [concept, concept]: not a negative for each other
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
@@ -175,7 +208,7 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
         eps=1e-6,
     )
     gen = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(len(y_all), generator=gen)
+    order = torch.randperm(len(concepts), generator=gen)
     cursor = 0
     start = time.perf_counter()
     losses = []
@@ -183,19 +216,27 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
     bar = tqdm(range(cfg.steps), desc="pretrain mma-tiny", unit="step", disable=not progress)
     for step in bar:
         if cursor + cfg.batch_size > len(order):
-            order, cursor = torch.randperm(len(y_all), generator=gen), 0
+            order, cursor = torch.randperm(len(concepts), generator=gen), 0
         idx = order[cursor : cursor + cfg.batch_size]
         cursor += cfg.batch_size
-        x = (_shift(x_all[idx].float() / 255.0, cfg.max_shift, gen) - mean) / std
-        y = y_all[idx]
-        t = tokens[y, torch.randint(0, tokens.shape[1], (len(y),), generator=gen)]
+        x = norm(_shift(x_all[idx].float() / 255.0, cfg.max_shift, gen))
+        t = tokens[idx, torch.randint(0, tokens.shape[1], (len(idx),), generator=gen)]
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg)
-        img, txt, scale = model(x, t)
-        logits = scale * img @ txt.T
-        same = (y[:, None] == y[None, :]).float()
-        target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        img = F.normalize(model.encode_image(x), dim=-1)
+        txt = F.normalize(encode_text_trimmed(model, t), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T  # [image, caption]
+        same_text = (t[:, None, :] == t[None, :, :]).all(-1).float()
+        same_concept = (concepts[idx][:, None] == concepts[idx][None, :]).float()
+        target = torch.maximum(same_text, cfg.same_concept * same_concept)
+        loss = 0.5 * (
+            F.cross_entropy(logits, target / target.sum(1, keepdim=True))
+            + F.cross_entropy(logits.T, target.T / target.T.sum(1, keepdim=True))
+        )
+        if cfg.concept_loss > 0:
+            names = F.normalize(encode_text_trimmed(model, prompts), dim=-1)
+            by_name = (model.logit_scale.exp() * img @ names.T).masked_fill(other_family[concepts[idx]], -1e4)
+            loss = loss + cfg.concept_loss * F.cross_entropy(by_name, concepts[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -206,26 +247,29 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     train_seconds = time.perf_counter() - start
 
-    def normalize(img):
-        return (torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1) - mean[0]) / std[0]
+    zs = zero_shot_suite(model, tokenizer, cfg.suite, size=cfg.image_size)
+    zs_random = zero_shot_suite(random_model, tokenizer, cfg.suite, size=cfg.image_size)
+    held = zero_shot_heldout(model, tokenizer, heldout)
+    held_random = zero_shot_heldout(random_model, tokenizer, heldout)
+    save_embedded(model, out, meta={"corpus": corpus.digest[:16], "seed": cfg.seed})
+    from .suite import REGISTRY
 
-    zs = _zero_shot_table(model, tokenizer, datasets, normalize, cfg)
-    zs_random = _zero_shot_table(random_model, tokenizer, datasets, normalize, cfg)
-    save_embedded(model, keep_ids, out)
     record = {
         "model": EMBEDDED_NAME,
         "architecture": arch,
-        "config": {**asdict(cfg), "templates": list(cfg.templates)},
+        "config": {**asdict(cfg), "suite": list(cfg.suite) if cfg.suite else None},
         "seed": cfg.seed,
-        "data": {
-            "datasets": [d.name for d in datasets],
-            "classes": len(classes),
-            "train_images": int(len(labels)),
-            "hash": data_hash,
+        "corpus": {
+            "images": int(len(concepts)),
+            "concepts": len(corpus.names),
+            "captions_per_image": cfg.captions,
+            "hash": corpus.digest[:16],
+            "heldout_images": int(len(heldout.concepts)),
+            "disjoint_from_suite": disjoint,
         },
-        "vocabulary": {"kept_token_ids": len(keep_ids), "vocab_size": text_cfg["vocab_size"]},
         "train_seconds": round(train_seconds, 1),
         "final_loss": float(np.mean(losses[-20:])),
+        "loss_curve": [round(float(np.mean(losses[i : i + 50])), 4) for i in range(0, len(losses), 50)],
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
@@ -234,11 +278,12 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
         },
         "zero_shot": {
             "template": EVAL_TEMPLATE,
+            "split": "test",
             "trained": zs,
             "random_init": zs_random,
-            "trained_mean": float(np.mean(list(zs.values()))),
-            "random_init_mean": float(np.mean(list(zs_random.values()))),
-            "chance": {d.name: 1 / d.num_classes for d in datasets},
+            "chance": {n: 1 / len(REGISTRY[n].classes) for n in zs},
+            "heldout_corpus": held,
+            "heldout_corpus_random_init": held_random,
         },
         "checkpoint_bytes": out.stat().st_size,
     }

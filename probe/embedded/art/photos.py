@@ -1,8 +1,10 @@
-"""Datasets made from files shipped inside installed packages (read from their folders, never downloaded).
+"""Images made from files shipped inside installed packages (read from their folders, never downloaded).
 
-``digits`` colourises and places scikit-learn's 8x8 handwritten digits; ``textures`` recolours crops of
-scikit-image's bundled photos; ``faces`` renders scikit-image's ``lfw_subset`` face and background crops.
-Each split takes its own part of the source: separate source images, or separate strips of one photo.
+* handwritten digits: scikit-learn's 8x8 ``load_digits`` images as figure masks;
+* textures: recoloured crops of scikit-image's bundled photos (brick wall, grass, cat fur...), each *part*
+  (a split, or the pretraining corpus) cropping from its own strip of the photo;
+* photo backgrounds: crops of the other bundled photos (astronaut, rocket, motorcycle, camera...), which
+  no texture uses, for the downstream suite's cluttered "photo" look.
 """
 
 from __future__ import annotations
@@ -17,17 +19,9 @@ from PIL import Image
 
 from mma.errors import MmaError
 
-from ..base import SPLITS
-from .drawing import SEED, SS, Array, color, draw_object, finish, luma, pair, rgb
+from .canvas import SEED, Array, luma, pair
 
-DIGITS_COUNTS = (110, 20, 40)  # of >= 174 source images per class
-FACE_SOURCES = (60, 10, 30)  # of the 100 source images per class
-FACE_REPEATS = 2  # renders (crop, flip, palette) per face source image
-FACE_COUNTS = tuple(n * FACE_REPEATS for n in FACE_SOURCES)
-
-
-def _split_offset(counts: tuple[int, int, int], split: str) -> int:
-    return sum(counts[: SPLITS.index(split)])
+DIGITS_PER_CLASS = 174  # scikit-learn has at least this many handwritten images of each digit
 
 
 # ---------------------------------------------------------------------------------------- digits
@@ -54,20 +48,19 @@ def _digit_sources() -> list[Array]:
     out = []
     for k in range(10):
         imgs = images[target == k]
-        if len(imgs) < sum(DIGITS_COUNTS):
-            raise MmaError(f"scikit-learn's digits have only {len(imgs)} images of {k}; need {sum(DIGITS_COUNTS)}.")
-        out.append(imgs[np.random.default_rng([SEED, k]).permutation(len(imgs))])
+        if len(imgs) < DIGITS_PER_CLASS:
+            raise MmaError(f"scikit-learn's digits have only {len(imgs)} images of {k}; need {DIGITS_PER_CLASS}.")
+        out.append(imgs[np.random.default_rng([SEED, k]).permutation(len(imgs))][:DIGITS_PER_CLASS])
     return out
 
 
-def draw_digits(rng, label, split, i, size):
-    c = SS * size
-    src = _digit_sources()[label][_split_offset(DIGITS_COUNTS, split) + i]
+def handwritten_layer(c: int, digit: int, index: int, fill: tuple[int, int, int]) -> Image.Image:
+    """Handwritten *digit* number *index* (0..173, a fixed shuffled order) as a transparent c x c layer."""
+    src = _digit_sources()[digit][index % DIGITS_PER_CLASS]
     mask = Image.fromarray(np.uint8(np.clip(src / 16.0, 0, 1) * 255)).resize((c, c), Image.BICUBIC)
-    fg = color(rng)
-    layer = Image.new("RGBA", (c, c), rgb(fg) + (0,))
+    layer = Image.new("RGBA", (c, c), fill + (0,))
     layer.putalpha(mask)
-    return draw_object(rng, size, layer, fg, scale=(0.7, 1.0), angle=12, shift=0.6)
+    return layer
 
 
 # -------------------------------------------------------------------------------------- textures
@@ -93,14 +86,28 @@ TEXTURES = {
     "retina": _Texture("retina.jpg", (230, 230, 1180, 1180), (180, 360), colour=False),  # faint vessels
 }
 TEXTURE_FILES = tuple(dict.fromkeys(t.file for t in TEXTURES.values()))
-SPLIT_SHARE = (0.6, 0.15, 0.25)  # the strip of each photo's region that each split crops from
+#: the strip of each texture photo's region that each part crops from: the corpus, then the suite's splits
+PARTS = ("corpus", "train", "val", "test")
+PART_SHARE = (0.4, 0.3, 0.1, 0.2)
+#: bundled photos no texture uses: the cluttered backgrounds of the downstream suite's "photo" look
+BACKGROUND_FILES = (
+    "astronaut.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "camera.png",
+    "moon.png",
+    "page.png",
+    "horse.png",
+    "clock_motion.png",
+    "cell.png",
+)
 
 
 def _skimage_data_dir() -> Path:
     return _package_dir("skimage") / "data"
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=32)
 def _photo(file: str) -> Image.Image:
     """A bundled scikit-image sample file, read from the package folder (never downloaded)."""
     path = _skimage_data_dir() / file
@@ -112,17 +119,17 @@ def _photo(file: str) -> Image.Image:
     return im
 
 
-def _strip(box, split):
-    """The part of *box* that *split* may crop from: consecutive strips along its longer side."""
+def _strip(box, part: str):
+    """The part of *box* that *part* may crop from: consecutive strips along its longer side."""
     x0, y0, x1, y1 = box
-    k = SPLITS.index(split)
-    lo, hi = sum(SPLIT_SHARE[:k]), sum(SPLIT_SHARE[: k + 1])
+    k = PARTS.index(part)
+    lo, hi = sum(PART_SHARE[:k]), sum(PART_SHARE[: k + 1])
     if x1 - x0 >= y1 - y0:
         return round(x0 + (x1 - x0) * lo), y0, round(x0 + (x1 - x0) * hi), y1
     return x0, round(y0 + (y1 - y0) * lo), x1, round(y0 + (y1 - y0) * hi)
 
 
-def _recolour(rng, a: Array, colour: bool) -> Array:
+def recolour(rng, a: Array, colour: bool) -> Array:
     """Stretch a photo crop's contrast, then either keep its colours (channels shuffled, saturation scaled)
     or map its grey levels through a random two-colour ramp."""
     grey = a.mean(axis=-1, keepdims=True) if a.ndim == 3 else a[..., None]
@@ -139,42 +146,28 @@ def _recolour(rng, a: Array, colour: bool) -> Array:
     return dark + (light - dark) * g
 
 
-def draw_textures(rng, label, split, i, size):
-    tex = list(TEXTURES.values())[label]
+def texture_crop(rng, name: str, part: str, c: int, zoom: float = 1.0) -> Array:
+    """A c x c float crop of the texture *name* from *part*'s strip; *zoom* > 1 crops a smaller region."""
+    tex = TEXTURES[name]
     src = _photo(tex.file)
-    x0, y0, x1, y1 = _strip(tex.box, split)
-    k = min(int(rng.integers(tex.crop[0], tex.crop[1] + 1)), x1 - x0, y1 - y0)
+    x0, y0, x1, y1 = _strip(tex.box, part)
+    k = int(rng.integers(tex.crop[0], tex.crop[1] + 1) / zoom)
+    k = max(8, min(k, x1 - x0, y1 - y0))
     cx, cy = int(rng.integers(x0, x1 - k + 1)), int(rng.integers(y0, y1 - k + 1))
     crop = src.crop((cx, cy, cx + k, cy + k))
     if tex.turn and rng.random() < 0.75:
         crop = crop.transpose(rng.choice(list(Image.Transpose)))
-    a = np.asarray(crop.resize((size, size), Image.LANCZOS), np.float32)
-    colour = tex.colour and src.mode == "RGB" and rng.random() < 0.5
-    return finish(_recolour(rng, a, colour), rng, size, jitter=0.7)
+    a = np.asarray(crop.resize((c, c), Image.LANCZOS), np.float32)
+    return recolour(rng, a, tex.colour and src.mode == "RGB" and rng.random() < 0.5)
 
 
-# ----------------------------------------------------------------------------------------- faces
-@lru_cache(maxsize=1)
-def _face_sources() -> list[Array]:
-    """lfw_subset.npy: 100 face crops then 100 background crops, 25 x 25 floats in [0, 1]."""
-    path = _skimage_data_dir() / "lfw_subset.npy"
-    if not path.is_file():
-        raise MmaError(f"scikit-image's bundled file {path} is missing; reinstall scikit-image (>= 0.21).")
-    a = np.load(path)
-    out = []
-    for k, part in enumerate((a[:100], a[100:])):
-        out.append(part[np.random.default_rng([SEED, 7, k]).permutation(len(part))])
-    return out
-
-
-def draw_faces(rng, label, split, i, size):
-    src = _face_sources()[label][_split_offset(FACE_SOURCES, split) + i // FACE_REPEATS]
-    pad = 4  # reflect-pad so a small rotation leaves no empty corners inside the crop
-    im = Image.fromarray(np.uint8(np.clip(np.pad(src, pad, mode="reflect"), 0, 1) * 255))
-    im = im.rotate(rng.uniform(-8, 8), Image.BILINEAR)
-    k = int(rng.integers(19, 26))
-    x0, y0 = (pad + rng.integers(0, 26 - k, 2)).tolist()
-    im = im.crop((x0, y0, x0 + k, y0 + k)).resize((size, size), Image.BICUBIC)
-    if rng.random() < 0.5:
-        im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    return finish(_recolour(rng, np.asarray(im, np.float32), False), rng, size, jitter=0.7)
+def photo_background(rng, c: int) -> Array:
+    """A c x c float crop of one of :data:`BACKGROUND_FILES` (random place, size and turn; grey ones tinted)."""
+    src = _photo(BACKGROUND_FILES[int(rng.integers(len(BACKGROUND_FILES)))])
+    k = int(rng.integers(min(src.size) // 6, min(src.size) // 2))
+    cx, cy = int(rng.integers(0, src.width - k + 1)), int(rng.integers(0, src.height - k + 1))
+    crop = src.crop((cx, cy, cx + k, cy + k)).transpose(rng.choice(list(Image.Transpose)))
+    a = np.asarray(crop.convert("RGB").resize((c, c), Image.BILINEAR), np.float32)
+    if src.mode == "L":
+        a = a * (0.6 + 0.4 * rng.random(3).astype(np.float32))
+    return a

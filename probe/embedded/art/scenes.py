@@ -1,4 +1,4 @@
-"""The ``scenes`` dataset: drawn landscapes (sunset, night sky, forest, city skyline...)."""
+"""Drawn landscapes that fill the canvas (sunset, night sky, forest, city skyline...): ``SCENES[name](rng, c)``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .drawing import SS, finish, jit, rgb
+from .canvas import SS, jit, rgb
 
 
 def _vgrad(c: int, top, bottom) -> Image.Image:
@@ -193,10 +193,3 @@ SCENES = {
     "city skyline": _scene_city_skyline,
     "rainbow": _scene_rainbow,
 }
-
-
-def draw_scenes(rng, label, split, i, size):
-    im = list(SCENES.values())[label](rng, SS * size)
-    if rng.random() < 0.5:
-        im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    return finish(im, rng, size, jitter=0.7)

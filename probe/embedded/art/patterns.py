@@ -1,4 +1,4 @@
-"""The ``patterns`` dataset: two-colour patterns (stripes, checkerboard, polka dots, spiral...) drawn with NumPy."""
+"""Two-colour patterns (stripes, checkerboard, polka dots, spiral...) that fill the canvas, drawn with NumPy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .drawing import SS, finish, grid, pair
+from .canvas import Array, grid, pair
 
 PATTERNS = (
     "horizontal stripes",
@@ -22,10 +22,9 @@ PATTERNS = (
 )
 
 
-def draw_patterns(rng, label, split, i, size):
-    c = SS * size
+def pattern_frame(rng, name: str, c: int) -> Array:
+    """The pattern *name* in two random contrasting colours on a c x c float canvas, softly lit."""
     x, y = grid(c)
-    name = PATTERNS[label]
     p = c * rng.uniform(0.14, 0.28)  # period in canvas pixels
     duty, ph, ph2 = rng.uniform(0.35, 0.6), rng.random(), rng.random()
     th = math.radians(rng.uniform(-12, 12))
@@ -67,4 +66,4 @@ def draw_patterns(rng, label, split, i, size):
     c1, c2 = pair(rng, 50)
     img = c1 + (c2 - c1) * m[..., None].astype(np.float32)
     light = 1 + 0.15 * (rng.uniform(-1, 1) * x + rng.uniform(-1, 1) * y)[..., None] / c
-    return finish(img * light, rng, size)
+    return img * light
