@@ -249,7 +249,7 @@ def plot_cmd(
 @friendly
 def pretrain_tiny_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint path (.safetensors); a .json record is written beside it.")],
-    steps: Annotated[int, typer.Option(help="Optimisation steps (the shipped weights: 1600).")] = 1600,
+    steps: Annotated[int, typer.Option(help="Optimisation steps (the shipped weights: 1300).")] = 1300,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Rebuild the embedded mma-tiny CLIP from scratch on the pretraining corpus (CPU, deterministic).

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import multiprocessing
+import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +60,38 @@ def source_digest() -> str:
     return h.hexdigest()[:10]
 
 
-def cached_arrays(key: str, build: Callable[[], Arrays]) -> tuple[Arrays, str]:
-    """The arrays stored under *key* (plus the generator digest), built and written atomically if missing."""
-    path = cache_dir("embedded") / f"{key}-{source_digest()}.npz"
-    if path.is_file():
+def _path(key: str) -> Path:
+    return cache_dir("embedded") / f"{key}-{source_digest()}.npz"
+
+
+def is_cached(key: str) -> bool:
+    return _path(key).is_file()
+
+
+def cached_arrays(key: str, build: Callable[[], Arrays], built: Arrays | None = None) -> tuple[Arrays, str]:
+    """The arrays stored under *key* (plus the generator digest), built and written atomically if missing.
+
+    *built* gives arrays already made elsewhere (a worker process) to store instead of calling *build*.
+    """
+    path = _path(key)
+    if path.is_file() and built is None:
         cached = _load(path)
         if cached is not None:
             return cached
-    arrays = build()
+    arrays = build() if built is None else built
     digest = content_digest(arrays)
     atomic_write(path, lambda tmp: _save(tmp, arrays, digest))
     return arrays, digest
+
+
+def parallel_map(fn: Callable, items: Sequence, *, work: int) -> list:
+    """``[fn(item) for item in items]``, over up to two worker processes when *work* (images) is large.
+
+    Every image has its own seeded generator, so the result is the same however the items are shared out;
+    workers are spawned (not forked), so no thread state of the parent leaks into them.
+    """
+    workers = min(len(items), os.cpu_count() or 1, 2)
+    if workers < 2 or work < 4000 or multiprocessing.current_process().daemon:
+        return [fn(item) for item in items]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, items))

@@ -21,7 +21,7 @@ import numpy as np
 
 from .art.canvas import SEED
 from .art.glyphs import PRINT_FONTS
-from .cache import Arrays, cached_arrays
+from .cache import Arrays, cached_arrays, parallel_map
 from .concepts import CONCEPTS, CORPUS_CONCEPTS, Concept
 from .render import Attributes, Look, render
 
@@ -140,22 +140,35 @@ def captions_for(c: Concept, a: Attributes, rng: np.random.Generator, n: int) ->
     return out
 
 
-def _build(n: int, size: int, part: str, captions: int, context_length: int) -> Arrays:
-    from open_clip.tokenizer import SimpleTokenizer
-
-    tokenizer = SimpleTokenizer(context_length=context_length)
-    images = np.empty((n, size, size, 3), np.uint8)
-    concept_ids = np.empty(n, np.int32)
+def _render_range(job: tuple[str, int, int, int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Corpus images ``start..stop-1`` of *part*: images, concept ids, captions (a worker's share)."""
+    part, start, stop, size, captions = job
+    images = np.empty((stop - start, size, size, 3), np.uint8)
+    concept_ids = np.empty(stop - start, np.int32)
     texts: list[str] = []
-    for i in range(n):
+    for j, i in enumerate(range(start, stop)):
         rng = corpus_rng(part, i)
         k = int(rng.integers(len(CORPUS_CONCEPTS)))
         c = CONCEPTS[CORPUS_CONCEPTS[k]]
-        images[i], attrs = render(rng, c, CORPUS_LOOK, size, "corpus", i)
-        concept_ids[i] = k
+        images[j], attrs = render(rng, c, CORPUS_LOOK, size, "corpus", i)
+        concept_ids[j] = k
         texts += captions_for(c, attrs, rng, captions)
-    tokens = tokenizer(texts).numpy().astype(np.uint16).reshape(n, captions, context_length)
-    return {"images": images, "concepts": concept_ids, "tokens": tokens}
+    return images, concept_ids, texts
+
+
+def _build(n: int, size: int, part: str, captions: int, context_length: int) -> Arrays:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    bounds = np.linspace(0, n, 9).astype(int)
+    jobs = [(part, int(a), int(b), size, captions) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    shares = parallel_map(_render_range, jobs, work=n)
+    texts = [t for _, _, share in shares for t in share]
+    tokens = SimpleTokenizer(context_length=context_length)(texts).numpy().astype(np.uint16)
+    return {
+        "images": np.concatenate([s[0] for s in shares]),
+        "concepts": np.concatenate([s[1] for s in shares]),
+        "tokens": tokens.reshape(n, captions, context_length),
+    }
 
 
 def build_corpus(

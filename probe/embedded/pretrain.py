@@ -45,7 +45,7 @@ class PretrainConfig:
     """Everything that decides the pretrained weights (recorded beside the checkpoint)."""
 
     seed: int = 0
-    steps: int = 1600
+    steps: int = 1300
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -118,9 +118,10 @@ def _classify(model, tokenizer, images: np.ndarray, classnames, batch: int = 500
 
 def zero_shot_suite(model, tokenizer, names=None, split: str = "test", size: int = 32) -> dict[str, float]:
     """Zero-shot accuracy (0-1) on the *split* of every downstream dataset (all of them when None)."""
-    from .suite import BUILTIN_DATASETS, REGISTRY, suite_arrays
+    from .suite import BUILTIN_DATASETS, REGISTRY, prebuild, suite_arrays
 
     out = {}
+    prebuild(names or BUILTIN_DATASETS, size)
     for name in names or BUILTIN_DATASETS:
         arrays, _ = suite_arrays(name, size)
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
@@ -149,8 +150,9 @@ def image_hashes(images: np.ndarray) -> set[bytes]:
 
 def check_disjoint(corpus_images: np.ndarray, size: int) -> dict:
     """Hash every corpus image and every image of every downstream split; fail loudly on any overlap."""
-    from .suite import BUILTIN_DATASETS, suite_arrays
+    from .suite import BUILTIN_DATASETS, prebuild, suite_arrays
 
+    prebuild(BUILTIN_DATASETS, size)
     corpus = image_hashes(corpus_images)
     suite = set()
     for name in BUILTIN_DATASETS:

@@ -192,12 +192,13 @@ def _occluder(rng, c: int) -> Image.Image:
     return layer.rotate(rng.uniform(0, 180), Image.BILINEAR)
 
 
-def _background(rng, how: str, c: int, fg) -> tuple[Array, str | None]:
+def _background(rng, how: str, c: int, fg, fg_name: str | None) -> tuple[Array, str | None]:
     if how == "paper":
         return paper_background(rng, c), None
     if how == "photo":
         return photo_background(rng, c), None
-    base, name = contrasting(rng, np.asarray(fg, np.float32), COLOUR_NAMES if rng.random() < 0.5 else None)
+    names = tuple(n for n in COLOUR_NAMES if n != fg_name)  # never "a red star on a red background"
+    base, name = contrasting(rng, np.asarray(fg, np.float32), names if rng.random() < 0.5 else None)
     return plain_background(rng, c, base), name
 
 
@@ -229,7 +230,7 @@ def _figure_image(rng, concept: Concept, look: Look, c: int, serial: int) -> tup
         placed.append(place(layer, s, rng.uniform(-turn, turn), tx, ty))
         centres.append((tx, ty))
     background_kind = _choice(rng, look.background)
-    bg, bg_name = _background(rng, background_kind, c, fg)
+    bg, bg_name = _background(rng, background_kind, c, fg, colour_name if named else None)
     under = [_distractor(rng, c) for _ in range(int(rng.integers(look.distractors[0], look.distractors[1] + 1)))]
     over = [_occluder(rng, c) for _ in range(1 + int(rng.random() < 0.4))] if rng.random() < look.occluders else []
     image = composite(bg, under + placed + over)

@@ -59,7 +59,7 @@ from .art.objects import OBJECTS
 from .art.patterns import PATTERNS
 from .art.photos import TEXTURE_FILES, TEXTURES
 from .art.scenes import SCENES
-from .cache import cached_arrays, source_digest
+from .cache import cached_arrays, is_cached, parallel_map, source_digest
 from .concepts import CONCEPTS
 from .render import Look, render
 
@@ -266,6 +266,18 @@ def suite_arrays(name: str, size: int) -> tuple[dict[str, np.ndarray], str]:
     return cached_arrays(f"suite-{name}-{size}px", lambda: _build(name, size))
 
 
+def _build_job(job: tuple[str, int]) -> dict[str, np.ndarray]:
+    return _build(*job)
+
+
+def prebuild(names, size: int) -> None:
+    """Build the uncached datasets among *names* at once, over two worker processes when that pays."""
+    missing = [n for n in dict.fromkeys(names) if not is_cached(f"suite-{n}-{size}px")]
+    work = sum(sum(REGISTRY[n].counts) * len(REGISTRY[n].classes) for n in missing)
+    for name, arrays in zip(missing, parallel_map(_build_job, [(n, size) for n in missing], work=work), strict=True):
+        cached_arrays(f"suite-{name}-{size}px", lambda: None, built=arrays)
+
+
 def _dataset(name: str, size: int, source: str) -> ImageDataset:
     arrays, digest = suite_arrays(name, size)
     b = REGISTRY[name]
@@ -303,4 +315,5 @@ def load_builtin(names: list[str] | None = None, *, image_size: int = 32, spec: 
                 + (f" ({hint})" if hint else "")
                 + f"; valid names: {', '.join(BUILTIN_DATASETS)}."
             )
+    prebuild(wanted, int(image_size))
     return [_dataset(n, int(image_size), spec) for n in dict.fromkeys(wanted)]
