@@ -348,7 +348,8 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
     model.eval()  # frozen trunk: no dropout / batch-norm updates; adapters have neither
     maps = layer_maps(model)
     tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
-    text = TextPrefixCache(model, maps["text"], adapter.k_text, tokens) if cfg.prefix_cache else None
+    cacheable = cfg.prefix_cache and maps["text"].prefix_cache  # Hugging Face towers run in full
+    text = TextPrefixCache(model, maps["text"], adapter.k_text, tokens) if cacheable else None
     objective = Objective(loaded, adapter, tokens, text, cfg)
     step_fn = objective
     if world.many:

@@ -135,7 +135,7 @@ class LayerCapture(AbstractContextManager):
         """Pooled features ``[B, D]`` of every image layer, XEmbed first, XProj last."""
         self._active, self._readout, self._mask = "image", None, None
         try:
-            final = self.model.encode_image(images)
+            final = self.model.encode_image(images, normalize=False)
             return self._collect("image", final)
         finally:
             self._active = None
@@ -145,7 +145,7 @@ class LayerCapture(AbstractContextManager):
         self._readout, self._mask = self.maps["text"].readout(tokens)
         self._active = "text"
         try:
-            final = self.model.encode_text(tokens)
+            final = self.model.encode_text(tokens, normalize=False)
             return self._collect("text", final)
         finally:
             self._active, self._readout, self._mask = None, None, None

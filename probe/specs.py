@@ -327,6 +327,8 @@ def load_model(
                     device=device,
                     precision=precision,
                     force_quick_gelu=force_quick_gelu,
+                    # random means random: no base weights for a Hugging Face text tower either
+                    pretrained_text=pretrained is not None,
                 )
         except MmaError:
             raise
@@ -372,7 +374,7 @@ def _hub_errors(spec: ModelSpec, what: str):
     except (OSError, RuntimeError, ValueError) as exc:
         if "pip install transformers" in str(exc):  # open_clip's own hint
             raise MmaError(f"{str(spec)!r} needs the Python package 'transformers'; pip install transformers.") from exc
-        if online and not _mentions_hub(exc):
+        if not _mentions_hub(exc):
             raise
         where = (
             "the Hugging Face hub cannot be reached and it is not in the local cache (HF_HOME)"

@@ -153,6 +153,15 @@ def _openclip_vit(model: nn.Module, embed_dim: int) -> LayerMap:
     )
 
 
+def _timm_out_width(visual: nn.Module) -> int:
+    """Width of a TimmModel's output: its own projection head, else the trunk's classifier, else its features."""
+    linears = [m for m in visual.head.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return linears[-1].out_features
+    trunk = visual.trunk
+    return int(getattr(trunk, "num_classes", 0) or trunk.num_features)
+
+
 def _timm_vit(model: nn.Module, embed_dim: int) -> LayerMap:
     trunk = model.visual.trunk
     first = trunk.blocks[0]
@@ -164,7 +173,7 @@ def _timm_vit(model: nn.Module, embed_dim: int) -> LayerMap:
         "timm-vit",
         [f"visual.trunk.blocks.{i}" for i in range(n)],
         [trunk.embed_dim] * (n + 1),
-        embed_dim,
+        _timm_out_width(model.visual),
         "visual",
         pre_norm=None if type(first).__name__ in _POST_NORM_BLOCKS else "norm1",
         input_name="x",
@@ -199,7 +208,7 @@ def _timm_stages(model: nn.Module, embed_dim: int) -> LayerMap:
         "timm-stages",
         [f"visual.trunk.stages.{i}" for i in range(n)],
         widths,
-        embed_dim,
+        _timm_out_width(model.visual),
         "visual",
         layout="NCHW",
         transformer=False,
