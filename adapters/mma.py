@@ -61,7 +61,7 @@ from torch.utils.hooks import RemovableHandle
 from mma.errors import MmaError, closest
 from mma.probe.layers import TOWERS, LayerMap, layer_maps
 
-__all__ = ["MultiModalAdapter", "add_adapter", "DEPTH_MODES"]
+__all__ = ["MultiModalAdapter", "add_adapter", "check_alpha", "DEPTH_MODES"]
 
 DEPTH_MODES = ("relative", "block")
 
@@ -94,10 +94,11 @@ def _kaiming_linear(n_in: int, n_out: int) -> nn.Linear:
     return layer
 
 
-def _check_alpha(alpha: Any) -> float:
+def check_alpha(alpha: Any, name: str = "alpha") -> float:
+    """*alpha* as a float, or one sentence: it must be a finite number >= 0 (0 is the frozen model)."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
         raise MmaError(
-            f"alpha={alpha!r} is out of range (valid: a finite number >= 0, 0 meaning the frozen model; "
+            f"{name}={alpha!r} is out of range (valid: a finite number >= 0, 0 meaning the frozen model; "
             "the official default is 0.001)."
         )
     return float(alpha)
@@ -212,7 +213,7 @@ class MultiModalAdapter(nn.Module):
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self._alpha = _check_alpha(value)
+        self._alpha = check_alpha(value)
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this adapter (with :meth:`from_config`), as plain JSON-able values.

@@ -199,6 +199,8 @@ def list_model_specs() -> list[dict]:
 
     from .towers import architecture_support
 
+    register_config()
+
     def support(name: str) -> dict:
         s = architecture_support(name)
         if s is None:
