@@ -70,7 +70,9 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, where it can be answered, not in click's exit handler
+            return result
         except BrokenPipeError:  # the reader went away (mma models | head): nothing more to say, not an error
             _silence_stdout()
             raise typer.Exit(0) from None
@@ -122,9 +124,14 @@ def _table(rows: list[dict], columns: list[str], title: str) -> None:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
-    console = Console()
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit with 1; a closed pipe is no error here
+            self.quiet = True
+            raise BrokenPipeError
+
+    console = _Console()
     if not console.is_terminal:
-        console = Console(width=max(120, console.width))
+        console = _Console(width=max(120, console.width))
     console.print(table)
 
 

@@ -183,10 +183,10 @@ def _check_weights_file(path: str, name: str) -> None:
 
 def _is_text(head: bytes) -> bool:
     try:
-        head.decode("utf-8")
+        text = head.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return True
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def list_model_specs() -> list[dict]:
