@@ -124,6 +124,7 @@ def _table(rows: list[dict], columns: list[str], title: str) -> None:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
+
     class _Console(Console):
         def on_broken_pipe(self) -> None:  # rich would exit with 1; a closed pipe is no error here
             self.quiet = True
