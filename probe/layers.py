@@ -17,10 +17,43 @@ receives its hidden state (first positional argument or the keyword ``input_name
 output, or its first element when a block returns a tuple), the token layout a block works in, the norm
 whose output the adapter reads (``pre_norm``), whether the blocks are transformer blocks, and which token
 the tower reads out. The maps themselves are built per tower family in :mod:`mma.probe.towers`, the one
-place that looks at a tower's type; that module's docstring defines XEmbed, the blocks and the readout
-of every family.
+place that looks at a tower's type.
 
-Pooling a token map ``[B, T, D]`` to ``[B, D]`` (:func:`pool_tokens`, used inside the capture hooks):
+Tower families (built in :mod:`mma.probe.towers`, chosen by the tower's type). For each: the towers,
+XEmbed and the blocks, the readout token ``cls`` takes, and the adapter's input (``pre_norm``):
+
+``open_clip-vit``
+    open_clip ``VisionTransformer``. XEmbed after ``ln_pre``; blocks ``transformer.resblocks``; the class
+    token; ``ln_1``.
+``timm-vit``
+    ``TimmModel`` around timm's ``VisionTransformer`` (ViT, SigLIP, MobileCLIP-B, ViTamin), ``Eva`` (EVA,
+    PE-Core) or ViT-RelPos. XEmbed after ``norm_pre`` (patches, class / register tokens, positions; for
+    ViTamin and MobileCLIP-B after their convolutional stem); blocks ``trunk.blocks``; the class token if
+    the trunk has one, else none (SigLIP's attention pool, global-average-pool ViTs, ViTamin); ``norm1``,
+    or for post-norm blocks (EVA02-E's ``EvaBlockPostNorm``, timm's ``ResPostBlock``) the block's input.
+``timm-swin``
+    ``TimmModel`` around Swin. XEmbed after the patch embedding; every block of every stage (widths grow
+    per stage); no readout token; ``norm1``.
+``timm-stages``, ``resnet-stages``
+    ``TimmModel`` around ConvNeXt or FastViT (MobileCLIP-S), open_clip's ``ModifiedResNet``. XEmbed = the
+    stem's output, "blocks" = the stages (``trunk.stages``, ``layer1``..``layer4``); no readout token; no
+    adapter: **MMA needs transformer blocks**.
+``open_clip-text``
+    CLIP's built-in text transformer and ``TextTransformer`` (CoCa too). XEmbed = token + positional
+    embedding; blocks ``resblocks``; the EOT token (or the tower's ``eos`` / ``last`` / ``first`` pooling;
+    CoCa: its appended class embedding); ``ln_1``.
+``hf-text``
+    ``HFTextEncoder`` (RoBERTa, XLM-R, BERT, mT5, NLLB / M2M100). XEmbed = the embeddings' output; blocks =
+    the encoder's layer list; position 0 for a CLS pooler, none for a mean pooler; T5's
+    ``layer.0.layer_norm``, M2M100's ``self_attn_layer_norm``, and for the post-norm RoBERTa / BERT layers
+    **[ours]** the block's input, which is already the previous layer's LayerNorm output.
+
+XProj is always the tower's own output (``encode_image`` / ``encode_text``, unnormalised): after the final
+norm, the pooling or attention-pool head and the projection; for Hugging Face towers, the projection of the
+pooler's output. The adapter's input is what the block's first sub-layer reads: its pre-norm's output for
+pre-norm blocks, the block's input itself for post-norm blocks.
+
+Pooling a token map ``[B, T, D]`` to ``[B, D]`` (:func:`mma.probe.capture.pool_tokens`, inside the capture hooks):
 
 * ``mean``: image, every token (class / register tokens included); text, the positions the tower itself
   attends to: up to and including the EOT token for CLIP-style text towers, every non-padding token for

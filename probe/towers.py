@@ -2,45 +2,13 @@
 
 Every other module (capture, extraction, the adapter, the text prefix cache) reads only the map. A family
 is chosen by the tower's Python type (:func:`tower_maps`, after a model is built) or, before any weights
-are loaded, by the architecture's open_clip config (:func:`architecture_support`); a test checks that the
-two agree for every name in ``open_clip.list_models()``.
+are loaded, by the architecture's open_clip config (:func:`architecture_support`: a timm model's family is
+the timm module that defines it); a test checks that the two agree for every name in
+``open_clip.list_models()``. What each family's XEmbed, blocks, readout token and adapter input are is
+defined in :mod:`mma.probe.layers` (module docstring).
 
-=================  ===============================  =================================================  =========
-family             towers                           XEmbed / blocks 1..L                               adapter
-=================  ===============================  =================================================  =========
-``open_clip-vit``  open_clip ``VisionTransformer``  XEmbed after ``ln_pre``; blocks ``resblocks``       ``ln_1``
-``open_clip-text`` CLIP's text transformer,         token + positional embedding; ``resblocks``        ``ln_1``
-                   ``TextTransformer`` (CoCa too)
-``timm-vit``       ``TimmModel`` around timm's      XEmbed after ``norm_pre`` (patch, class/register   ``norm1``
-                   VisionTransformer (ViT, SigLIP,  tokens, positions; ViTamin / MobileCLIP-B: after
-                   MobileCLIP-B, ViTamin), Eva      their convolutional stem); blocks ``trunk.blocks``
-                   (EVA, PE-Core), ViT-RelPos
-``timm-swin``      ``TimmModel`` around Swin        XEmbed after the patch embedding; blocks = every   ``norm1``
-                                                    block of every stage (widths grow per stage)
-``hf-text``        ``HFTextEncoder`` (RoBERTa,      the embeddings' output; blocks = the encoder's     see below
-                   XLM-R, mT5, NLLB/M2M100, BERT)   layer list
-``timm-stages``    ``TimmModel`` around ConvNeXt,   XEmbed = the stem's output; "blocks" = stages      none
-                   FastViT (MobileCLIP-S)
-``resnet-stages``  open_clip ``ModifiedResNet``     XEmbed = the stem's output; "blocks" = layer1..4   none
-=================  ===============================  =================================================  =========
-
-XProj is always the tower's own output (``encode_image`` / ``encode_text``): after the final norm, the
-pooling or attention-pool head and the projection; for Hugging Face towers, the projection of the
-pooler's output.
-
-The adapter's input (``LayerMap.pre_norm``) is what the block's first sub-layer reads: the block's own
-pre-attention norm for pre-norm blocks (``ln_1``, ``norm1``, T5's ``layer.0.layer_norm``, M2M100's
-``self_attn_layer_norm``); for post-norm blocks (RoBERTa / BERT / XLM-R layers, EVA02-E's
-``EvaBlockPostNorm``, timm's ``ResPostBlock``) the block's input itself, which in the Hugging Face encoders
-is already the previous layer's LayerNorm output. Convolutional stages are probed stage by stage but take
-no adapter: **MMA needs transformer blocks**.
-
-Readout (what ``--pooling cls`` takes, see :mod:`mma.probe.layers`): the class token for image towers that
-have one (open_clip ViTs, timm ViTs and EVA/PE-Core with ``cls_token``); none for SigLIP-style trunks
-(attention-pool head), ViTamin and GAP ViTs (global average), Swin and convolutional stages. Text: CLIP's
-EOT token (or the tower's ``eos`` / ``last`` / ``first`` pooling; CoCa's appended class embedding);
-Hugging Face towers: position 0 for CLS poolers, none for mean poolers (``mean`` then covers every
-non-padding token, exactly the pooler's mask).
+Adding a family is one builder here, one line in ``_BUILDERS`` and one in the type dispatch
+(``_image_family`` / ``_text_family``), plus one representative in ``tests/test_towers.py``.
 """
 
 from __future__ import annotations
