@@ -161,7 +161,7 @@ class MultiModalAdapter(nn.Module):
         for t in TOWERS:
             if not maps[t].transformer:
                 raise MmaError(
-                    f"MMA needs transformer blocks, but the {t} tower of {model_name} is a convolutional network "
+                    f"MMA needs transformer blocks, but the {t} tower of {model_name!r} is a convolutional network "
                     f"({maps[t].family}, probed stage by stage); choose a ViT-family model."
                 )
         depths = {t: maps[t].depth for t in TOWERS}

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from mma import __version__
-from mma.errors import MmaError
+from mma.errors import MmaError, one_line
 
 
 def _no_flag_types(command) -> None:
@@ -362,7 +362,7 @@ def _train_overrides(config: Path | None, **options) -> dict:
                 values = json.loads(text)
         except ValueError as exc:
             raise MmaError(
-                f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {exc}"
+                f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {one_line(exc)}"
             ) from None
         if not isinstance(values, dict):
             raise MmaError(

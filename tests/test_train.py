@@ -110,7 +110,7 @@ def test_checkpoint_round_trip_and_wrong_model(tiny, colour_data, tmp_path):
     assert accuracy(fresh, colour_data, task.evals[0].samples, task.classnames) == acc
     adapter.detach()
     other = load_model("mma-tiny:random", seed=7)
-    with pytest.raises(MmaError, match="was trained on mma-tiny:random"):
+    with pytest.raises(MmaError, match="was trained on 'mma-tiny:random'"):
         load_adapter(path, other)
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(MmaError, match="not an mma adapter checkpoint"):

@@ -78,7 +78,8 @@ def read_selection(run: Path, model: str | None = None) -> dict:
     path = Path(run) / "selection.json"
     if not path.is_file():
         raise MmaError(
-            f"The run folder {str(run)!r} has no selection.json; run 'mma probe layers --out {run}' first, or pass --k."
+            f"The run folder {str(run)!r} has no selection.json; run 'mma probe layers --out {str(run)!r}' first, "
+            "or pass --k."
         )
     selections = read_json(path).get("selections", [])
     if not selections:
@@ -442,6 +443,8 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
 
     if cfg.protocol != "base2novel":
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
+    from mma.probe.towers import check_mma_support
+
     if cfg.run is not None:  # a given probe run must have a selection; the default one may be missing
         model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(run=cfg.run, model=cfg.model))
     else:
@@ -449,6 +452,7 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
             model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(model=cfg.model))
         except MmaError:
             model_spec, selected = cfg.model, None
+    check_mma_support(parse_model_spec(model_spec).name)  # before any weights are loaded
     if ks is None:
         depth = min(m.depth for m in layer_maps(load_model(parse_model_spec(model_spec)).model).values())
         ks = list(range(1, depth + 1))
