@@ -413,6 +413,8 @@ def local_hf(tmp_path_factory):
         (root / f"mma-test-hf-{model_type}.json").write_text(json.dumps(cfg))
     siglip = small_config("ViT-B-16-SigLIP", text={"hf_tokenizer_name": str(tokenizer), "vocab_size": len(WORDS) + 3})
     (root / "mma-test-siglip.json").write_text(json.dumps(siglip))
+    resnet = small_config("RN50", vision=dict(layers=[1, 1, 1, 1], width=16, image_size=64))
+    (root / "mma-test-rn50.json").write_text(json.dumps(resnet))
     open_clip.add_model_config(root)
     return root
 
@@ -542,3 +544,22 @@ def test_probe_and_train_selected_run_on_other_tower_families(local_hf, two_fold
     mma_rows = result.results[result.results["method"] == "mma"]
     assert set(mma_rows["metric"]) == {"base", "novel", "hm"} and mma_rows["value"].notna().all()
     assert (tmp_path / "train" / "checkpoints").is_dir()
+
+
+def test_convolutional_towers_are_probed_stage_by_stage(local_hf, two_folders, tmp_path):
+    from mma.jobs.probe_layers import ProbeLayersConfig, probe_layers
+    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+
+    run = probe_layers(
+        ProbeLayersConfig(
+            models=["mma-test-rn50:random"], data=two_folders, samples=12, seeds=[1], out=tmp_path, progress=False
+        )
+    )
+    assert run.figure.is_file()
+    image = run.summary[(run.summary["tower"] == "image") & (run.summary["metric"] == "probe_accuracy")]
+    assert list(image.sort_values("layer_index")["layer_name"]) == ["XEmbed", "1", "2", "3", "4", "XProj"]
+    (sel,) = run.selection["selections"]
+    assert sel["k"] is None and "4 image and 2 text layers" in sel["reason"]  # the rules read one depth
+    with pytest.raises(MmaError, match="MMA needs transformer blocks"):
+        train_selected(TrainSelectedConfig(run=tmp_path, k=1, data=two_folders[:1], out=tmp_path / "t", progress=False))
+    assert not (tmp_path / "t").exists()

@@ -154,9 +154,8 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
         row_of = {r: i for i, r in enumerate(refs)}
         rows = np.array([row_of[s.ref] for s in draws[seed][d.name]], dtype=np.int64)
         rows = rows[img_entry.valid_rows()[rows]]
-        n_layers = len(img_entry.layer_names)
-        image_parts.append([img_entry.layer(i, rows) for i in range(n_layers)])
-        text_parts.append([txt_entry.layer(i, labels[rows]) for i in range(n_layers)])
+        image_parts.append([img_entry.layer(i, rows) for i in range(len(img_entry.layer_names))])
+        text_parts.append([txt_entry.layer(i, labels[rows]) for i in range(len(txt_entry.layer_names))])
         dataset_ids.append(np.full(len(rows), di))
         class_ids.append(labels[rows] + class_offset)
         class_offset += d.num_classes
@@ -166,6 +165,7 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
         [np.concatenate(per_layer) for per_layer in zip(*text_parts)],
         np.concatenate(dataset_ids),
         np.concatenate(class_ids),
+        text_layer_names=txt_entry.layer_names,
     )
     tidy = layer_separability(data, seed=seed, text_split=cfg.text_split, progress=progress)
     tidy.insert(0, "model", model_name)
@@ -278,7 +278,8 @@ def _run(cfg: ProbeLayersConfig, specs, world, device, out: Path, start: float) 
 
     tidy_parts = []
     for model_name, (entries, store_keys) in stores.items():
-        per_seed = 2 * len(entries[datasets[0].name][0].layer_names)
+        image_entry, text_entry = entries[datasets[0].name]
+        per_seed = len(image_entry.layer_names) + len(text_entry.layer_names)
         with tqdm(total=len(cfg.seeds) * per_seed, desc=f"probe {model_name}", unit="fit", disable=not show) as bar:
             reused = 0
             for seed in cfg.seeds:
