@@ -415,6 +415,7 @@ def local_hf(tmp_path_factory):
     (root / "mma-test-siglip.json").write_text(json.dumps(siglip))
     resnet = small_config("RN50", vision=dict(layers=[1, 1, 1, 1], width=16, image_size=64))
     (root / "mma-test-rn50.json").write_text(json.dumps(resnet))
+    (root / "mma-test-eva02.json").write_text(json.dumps(small_config("EVA02-B-16")))  # 2 text blocks
     open_clip.add_model_config(root)
     return root
 
@@ -516,9 +517,14 @@ def two_folders(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "model,timm_kw", [("EVA02-B-16:random", NARROW), ("mma-test-hf-roberta:random", {})], ids=["timm", "hf"]
+    "model,timm_kw,depth",
+    [
+        ("mma-test-eva02:random", NARROW, 2),  # EVA02-B-16's config, 2 blocks per tower
+        ("mma-test-hf-roberta:random", {}, 2),
+    ],
+    ids=["timm", "hf"],
 )
-def test_probe_and_train_selected_run_on_other_tower_families(local_hf, two_folders, tmp_path, model, timm_kw):
+def test_probe_and_train_selected_run_on_other_tower_families(local_hf, two_folders, tmp_path, model, timm_kw, depth):
     from mma.jobs.probe_layers import ProbeLayersConfig, probe_layers
     from mma.jobs.train_selected import TrainSelectedConfig, train_selected
 
@@ -529,8 +535,7 @@ def test_probe_and_train_selected_run_on_other_tower_families(local_hf, two_fold
             )
         )
         assert run.figure.is_file()
-        depth = run.selection["selections"][0]["depth"]
-        assert depth == 2
+        assert run.selection["selections"][0]["depth"] == depth
         result = train_selected(
             TrainSelectedConfig(
                 run=tmp_path / "probe",

@@ -180,6 +180,17 @@ def test_an_interrupted_extraction_says_what_it_resumes(small, tmp_path, monkeyp
     assert re.search(r"extract mma-tiny:random: 100%.*20/20", text), text
 
 
+def test_probe_splits_that_cannot_work_are_refused_before_extracting(small, tmp_path, monkeypatch):
+    _tripwire(monkeypatch, "mma.probe.extract.extract_images")
+    data = [a for d in small for a in ("--data", d)]
+    code, out = _run("probe", "layers", "--samples", "2", *data, "--out", tmp_path / "a")
+    _one_line_error(code, out, "Dataset 'warm' gives 2 sample(s) to the probe, which needs at least 3 per dataset")
+    two = _folder(tmp_path / "two", {"red": (220, 30, 30), "blue": (30, 40, 220)}, 5, 2)
+    code, out = _run("probe", "layers", "--text-split", "by-class", "--data", two, *data, "--out", tmp_path / "b")
+    _one_line_error(code, out, "--text-split by-class needs at least 3 classes per dataset; 'two' has 2.")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 @pytest.fixture(scope="module")
 def trained(small, tmp_path_factory):
     """train-selected on the small folders: 16 shots and batch 16 asked, 5 and 8 images there."""

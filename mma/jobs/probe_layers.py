@@ -129,6 +129,15 @@ def _sample_counts(cfg: ProbeLayersConfig, datasets) -> tuple[dict[str, int], li
     counts, notes = {}, []
     for d in datasets:
         counts[d.name] = min(cfg.samples, len(d.train))
+        if counts[d.name] < 3:  # the probe splits each dataset's samples into train / val / test
+            raise MmaError(
+                f"Dataset {d.name!r} gives {counts[d.name]} sample(s) to the probe, which needs at least 3 per "
+                "dataset (probe train, val and test); raise --samples or leave this dataset out."
+            )
+        if cfg.text_split == "by-class" and d.num_classes < 3:
+            raise MmaError(
+                f"--text-split by-class needs at least 3 classes per dataset; {d.name!r} has {d.num_classes}."
+            )
         if counts[d.name] < cfg.samples:
             notes.append(
                 f"Dataset {d.name!r} has {len(d.train)} training images, fewer than --samples {cfg.samples}: "
