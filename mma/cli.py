@@ -20,17 +20,14 @@ from mma import __version__
 from mma.errors import MmaError, one_line
 
 
-def _no_flag_types(command) -> None:
-    """Flags take no value, so their help shows none (typer would print ``--help <bool>``)."""
-    for param in command.params:
-        if getattr(param, "is_flag", False):
-            param.metavar = ""
+class _NoFlagTypes:
+    """Flags take no value, so their help shows none (typer would print ``--help <bool>``, ``--strict <bool>``)."""
 
-
-class _Command(TyperCommand):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        _no_flag_types(self)
+        for param in self.params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -39,16 +36,12 @@ class _Command(TyperCommand):
         return option
 
 
-class _Group(TyperGroup):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _no_flag_types(self)
+class _Command(_NoFlagTypes, TyperCommand):
+    pass
 
-    def get_help_option(self, ctx):
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
+
+class _Group(_NoFlagTypes, TyperGroup):
+    pass
 
 
 app = typer.Typer(

@@ -206,7 +206,14 @@ def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, st
         for note in adjustments:
             tqdm.write(note)
     loaded = load_model(spec, device=str(device))
-    depth = min(m.depth for m in layer_maps(loaded.model).values())
+    maps = layer_maps(loaded.model)
+    convolutional = [t for t, m in maps.items() if not m.transformer]
+    if convolutional:  # an hf-hub: / local-dir: model whose config could not be read before loading
+        raise MmaError(
+            f"MMA needs transformer blocks, but the {convolutional[0]} tower of {str(spec)!r} is a convolutional "
+            f"network ({maps[convolutional[0]].family}); choose a ViT-family model."
+        )
+    depth = min(m.depth for m in maps.values())
     if not 1 <= k <= depth:
         raise MmaError(f"k={k} is out of range for {str(spec)!r} (valid: 1..{depth}).")
     record = {
