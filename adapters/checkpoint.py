@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mma.errors import MmaError
+from mma.errors import MmaError, one_line
 from mma.io import atomic_write
 from mma.probe.layers import layer_maps
 from mma.probe.specs import LoadedModel
@@ -38,7 +38,7 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             meta = json.loads((fh.metadata() or {}).get("mma", "null"))
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, json.JSONDecodeError) as exc:
-        raise MmaError(f"The checkpoint {str(path)!r} is not an mma adapter checkpoint ({exc}).") from None
+        raise MmaError(f"The checkpoint {str(path)!r} is not an mma adapter checkpoint ({one_line(exc)}).") from None
     if not isinstance(meta, dict) or "adapter" not in meta:
         raise MmaError(f"The checkpoint {str(path)!r} has no mma adapter metadata; was it written by mma?")
     return state, meta
@@ -49,8 +49,9 @@ def load_adapter(path: str | Path, loaded: LoadedModel) -> tuple[MultiModalAdapt
     state, meta = read_adapter(path)
     if meta.get("weights") and meta["weights"] != loaded.weights_id:
         raise MmaError(
-            f"The checkpoint {str(path)!r} was trained on {meta.get('model')} (weights {str(meta['weights'])[:12]}), "
-            f"not on {loaded.describe()}; pass --model {meta.get('model')}."
+            f"The checkpoint {str(path)!r} was trained on {meta.get('model')!r} "
+            f"(weights {str(meta['weights'])[:12]!r}), not on {loaded.describe()!r}; "
+            f"pass --model {meta.get('model')!r}."
         )
     adapter = MultiModalAdapter.from_config(meta["adapter"], layer_maps(loaded.model))
     adapter.load_state_dict(state)

@@ -3,11 +3,22 @@
 For every adapted residual block ``i`` of both towers (``m`` = image or text, width ``d_m``, bottleneck
 ``r = dim``)::
 
-    h   = block.ln_1(x)                 # x: the block's input; its own frozen pre-attention LayerNorm
+    h   = pre_norm_i(x)                 # x: the block's input; its own frozen pre-attention norm
     a   = relu(down[m][i](h))           # d_m -> r, one per tower
     a   = relu(shared[s(i)](a))         # r -> r, ONE per adapted depth, used by both towers
     a   = up[m][i](a)                   # r -> d_m, no activation
     out = block(x) + alpha * a          # on every token
+
+``pre_norm_i`` is read from the tower's layer map (:mod:`mma.probe.towers`): ``ln_1`` in open_clip blocks,
+``norm1`` in timm ViT / EVA / Swin blocks, the pre-attention norm of T5 / M2M100 layers, and the block's
+input itself for post-norm blocks (RoBERTa / BERT layers, whose input is already the previous layer's
+LayerNorm output; EVA02-E). The adapter never looks inside a tower: where a block receives and returns its
+hidden state, and its width, come from the map too. Widths may differ per block (Swin's stages); ``Down``
+and ``Up`` of block ``i`` then have that block's width. Convolutional stages have no such blocks: the
+adapter refuses them ("MMA needs transformer blocks").
+
+``alpha = 0`` is the frozen model: the branch is skipped, so the output is exactly the model's own (what
+``--alpha-eval 0`` evaluates). Training needs ``alpha > 0`` (the gradient scaling divides by it).
 
 Nothing of open_clip is forked: :meth:`MultiModalAdapter.attach` registers one forward hook per adapted
 block, and :meth:`MultiModalAdapter.detach` removes them, leaving the model exactly as it was. The adapter
@@ -50,7 +61,7 @@ from torch.utils.hooks import RemovableHandle
 from mma.errors import MmaError, closest
 from mma.probe.layers import TOWERS, LayerMap, layer_maps
 
-__all__ = ["MultiModalAdapter", "add_adapter", "DEPTH_MODES"]
+__all__ = ["MultiModalAdapter", "add_adapter", "check_alpha", "DEPTH_MODES"]
 
 DEPTH_MODES = ("relative", "block")
 
@@ -83,9 +94,13 @@ def _kaiming_linear(n_in: int, n_out: int) -> nn.Linear:
     return layer
 
 
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise MmaError(f"alpha={alpha!r} is out of range (valid: a finite number > 0; the official default is 0.001).")
+def check_alpha(alpha: Any, name: str = "alpha") -> float:
+    """*alpha* as a float, or one sentence: it must be a finite number >= 0 (0 is the frozen model)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise MmaError(
+            f"{name}={alpha!r} is out of range (valid: a finite number >= 0, 0 meaning the frozen model; "
+            "the official default is 0.001)."
+        )
     return float(alpha)
 
 
@@ -95,13 +110,14 @@ class MultiModalAdapter(nn.Module):
     Parameters
     ----------
     maps : dict[str, LayerMap]
-        ``mma.probe.layers.layer_maps(model)``: only each tower's depth and width are used.
+        ``mma.probe.layers.layer_maps(model)``: only each tower's depth and block widths are used.
     k : int, default 5
         First adapted block (1-based, inclusive), counted in blocks of the shallower tower: ``1..L_min``.
     dim : int, default 32
         Bottleneck width ``r``.
     alpha : float, default 1e-3
-        Scale of the branch output; may be changed at any time (e.g. a different alpha at inference).
+        Scale of the branch output (>= 0; 0 = the frozen model); may be changed at any time (e.g. a
+        different alpha at inference).
     grad_scale : bool, default True
         Scale gradients so the adapter weights learn as if ``alpha`` were 1 (module doc).
     depth_mode : {"relative", "block"}, default "relative"
@@ -142,8 +158,15 @@ class MultiModalAdapter(nn.Module):
             )
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise MmaError(f"dim={dim!r} is out of range (valid: an integer >= 1; the official default is 32).")
+        for t in TOWERS:
+            if not maps[t].transformer:
+                raise MmaError(
+                    f"MMA needs transformer blocks, but the {t} tower of {model_name!r} is a convolutional network "
+                    f"({maps[t].family}, probed stage by stage); choose a ViT-family model."
+                )
         depths = {t: maps[t].depth for t in TOWERS}
         widths = {t: maps[t].layers[1].width for t in TOWERS}
+        block_widths = {t: [layer.width for layer in maps[t].layers[1:-1]] for t in TOWERS}
         min_depth = min(depths.values())
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min_depth:
             if depths["image"] == depths["text"]:
@@ -164,6 +187,7 @@ class MultiModalAdapter(nn.Module):
         self.model_name = model_name
         self.depths = depths
         self.widths = widths
+        self.block_widths = block_widths
         self.shared_of = {t: _block_plan(depths[t], min_depth, k, depth_mode) for t in TOWERS}
         self.image_blocks = list(self.shared_of["image"])
         self.text_blocks = list(self.shared_of["text"])
@@ -173,25 +197,30 @@ class MultiModalAdapter(nn.Module):
         self.down = nn.ModuleDict()
         self.up = nn.ModuleDict()
         for t in TOWERS:
-            self.down[t] = nn.ModuleDict({str(j): _kaiming_linear(widths[t], dim) for j in self.shared_of[t]})
-            self.up[t] = nn.ModuleDict({str(j): _kaiming_linear(dim, widths[t]) for j in self.shared_of[t]})
+            w = block_widths[t]
+            self.down[t] = nn.ModuleDict({str(j): _kaiming_linear(w[j - 1], dim) for j in self.shared_of[t]})
+            self.up[t] = nn.ModuleDict({str(j): _kaiming_linear(dim, w[j - 1]) for j in self.shared_of[t]})
         self.shared = nn.ModuleDict({str(s): _kaiming_linear(dim, dim) for s in range(k, min_depth + 1)})
         self._handles: list[RemovableHandle] = []
+        self._maps: dict[str, LayerMap] = {}
 
     # -- options ------------------------------------------------------------------------------------
 
     @property
     def alpha(self) -> float:
-        """Scale of the branch output (> 0); settable at any time, takes effect on the next forward."""
+        """Scale of the branch output (>= 0; 0 = the frozen model); settable at any time, used on the next forward."""
         return self._alpha
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self._alpha = _check_alpha(value)
+        self._alpha = check_alpha(value)
 
     def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this adapter (with :meth:`from_config`), as plain JSON-able values."""
-        return {
+        """Everything needed to rebuild this adapter (with :meth:`from_config`), as plain JSON-able values.
+
+        ``block_widths`` is recorded only for towers whose blocks differ in width (e.g. Swin).
+        """
+        config = {
             "k": self.k,
             "dim": self.dim,
             "alpha": self.alpha,
@@ -201,6 +230,10 @@ class MultiModalAdapter(nn.Module):
             "depths": dict(self.depths),
             "widths": dict(self.widths),
         }
+        uneven = {t: w for t, w in self.block_widths.items() if len(set(w)) > 1}
+        if uneven:
+            config["block_widths"] = uneven
+        return config
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], maps: Mapping[str, LayerMap]) -> MultiModalAdapter:
@@ -220,6 +253,11 @@ class MultiModalAdapter(nn.Module):
                     f"The adapter config has {key} {dict(config[key])} but the model has {getattr(adapter, key)} "
                     "(valid: the same model the adapter was built for)."
                 )
+        if config.get("block_widths", {}) != adapter.config().get("block_widths", {}):
+            raise MmaError(
+                "The adapter config's per-block widths differ from the model's (valid: the same model the adapter "
+                "was built for)."
+            )
         return adapter
 
     def num_parameters(self) -> int:
@@ -237,13 +275,15 @@ class MultiModalAdapter(nn.Module):
     def branch(self, tower: str, block: int, h: torch.Tensor) -> torch.Tensor:
         """``alpha * up(relu(shared(relu(down(h)))))`` for block *block* of *tower*; ``h``: ``[..., d_m]``.
 
-        With ``grad_scale`` the gradient scaling ops wrap it (identity in the forward pass).
+        With ``grad_scale`` the gradient scaling ops wrap it (identity in the forward pass). Zeros for alpha 0.
         """
         key = str(block)
         down, up = self.down[tower][key], self.up[tower][key]
         shared = self.shared[str(self.shared_of[tower][block])]
         alpha = self.alpha
         h = h.to(down.weight.dtype)
+        if alpha == 0:  # the frozen model: no branch (and no 1/alpha)
+            return torch.zeros_like(h)
         if self.grad_scale:
             h = _ScaleGrad.apply(h, alpha)
         a = up(torch.relu(shared(torch.relu(down(h))))) * alpha
@@ -251,9 +291,13 @@ class MultiModalAdapter(nn.Module):
             a = _ScaleGrad.apply(a, 1.0 / alpha)
         return a
 
-    def _hook(self, tower: str, block: int, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor):
-        x = args[0] if args else kwargs["q_x"]
-        return output + self.branch(tower, block, module.ln_1(x)).to(output.dtype)
+    def _hook(self, tower: str, block: int, module: nn.Module, args: tuple, kwargs: dict, output: Any):
+        if self._alpha == 0:  # the frozen model, exactly
+            return None
+        lmap = self._maps[tower]
+        h = lmap.adapter_input(module, lmap.block_input(args, kwargs))
+        hidden = lmap.block_output(output)
+        return lmap.with_block_output(output, hidden + self.branch(tower, block, h).to(hidden.dtype))
 
     # -- attaching ----------------------------------------------------------------------------------
 
@@ -271,12 +315,14 @@ class MultiModalAdapter(nn.Module):
             raise MmaError("This adapter is already attached to a model; call detach() first.")
         maps = layer_maps(model)
         depths = {t: maps[t].depth for t in TOWERS}
-        widths = {t: maps[t].layers[1].width for t in TOWERS}
-        if depths != self.depths or widths != self.widths:
+        widths = {t: [layer.width for layer in maps[t].layers[1:-1]] for t in TOWERS}
+        if depths != self.depths or widths != self.block_widths:
             raise MmaError(
                 f"The adapter was built for towers with depths {self.depths} and widths {self.widths}, but this "
-                f"model has depths {depths} and widths {widths} (valid: the model it was built for)."
+                f"model has depths {depths} and widths { {t: w[0] for t, w in widths.items()} } "
+                "(valid: the model it was built for)."
             )
+        self._maps = maps
         try:
             for t in TOWERS:
                 blocks = maps[t].blocks(model)

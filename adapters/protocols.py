@@ -98,17 +98,30 @@ class Task:
     evals: list[EvalSplit] = field(default_factory=list)
 
 
-def check_shots(dataset: ImageDataset, shots: int, labels: list[int] | None = None) -> None:
-    """Every (kept) class needs at least *shots* training images; otherwise one clear sentence."""
+def check_shots(
+    dataset: ImageDataset, shots: int, labels: list[int] | None = None, *, strict: bool = False
+) -> str | None:
+    """Classes (of *labels*, default all) with fewer than *shots* training images.
+
+    The CoOp / Dassl draw then uses all the images such a class has; this returns one sentence saying so
+    (None when every class has enough). With *strict* the shortfall is an :class:`MmaError` instead.
+    """
     counts = Counter(s.label for s in dataset.train)
     labels = range(dataset.num_classes) if labels is None else labels
     short = [(dataset.classnames[y], counts.get(y, 0)) for y in labels if counts.get(y, 0) < shots]
-    if short:
-        name, n = short[0]
+    if not short:
+        return None
+    name, n = short[0]
+    if strict:
         raise MmaError(
             f"Dataset {dataset.name!r} has {len(short)} class(es) with fewer than --shots {shots} training images "
-            f"(e.g. {name!r}: {n}); lower --shots to at most {min(n for _, n in short)}."
+            f"(e.g. {name!r}: {n}); lower --shots to at most {min(n for _, n in short)}, or drop --strict to use "
+            "all the images such classes have."
         )
+    return (
+        f"Dataset {dataset.name!r}: {len(short)} class(es) have fewer than --shots {shots} training images "
+        f"(e.g. {name!r}: {n}); using all of their images (the CoOp / Dassl rule)."
+    )
 
 
 def _all_classes(d: ImageDataset) -> EvalSplit:
@@ -125,8 +138,26 @@ def _subset_eval(source: ImageDataset, target: ImageDataset) -> EvalSplit:
     return _all_classes(target)
 
 
-def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed: int) -> list[Task]:
-    """The training tasks of *protocol* over *datasets* (the first one is the source where one is needed)."""
+def make_tasks(
+    protocol: str,
+    datasets: list[ImageDataset],
+    *,
+    shots: int,
+    seed: int,
+    strict: bool = False,
+    notes: list[str] | None = None,
+) -> list[Task]:
+    """The training tasks of *protocol* over *datasets* (the first one is the source where one is needed).
+
+    A class with fewer than *shots* training images trains on all it has; the sentence saying so is added
+    to *notes* (once), or, with *strict*, raised as an :class:`MmaError`.
+    """
+
+    def shortfall(d: ImageDataset, labels=None) -> None:
+        note = check_shots(d, shots, labels, strict=strict)
+        if note and notes is not None and note not in notes:
+            notes.append(note)
+
     if protocol not in PROTOCOLS:
         raise MmaError(f"--protocol {protocol!r} is not valid (valid: {', '.join(PROTOCOLS)}).")
     if not datasets:
@@ -139,11 +170,11 @@ def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed:
                 continue
             fs = draw_few_shot(d, shots, seed)
             if protocol == "few-shot":
-                check_shots(d, shots)
+                shortfall(d)
                 tasks.append(Task(protocol, d.name, d, fs.train, list(d.classnames), [_all_classes(d)]))
                 continue
             base, novel = split_base_novel(d.num_classes)
-            check_shots(d, shots, base)
+            shortfall(d, base)
             base_names = [d.classnames[i] for i in base]
             novel_names = [d.classnames[i] for i in novel]
             tasks.append(
@@ -170,7 +201,7 @@ def make_tasks(protocol: str, datasets: list[ImageDataset], *, shots: int, seed:
         )
     if protocol == "cross-dataset" and not targets:
         raise MmaError(f"cross-dataset needs target datasets after the source {source.name!r} in --data.")
-    check_shots(source, shots)
+    shortfall(source)
     fs = draw_few_shot(source, shots, seed)
     evals = [_all_classes(source)] + [
         _subset_eval(source, t) if protocol == "domain-gen" else _all_classes(t) for t in targets

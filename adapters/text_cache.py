@@ -3,8 +3,9 @@
 The prompts never change during training, and every text block below the first adapted block k is
 frozen, so block k's input is a constant. :class:`TextPrefixCache` computes it once, then each training
 step runs only blocks k..L (with their adapters) and open_clip's own tail (final LayerNorm, EOT pooling,
-projection) by calling ``model.encode_text`` with two temporary, hook-level changes: the text
-transformer's block list is cut to blocks k..L, and its input is replaced by the cached hidden state.
+projection) by calling ``model.encode_text`` with two temporary changes read from the layer map: the
+tower's block list is cut to blocks k..L, and the input of block k is replaced by the cached hidden state
+(the embeddings still run, which costs a lookup).
 Nothing of open_clip is copied, so the result equals ``encode_text`` (a test checks it).
 """
 
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from mma.errors import MmaError
 from mma.probe.layers import LayerMap
 
 __all__ = ["TextPrefixCache"]
@@ -26,7 +28,9 @@ class TextPrefixCache:
     Parameters
     ----------
     model:
-        An open_clip CLIP / CustomTextCLIP model.
+        An open_clip model whose text tower's map allows it (``text_map.prefix_cache``: open_clip's own
+        text towers; not Hugging Face encoders, whose layers may pass state such as T5's position bias from
+        block 1 on).
     text_map:
         The text tower's :class:`~mma.probe.layers.LayerMap`.
     k:
@@ -36,41 +40,51 @@ class TextPrefixCache:
     """
 
     def __init__(self, model: nn.Module, text_map: LayerMap, k: int, tokens: torch.Tensor) -> None:
+        if not text_map.prefix_cache or text_map.blocks_path is None:
+            raise MmaError(f"The {text_map.family} text tower cannot skip its frozen blocks; encode the text in full.")
         self.model = model
         self.text_map = text_map
         self.k = k
         self.tokens = tokens
-        self.transformer = model.get_submodule(text_map.blocks_path.rsplit(".", 1)[0])
+        parent, _, self._attr = text_map.blocks_path.rpartition(".")
+        self._container = model.get_submodule(parent) if parent else model
         blocks = text_map.blocks(model)
         captured = {}
 
-        def grab(_module, args):
-            captured["x"] = args[0].detach()
+        def grab(_module, args, kwargs):
+            captured["x"] = text_map.block_input(args, kwargs).detach()
 
-        handle = blocks[k - 1].register_forward_pre_hook(grab)
+        handle = blocks[k - 1].register_forward_pre_hook(grab, with_kwargs=True)
         try:
             with torch.no_grad():
                 model.encode_text(tokens)  # one full pass; only block k's input is kept
         finally:
             handle.remove()
-        hidden = captured["x"]
-        # the transformer's own input is batch-first; a block sees [L, N, D] when batch_first is False
-        self.hidden = hidden if text_map.batch_first else hidden.transpose(0, 1)
+        self.hidden = captured["x"]  # in the blocks' own layout
 
     @contextmanager
     def _tail_only(self):
-        original = self.transformer.resblocks
-        self.transformer.resblocks = nn.ModuleList(list(original)[self.k - 1 :])
+        original = getattr(self._container, self._attr)
+        tail = list(original)[self.k - 1 :]
+        setattr(
+            self._container,
+            self._attr,
+            nn.Sequential(*tail) if isinstance(original, nn.Sequential) else nn.ModuleList(tail),
+        )
+        first = tail[0]
+        name = self.text_map.input_name
 
         def swap_input(_module, args, kwargs):
-            return (self.hidden,) + tuple(args[1:]), kwargs
+            if args:
+                return (self.hidden, *args[1:]), kwargs
+            return args, {**kwargs, name: self.hidden}
 
-        handle = self.transformer.register_forward_pre_hook(swap_input, with_kwargs=True)
+        handle = first.register_forward_pre_hook(swap_input, with_kwargs=True)
         try:
             yield
         finally:
             handle.remove()
-            self.transformer.resblocks = original
+            setattr(self._container, self._attr, original)
 
     def encode(self) -> torch.Tensor:
         """Text features ``[n_prompts, embed_dim]`` (unnormalised), with gradients into blocks k..L."""

@@ -48,7 +48,16 @@ from mma.probe.specs import LoadedModel
 from .mma import MultiModalAdapter, add_adapter
 from .text_cache import TextPrefixCache
 
-__all__ = ["TrainConfig", "TrainResult", "RankBatches", "Objective", "optimiser_for", "train_transform", "fit_adapter"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "RankBatches",
+    "Objective",
+    "optimiser_for",
+    "train_transform",
+    "fit_adapter",
+    "effective_batch_size",
+]
 
 
 @dataclass
@@ -96,7 +105,7 @@ class TrainConfig:
         checks = [
             ("dim", self.dim >= 1, "an integer >= 1"),
             ("alpha", self.alpha > 0, "a float > 0"),
-            ("alpha_eval", self.alpha_eval is None or self.alpha_eval > 0, "a float > 0"),
+            ("alpha_eval", self.alpha_eval is None or self.alpha_eval >= 0, "a float >= 0 (0 = the frozen model)"),
             ("lr", self.lr > 0, "a float > 0"),
             ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "a float >= 0"),
@@ -127,6 +136,23 @@ class TrainResult:
     seconds: float
     final_loss: float
     losses: list[float]
+    batch_size: int = 0  # the global batch that ran (smaller than the config's for a small training set)
+
+
+def effective_batch_size(batch_size: int, n_samples: int, processes: int = 1) -> int:
+    """The global batch for *n_samples* training images: *batch_size*, or all the images if fewer.
+
+    Under torchrun it must split evenly over the *processes*, so a shrunk batch is rounded down to a
+    multiple of them; an :class:`MmaError` if fewer images than processes are left.
+    """
+    batch = min(batch_size, n_samples)
+    batch -= batch % processes
+    if batch < 1:
+        raise MmaError(
+            f"{n_samples} training image(s) cannot be split over {processes} torchrun processes; use fewer "
+            "processes or more shots."
+        )
+    return batch
 
 
 def train_transform(loaded: LoadedModel, cfg: TrainConfig):
@@ -309,14 +335,13 @@ def fit_adapter(
     *samples* are labelled 0..len(classnames)-1. The adapter stays attached on return (detach it, or use
     it for evaluation). Deterministic for a fixed seed on one device. With *state_path*, the training
     state is saved there after every epoch (rank 0) and an interrupted run resumes from it; the caller
-    removes it once the results are safe. Under torchrun, call it on every rank.
+    removes it once the results are safe. Under torchrun, call it on every rank. Fewer *samples* than
+    ``cfg.batch_size`` train in batches of all of them (:func:`effective_batch_size`).
     """
     cfg.validate()
-    if len(samples) < cfg.batch_size:
-        raise MmaError(
-            f"Dataset {dataset.name!r} has {len(samples)} training samples, fewer than one batch "
-            f"(--batch-size {cfg.batch_size}); lower the batch size or raise --shots."
-        )
+    if not samples:
+        raise MmaError(f"Dataset {dataset.name!r} has no training images for this task; nothing can be trained.")
+    effective_batch_size(cfg.batch_size, len(samples), distributed.world().size)
     template = template or dataset.template
     state_path = Path(state_path) if state_path is not None else None
     fingerprint = _fingerprint(cfg, seed, samples, classnames, template, str(loaded.spec))
@@ -348,17 +373,19 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
     model.eval()  # frozen trunk: no dropout / batch-norm updates; adapters have neither
     maps = layer_maps(model)
     tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
-    text = TextPrefixCache(model, maps["text"], adapter.k_text, tokens) if cfg.prefix_cache else None
+    cacheable = cfg.prefix_cache and maps["text"].prefix_cache  # Hugging Face towers run in full
+    text = TextPrefixCache(model, maps["text"], adapter.k_text, tokens) if cacheable else None
     objective = Objective(loaded, adapter, tokens, text, cfg)
     step_fn = objective
     if world.many:
         ids = [device.index] if device.type == "cuda" else None
         step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
 
+    batch = effective_batch_size(cfg.batch_size, len(samples), world.size)
     reader = ImageReader(dataset, samples, train_transform(loaded, cfg))
     loader = torch.utils.data.DataLoader(
         reader,
-        batch_sampler=RankBatches(len(samples), cfg.batch_size, gen, world),
+        batch_sampler=RankBatches(len(samples), batch, gen, world),
         generator=gen,
         num_workers=cfg.workers,
         worker_init_fn=_worker_seeder(world.rank),
@@ -418,7 +445,7 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
             last_saved = epoch + 1
     if cfg.alpha_eval is not None:
         adapter.alpha = cfg.alpha_eval
-    return TrainResult(adapter, len(history), time.perf_counter() - start, history[-1], history)
+    return TrainResult(adapter, len(history), time.perf_counter() - start, history[-1], history, batch)
 
 
 def _save_epoch(path, world, fingerprint, epoch, adapter, opt, sched, scaler, gen, history) -> None:

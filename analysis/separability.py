@@ -49,7 +49,9 @@ class ProbeInput:
     """Features of one model for one seed, aligned row by row.
 
     ``image[l]`` and ``text[l]`` are ``[n, d_l]`` float32 arrays for layer index ``l`` (0..L+1);
-    ``dataset`` is the label (dataset index) and ``klass`` the global class id of each row.
+    ``dataset`` is the label (dataset index) and ``klass`` the global class id of each row. Towers of
+    different depth (ViT-L-14's 24 image and 12 text blocks, convolutional stages) give the text tower's
+    names in ``text_layer_names`` (default: ``layer_names`` for both).
     """
 
     layer_names: list[str]
@@ -57,6 +59,10 @@ class ProbeInput:
     text: list[np.ndarray]
     dataset: np.ndarray
     klass: np.ndarray
+    text_layer_names: list[str] | None = None
+
+    def names(self, tower: str) -> list[str]:
+        return self.layer_names if tower == "image" or self.text_layer_names is None else self.text_layer_names
 
 
 def split_rows(dataset: np.ndarray, klass: np.ndarray, seed: int, how: str) -> tuple[np.ndarray, ...]:
@@ -106,7 +112,8 @@ def layer_separability(
     Metrics: ``probe_accuracy``, ``probe_C``, ``probe_val_accuracy``, ``knn_accuracy`` and
     ``probe_converged`` (1 if the final fit converged within ``max_iter``, else 0; scikit-learn's
     ConvergenceWarning is recorded here instead of printed) per tower, and ``cka`` (image vs its class
-    prompt, tower ``both``) per layer.
+    prompt, tower ``both``) per layer; towers of different depth have no common block, so their CKA is
+    computed for XEmbed and XProj only (at the image tower's layer index).
     """
     by_sample = split_rows(data.dataset, data.klass, seed, "by-sample")
     splits = {"image": by_sample, "text": by_sample}
@@ -118,7 +125,7 @@ def layer_separability(
     for tower, feats in (("image", data.image), ("text", data.text)):
         train, val, test = splits[tower]
         for index, X in enumerate(feats):
-            name = data.layer_names[index]
+            name = data.names(tower)[index]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 res = probe_accuracy(X[train], y[train], X[val], y[val], X[test], y[test], **kwargs)
@@ -136,8 +143,13 @@ def layer_separability(
                 rows.append((tower, index, name, seed, metric, float(value)))
             if progress:
                 progress(1)
+    text_index = {name: i for i, name in enumerate(data.names("text"))}
+    same_depth = len(data.image) == len(data.text)
     for index, name in enumerate(data.layer_names):
-        rows.append(("both", index, name, seed, "cka", float(linear_cka(data.image[index], data.text[index]))))
+        if name not in text_index or not (same_depth or name in ("XEmbed", "XProj")):
+            continue
+        cka = linear_cka(data.image[index], data.text[text_index[name]])
+        rows.append(("both", index, name, seed, "cka", float(cka)))
     return pd.DataFrame(rows, columns=["tower", "layer_index", "layer_name", "seed", "metric", "value"])
 
 
@@ -152,6 +164,7 @@ def summarise(tidy: pd.DataFrame) -> pd.DataFrame:
         wide = acc.pivot_table(
             index=model_key + ["layer_index", "layer_name", "seed"], columns="tower", values="value"
         ).reset_index()
+        wide = wide.dropna(subset=["text", "image"])  # a layer only one tower has (towers of different depth)
         wide["value"] = wide["text"] - wide["image"]
         gap = (
             wide.groupby(model_key + ["layer_index", "layer_name"], sort=False)["value"]

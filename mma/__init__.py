@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     "list_model_specs": "mma.probe.specs",
     "LayerMap": "mma.probe.layers",
     "layer_maps": "mma.probe.layers",
+    "architecture_support": "mma.probe.towers",
     "DatasetSpec": "mma.probe.data",
     "parse_data_spec": "mma.probe.data",
     "load_datasets": "mma.probe.data",

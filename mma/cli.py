@@ -8,22 +8,51 @@ Heavy imports (torch, open_clip) happen inside the commands, so ``mma --help`` s
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from mma import __version__
-from mma.errors import MmaError
+from mma.errors import MmaError, one_line
+
+
+class _NoFlagTypes:
+    """Flags take no value, so their help shows none (typer would print ``--help <bool>``, ``--strict <bool>``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_NoFlagTypes, TyperCommand):
+    pass
+
+
+class _Group(_NoFlagTypes, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     name="mma",
+    cls=_Group,
     help="Layer probes, adapter-depth selection and the Multi-Modal Adapter for open_clip models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+command = functools.partial(app.command, cls=_Command)
 
 __all__ = ["app", "main"]
 
@@ -34,7 +63,12 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, where it can be answered, not in click's exit handler
+            return result
+        except BrokenPipeError:  # the reader went away (mma models | head): nothing more to say, not an error
+            _silence_stdout()
+            raise typer.Exit(0) from None
         except MmaError as exc:
             typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
@@ -47,6 +81,15 @@ def friendly(fn):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit does not hit the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (e.g. captured output in tests)
+        pass
 
 
 def _version(value: bool) -> None:
@@ -65,6 +108,7 @@ def _root(
 
 
 def _table(rows: list[dict], columns: list[str], title: str) -> None:
+    """A rich table as wide as the terminal; written to a pipe or file, at least 120 columns (no wrapping)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -73,28 +117,47 @@ def _table(rows: list[dict], columns: list[str], title: str) -> None:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in columns])
-    Console(width=max(120, Console().width)).print(table)
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit with 1; a closed pipe is no error here
+            self.quiet = True
+            raise BrokenPipeError
+
+    console = _Console()
+    if not console.is_terminal:
+        console = _Console(width=max(120, console.width))
+    console.print(table)
 
 
-@app.command()
+@command()
 @friendly
 def models(
     all_tags: Annotated[
         bool, typer.Option("--all", help="List every open_clip architecture, not just those with tags.")
     ] = False,
 ) -> None:
-    """The embedded default model, then open_clip's architectures and pretrained tags."""
+    """The embedded default model, then open_clip's architectures, pretrained tags and what mma supports."""
     from mma.probe.specs import list_model_specs
 
     rows = list_model_specs()
     rows = [rows[0]] + [r for r in rows[1:] if all_tags or r["pretrained"] != "-"]
     for r in rows:
         r["model"] = r["model"] + ("  (default)" if r["default"] else "")
-    _table(rows, ["model", "pretrained"], "Models (spec: NAME or NAME:PRETRAINED; PRETRAINED = tag, file, or 'random')")
+        r["probe"] = "yes" if r["probe"] else "no"
+        r["MMA"] = "yes" if r["mma"] else "no (stages)" if r["probe"] else "no"  # probe-only: convolutional
+    _table(
+        rows,
+        ["model", "pretrained", "towers", "probe", "MMA"],
+        "Models (spec: NAME or NAME:PRETRAINED; PRETRAINED = tag, file, or 'random')",
+    )
     typer.echo("Note: ViT-B-16 with the 'openai' tag is built with QuickGELU (ViT-B-16-quickgelu), as trained.")
+    typer.echo(
+        "probe: 'mma probe layers' (convolutional towers stage by stage); MMA: the adapter, which needs transformer "
+        "blocks. Hugging Face text towers and SigLIP tokenizers need 'pip install transformers'."
+    )
 
 
-@app.command()
+@command()
 @friendly
 def datasets() -> None:
     """Every dataset source: the built-in offline suite (with sizes) and the CoOp datasets."""
@@ -109,7 +172,7 @@ def datasets() -> None:
 
 
 probe_app = typer.Typer(
-    help="Per-layer embeddings, dataset-separability probes and the adapter depth k.", no_args_is_help=True
+    cls=_Group, help="Per-layer embeddings, dataset-separability probes and the adapter depth k.", no_args_is_help=True
 )
 app.add_typer(probe_app, name="probe")
 
@@ -135,7 +198,7 @@ def _split_seeds(text: str) -> list[int]:
     return seeds
 
 
-@probe_app.command("layers")
+@probe_app.command("layers", cls=_Command)
 @friendly
 def probe_layers_cmd(
     model: Annotated[
@@ -148,7 +211,9 @@ def probe_layers_cmd(
             "--data", "-d", help="Data spec (builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH); repeatable."
         ),
     ] = None,
-    samples: Annotated[int, typer.Option(help="Training samples drawn per dataset and seed.")] = 150,
+    samples: Annotated[
+        int, typer.Option(help="Training samples drawn per dataset and seed (all of a smaller dataset's).")
+    ] = 150,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each draws its own samples and split.")] = "1,2,3",
     pooling: Annotated[str, typer.Option(help="Token pooling for XEmbed and blocks: mean or cls.")] = "mean",
     template: Annotated[str | None, typer.Option(help="Prompt template with {} for the class name.")] = None,
@@ -197,8 +262,12 @@ def probe_layers_cmd(
         typer.secho(note, fg=typer.colors.YELLOW)
     for sel in run.selection["selections"]:
         table = per_layer_table(run.summary, sel["model"])
-        typer.echo(f"\n{sel['model']}: dataset-probe test accuracy (%), mean ± std over seeds {cfg.seeds}")
+        spread = f"mean ± std over seeds {cfg.seeds}" if len(cfg.seeds) > 1 else f"seed {cfg.seeds[0]}"
+        typer.echo(f"\n{sel['model']}: dataset-probe test accuracy (%), {spread}")
         typer.echo(table.to_string(index=False))
+        if sel.get("k") is None:
+            typer.secho(f"No k selected for {sel['model']}: {sel.get('reason', 'no rule applied')}.", bold=True)
+            continue
         others = ", ".join(f"{r}={v['k']}" for r, v in sel["rules"].items())
         typer.secho(
             f"Selected k = {sel['k']} (rule {sel['rule']}; all rules: {others}): adapters on blocks "
@@ -210,7 +279,7 @@ def probe_layers_cmd(
     )
 
 
-@probe_app.command("select")
+@probe_app.command("select", cls=_Command)
 @friendly
 def probe_select_cmd(
     run: Annotated[Path, typer.Option(help="A probe run folder (from 'mma probe layers').")] = Path("runs/probe"),
@@ -222,6 +291,9 @@ def probe_select_cmd(
 
     selection = select_from_run(run, rule=rule, threshold=threshold)
     for sel in selection["selections"]:
+        if sel.get("k") is None:
+            typer.echo(f"{sel['model']}: no k ({sel.get('reason', 'no rule applied')})")
+            continue
         others = ", ".join(f"{r}={v['k']}" for r, v in sel["rules"].items())
         seeds = ", ".join(f"seed {s}: {k}" for s, k in sel.get("per_seed_k", {}).items())
         typer.echo(
@@ -232,7 +304,7 @@ def probe_select_cmd(
     typer.echo(f"Wrote {run}/selection.json")
 
 
-@app.command("plot")
+@command("plot")
 @friendly
 def plot_cmd(
     run: Annotated[Path, typer.Option(help="A probe run folder; Figure 1 is redrawn from its CSVs.")] = Path(
@@ -245,7 +317,7 @@ def plot_cmd(
     typer.echo(f"Wrote {plot_run(run)}")
 
 
-@app.command("pretrain-tiny")
+@command("pretrain-tiny")
 @friendly
 def pretrain_tiny_cmd(
     out: Annotated[Path, typer.Option(help="Checkpoint path (.safetensors); a .json record is written beside it.")],
@@ -294,7 +366,7 @@ def _train_overrides(config: Path | None, **options) -> dict:
                 values = json.loads(text)
         except ValueError as exc:
             raise MmaError(
-                f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {exc}"
+                f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {one_line(exc)}"
             ) from None
         if not isinstance(values, dict):
             raise MmaError(
@@ -313,7 +385,7 @@ _TRAIN_HELP = {
 }
 
 
-@app.command("train-selected")
+@command("train-selected")
 @friendly
 def train_selected_cmd(
     run: Annotated[
@@ -336,7 +408,9 @@ def train_selected_cmd(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "1,2,3",
     epochs: Annotated[int | None, typer.Option(help=_TRAIN_HELP["epochs"])] = None,
     alpha: Annotated[float | None, typer.Option(help=_TRAIN_HELP["alpha"])] = None,
-    alpha_eval: Annotated[float | None, typer.Option(help="MMA++: a different alpha at inference.")] = None,
+    alpha_eval: Annotated[
+        float | None, typer.Option(help="MMA++: a different alpha at inference (0 = the frozen model).")
+    ] = None,
     consistency: Annotated[float | None, typer.Option(help="MMA++: alpha-consistency loss weight lambda.")] = None,
     dim: Annotated[int | None, typer.Option(help=_TRAIN_HELP["dim"])] = None,
     lr: Annotated[float | None, typer.Option(help="SGD learning rate (paper recipe: 0.0015).")] = None,
@@ -351,6 +425,10 @@ def train_selected_cmd(
     ] = None,
     out: Annotated[Path, typer.Option(help="Run folder for results, checkpoints and tables.")] = Path("runs/train"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    strict: Annotated[
+        bool,
+        typer.Option(help="A class with fewer than --shots training images is an error (default: use all it has)."),
+    ] = False,
 ) -> None:
     """Train the Multi-Modal Adapter from the probe-selected block k and evaluate a protocol."""
     from mma.jobs.train_selected import TrainSelectedConfig, train_selected
@@ -379,12 +457,11 @@ def train_selected_cmd(
         device=device,
         recipe=recipe,
         train=overrides,
+        strict=strict,
     )
     result = train_selected(cfg)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    for note in result.notes:
-        typer.secho(note, fg=typer.colors.YELLOW)
     _print_summary(result.summary)
     typer.echo(
         f"{result.model}, k={result.k}, recipe {result.recipe}: wrote {result.out}/ (results.csv, results_summary.csv, "
@@ -393,13 +470,12 @@ def train_selected_cmd(
 
 
 def _print_summary(summary) -> None:
-    table = summary.copy()
-    table["k"] = table["k"].map(lambda v: "-" if v != v else str(int(v)))  # zero-shot rows have no k
-    wide = table.pivot_table(index=["method", "k", "dataset"], columns="metric", values="mean", aggfunc="first")
-    typer.echo(wide.round(1).reset_index().to_string(index=False))
+    from mma.jobs.train_selected import summary_table
+
+    typer.echo(summary_table(summary).to_string(index=False))
 
 
-@app.command("sweep-k")
+@command("sweep-k")
 @friendly
 def sweep_k_cmd(
     run: Annotated[
@@ -456,17 +532,17 @@ def sweep_k_cmd(
     typer.echo(f"Wrote {out}/k_sweep.png, k_sweep.csv, k_sweep.json")
 
 
-@app.command("evaluate")
+@command("evaluate")
 @friendly
 def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Option(help="An adapter checkpoint written by train-selected.")],
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", "-d", help="Data spec; default: the checkpoint's dataset from builtin."),
+        typer.Option("--data", "-d", help="Data spec; default: the data the checkpoint was trained on."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     alpha_eval: Annotated[
-        float | None, typer.Option(help="Evaluate with this alpha instead of the trained one.")
+        float | None, typer.Option(help="Evaluate with this alpha instead of the trained one (0 = the frozen model).")
     ] = None,
 ) -> None:
     """Re-evaluate an adapter checkpoint with its protocol (base / novel / HM, or accuracy)."""
@@ -480,7 +556,14 @@ def evaluate_cmd(
 
 
 def main() -> None:  # pragma: no cover - console-script entry
-    app()
+    try:
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in Python's exit handler
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

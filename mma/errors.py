@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["MmaError", "closest"]
+__all__ = ["MmaError", "closest", "one_line"]
 
 
 class MmaError(ValueError):
@@ -27,3 +27,8 @@ def closest(value: str, valid: Iterable[str], n: int = 3) -> str:
     if not matches:
         return ""
     return "did you mean " + ", ".join(repr(m) for m in matches) + "?"
+
+
+def one_line(exc: object) -> str:
+    """An exception's message (or any text) on one line: newlines and runs of spaces become one space."""
+    return " ".join(str(exc).split())

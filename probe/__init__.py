@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from .layers import TOWERS, Layer, LayerMap, layer_maps
 from .specs import DEFAULT_MODEL, LoadedModel, ModelSpec, list_model_specs, load_model, parse_model_spec
+from .towers import FAMILIES, architecture_support
 
 __all__ = [
     "DEFAULT_MODEL",
+    "FAMILIES",
     "TOWERS",
     "Layer",
     "LayerMap",
+    "architecture_support",
     "LoadedModel",
     "ModelSpec",
     "layer_maps",

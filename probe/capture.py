@@ -5,11 +5,16 @@ forward hook on every block (1..L) of each tower, pools each token map the momen
 full token map is ever kept), and removes every hook in ``finally``. XProj is the tower's own return
 value (``encode_image`` / ``encode_text``), so it is exactly what the model returns.
 
-Pooling (SPEC.md section 1):
+Pooling (SPEC.md section 1; per tower family in :mod:`mma.probe.layers`):
 
-* ``mean`` (default): image, mean over all tokens (CLS + patches); text, mean over positions up to and
-  including the readout (EOT) token.
-* ``cls``: image CLS token; text readout (EOT) token, CLIP's own readout tokens.
+* ``mean`` (default): image, mean over all tokens (class / register tokens + patches; for convolutional
+  stages, the global average); text, mean over the positions the tower attends to (up to and including
+  the EOT token for CLIP-style towers, the non-padding tokens for Hugging Face towers).
+* ``cls``: the token the tower reads out (image class token; text EOT / class token). Towers that read out
+  no single token have none, and ``cls`` pools like ``mean`` there.
+
+Capture reads only the :class:`~mma.probe.layers.LayerMap`: which modules are the blocks, how a block
+receives and returns its hidden state and in which token layout, and which token the tower reads out.
 """
 
 from __future__ import annotations
@@ -21,31 +26,35 @@ from torch import nn
 
 from mma.errors import MmaError
 
-from .layers import LayerMap, text_readout_index
+from .layers import LayerMap
 
 __all__ = ["POOLINGS", "LayerCapture", "pool_tokens"]
 
 POOLINGS = ("mean", "cls")
 
 
-def pool_tokens(x: torch.Tensor, pooling: str, readout: torch.Tensor | None = None) -> torch.Tensor:
+def pool_tokens(
+    x: torch.Tensor, pooling: str, readout: torch.Tensor | None = None, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pool a batch-first token map ``[B, T, D]`` to ``[B, D]``.
 
-    *readout* (text only) is the index of each sequence's readout token; mean pooling then covers
-    positions ``0..readout`` inclusive, ``cls`` pooling takes the readout token. Without it (images) the
-    mean covers every token and ``cls`` takes token 0.
+    *readout* is the index of each sequence's readout token (``cls`` takes it; without one, ``cls`` pools
+    like ``mean``). *mask* ``[B, T']`` (``T' <= T``; missing positions count as outside) marks the tokens
+    ``mean`` covers; without a mask, a *readout* alone means "positions ``0..readout``" (CLIP text) and
+    neither means every token.
     """
-    if pooling == "mean":
-        if readout is None:
-            return x.mean(dim=1)
-        positions = torch.arange(x.shape[1], device=x.device)[None, :]
-        mask = (positions <= readout[:, None]).to(x.dtype)[..., None]
-        return (x * mask).sum(dim=1) / mask.sum(dim=1)
-    if pooling == "cls":
-        if readout is None:
-            return x[:, 0]
+    if pooling not in POOLINGS:
+        raise MmaError(f"The pooling {pooling!r} is not valid (valid: {', '.join(POOLINGS)}).")
+    if pooling == "cls" and readout is not None:
         return x[torch.arange(x.shape[0], device=x.device), readout]
-    raise MmaError(f"The pooling {pooling!r} is not valid (valid: {', '.join(POOLINGS)}).")
+    if mask is None and readout is not None:
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] <= readout[:, None]
+    if mask is None:
+        return x.mean(dim=1)
+    if mask.shape[1] < x.shape[1]:
+        mask = torch.nn.functional.pad(mask, (0, x.shape[1] - mask.shape[1]), value=False)
+    weights = mask.to(x.dtype)[..., None]
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
 
 
 class LayerCapture(AbstractContextManager):
@@ -68,28 +77,36 @@ class LayerCapture(AbstractContextManager):
         self._buffer: dict[int, torch.Tensor] = {}
         self._active: str | None = None
         self._readout: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
 
     # -- hooks -----------------------------------------------------------------------------------
-    def _tokens(self, tower: str, x: torch.Tensor) -> torch.Tensor:
-        return x if self.maps[tower].batch_first else x.transpose(0, 1)
-
     def _store(self, tower: str, index: int, x: torch.Tensor) -> None:
         if self._active != tower:  # e.g. a block shared with something else; ignore
             return
-        readout = self._readout if tower == "text" else None
-        self._buffer[index] = pool_tokens(self._tokens(tower, x), self.pooling, readout).float()
+        lmap = self.maps[tower]
+        tokens = lmap.tokens(x)
+        if tower == "image":  # every image token counts for mean; cls takes the class token, if any
+            first = self.pooling == "cls" and lmap.class_token
+            readout = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device) if first else None
+            self._buffer[index] = pool_tokens(tokens, self.pooling, readout).float()
+        else:
+            self._buffer[index] = pool_tokens(tokens, self.pooling, self._readout, self._mask).float()
 
     def __enter__(self) -> LayerCapture:
         try:
             for tower, lmap in self.maps.items():
                 blocks = lmap.blocks(self.model)
-                self._handles.append(
-                    blocks[0].register_forward_pre_hook(lambda _m, args, t=tower: self._store(t, 0, args[0]))
-                )
+
+                def embed(_m, args, kwargs, t=tower, lmap=lmap):
+                    self._store(t, 0, lmap.block_input(args, kwargs))
+
+                self._handles.append(blocks[0].register_forward_pre_hook(embed, with_kwargs=True))
                 for i, block in enumerate(blocks, start=1):
-                    self._handles.append(
-                        block.register_forward_hook(lambda _m, _args, out, t=tower, i=i: self._store(t, i, out))
-                    )
+
+                    def out(_m, _args, output, t=tower, i=i, lmap=lmap):
+                        self._store(t, i, lmap.block_output(output))
+
+                    self._handles.append(block.register_forward_hook(out))
         except BaseException:
             self._remove()
             raise
@@ -116,18 +133,19 @@ class LayerCapture(AbstractContextManager):
 
     def encode_image(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Pooled features ``[B, D]`` of every image layer, XEmbed first, XProj last."""
-        self._active, self._readout = "image", None
+        self._active, self._readout, self._mask = "image", None, None
         try:
-            final = self.model.encode_image(images)
+            final = self.model.encode_image(images, normalize=False)
             return self._collect("image", final)
         finally:
             self._active = None
 
     def encode_text(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Pooled features ``[B, D]`` of every text layer, XEmbed first, XProj last."""
-        self._active, self._readout = "text", text_readout_index(self.model, tokens)
+        self._readout, self._mask = self.maps["text"].readout(tokens)
+        self._active = "text"
         try:
-            final = self.model.encode_text(tokens)
+            final = self.model.encode_text(tokens, normalize=False)
             return self._collect("text", final)
         finally:
-            self._active, self._readout = None, None
+            self._active, self._readout, self._mask = None, None, None

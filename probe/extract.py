@@ -113,12 +113,15 @@ def extract_images(
     workers: int = 0,
     strict: bool = False,
     progress=None,
+    say=None,
 ) -> StoreEntry:
     """Pooled features of every image layer for *samples* (in order), reused or resumed from the store.
 
     Under torchrun every rank extracts its share of the pending batches into the same entry. *progress*
-    is an optional callable ``progress(n_images)`` called after each batch; under torchrun each rank
-    scales its own count to the whole, so rank 0's bar tracks the whole job.
+    is an optional callable ``progress(n_images)``: called at once with the rows already stored (a reused
+    or resumed entry), then after each batch; under torchrun each rank scales its own count to the whole,
+    so rank 0's bar tracks the whole job and ends at 100%. *say* (optional, ``say(text)``) is told, in one
+    line, when rows are reused or resumed.
     """
     names, widths = _layer_info(loaded, "image")
     refs = [s.ref for s in samples]
@@ -127,11 +130,18 @@ def extract_images(
     fields = dict(refs=refs, labels=[s.label for s in samples], layer_names=names, widths=widths)
     entry = _open_shared(store_root, f"{dataset.name}-image", key, **fields)
     if entry.done:
+        if progress:
+            progress(len(refs))
+        if say:
+            say(f"{dataset.name}: reusing all {len(refs)} stored rows.")
         return entry
     w = distributed.world()
     pending = entry.pending_rows()
-    if progress and len(pending) < len(refs):
-        progress(len(refs) - len(pending))
+    if len(pending) < len(refs):
+        if progress:
+            progress(len(refs) - len(pending))
+        if say:
+            say(f"{dataset.name}: resuming: {len(refs) - len(pending)} of {len(refs)} rows already done.")
     batches = distributed.shard_batches(pending, batch_size, w)
     mine = np.concatenate(batches) if batches else np.empty(0, dtype=np.int64)
     reader = ImageReader(dataset, [samples[i] for i in mine], loaded.preprocess, strict=strict)

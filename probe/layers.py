@@ -3,33 +3,82 @@
 Like timm's ``feature_info``, tools ask the map, not a hard-coded list. Each layer has an integer index
 0..L+1, a name, the module it is read from, how it is read and its width:
 
-=========  =====  =====================================================  ==================
-name       index  read from                                              how
-=========  =====  =====================================================  ==================
-XEmbed     0      input of block 1 (image: after ``ln_pre``, i.e. patch   forward pre-hook
-                  embedding + class token + positional embedding + ln_pre;
-                  text: token + positional embedding)
-1..L       1..L   output of residual block i                             forward hook
+=========  =====  ====================================================  ==================
+name       index  read from                                             how
+=========  =====  ====================================================  ==================
+XEmbed     0      the input of block 1: what the first block sees        forward pre-hook
+1..L       1..L   the output of block i                                 forward hook
 XProj      L+1    the tower's own output (``encode_image``/``encode_text``) return value
-=========  =====  =====================================================  ==================
+=========  =====  ====================================================  ==================
 
-XEmbed sits *after* ``ln_pre`` (open_clip applies ``ln_pre`` inside ``_embeds``, before the blocks), so
-it is exactly what block 1 sees. Only open_clip's native transformer towers are mapped; timm or
-Hugging Face towers get a clear "not supported" error.
+A :class:`LayerMap` also says how to read a block, so that capture (:mod:`mma.probe.capture`) and the
+adapter (:mod:`mma.adapters.mma`) never look inside a tower: the module path of every block, where a block
+receives its hidden state (first positional argument or the keyword ``input_name``) and returns it (the
+output, or its first element when a block returns a tuple), the token layout a block works in, the norm
+whose output the adapter reads (``pre_norm``), whether the blocks are transformer blocks, and which token
+the tower reads out. The maps themselves are built per tower family in :mod:`mma.probe.towers`, the one
+place that looks at a tower's type.
+
+Tower families (built in :mod:`mma.probe.towers`, chosen by the tower's type). For each: the towers,
+XEmbed and the blocks, the readout token ``cls`` takes, and the adapter's input (``pre_norm``):
+
+``open_clip-vit``
+    open_clip ``VisionTransformer``. XEmbed after ``ln_pre``; blocks ``transformer.resblocks``; the class
+    token; ``ln_1``.
+``timm-vit``
+    ``TimmModel`` around timm's ``VisionTransformer`` (ViT, SigLIP, MobileCLIP-B, ViTamin), ``Eva`` (EVA,
+    PE-Core) or ViT-RelPos. XEmbed after ``norm_pre`` (patches, class / register tokens, positions; for
+    ViTamin and MobileCLIP-B after their convolutional stem); blocks ``trunk.blocks``; the class token if
+    the trunk has one, else none (SigLIP's attention pool, global-average-pool ViTs, ViTamin); ``norm1``,
+    or for post-norm blocks (EVA02-E's ``EvaBlockPostNorm``, timm's ``ResPostBlock``) the block's input.
+``timm-swin``
+    ``TimmModel`` around Swin. XEmbed after the patch embedding; every block of every stage (widths grow
+    per stage); no readout token; ``norm1``.
+``timm-stages``, ``resnet-stages``
+    ``TimmModel`` around ConvNeXt or FastViT (MobileCLIP-S), open_clip's ``ModifiedResNet``. XEmbed = the
+    stem's output, "blocks" = the stages (``trunk.stages``, ``layer1``..``layer4``); no readout token; no
+    adapter: **MMA needs transformer blocks**.
+``open_clip-text``
+    CLIP's built-in text transformer and ``TextTransformer`` (CoCa too). XEmbed = token + positional
+    embedding; blocks ``resblocks``; the EOT token (or the tower's ``eos`` / ``last`` / ``first`` pooling;
+    CoCa: its appended class embedding); ``ln_1``.
+``hf-text``
+    ``HFTextEncoder`` (RoBERTa, XLM-R, BERT, mT5, NLLB / M2M100). XEmbed = the embeddings' output; blocks =
+    the encoder's layer list; position 0 for a CLS pooler, none for a mean pooler; T5's
+    ``layer.0.layer_norm``, M2M100's ``self_attn_layer_norm``, and for the post-norm RoBERTa / BERT layers
+    **[ours]** the block's input, which is already the previous layer's LayerNorm output.
+
+XProj is always the tower's own output (``encode_image`` / ``encode_text``, unnormalised): after the final
+norm, the pooling or attention-pool head and the projection; for Hugging Face towers, the projection of the
+pooler's output. The adapter's input is what the block's first sub-layer reads: its pre-norm's output for
+pre-norm blocks, the block's input itself for post-norm blocks.
+
+Pooling a token map ``[B, T, D]`` to ``[B, D]`` (:func:`mma.probe.capture.pool_tokens`, inside the capture hooks):
+
+* ``mean``: image, every token (class / register tokens included); text, the positions the tower itself
+  attends to: up to and including the EOT token for CLIP-style text towers, every non-padding token for
+  Hugging Face towers.
+* ``cls``: the token the tower reads out: the class token (image) or the EOT / class / last token (text).
+  **[ours]** A tower that reads out no single token (an image tower without a class token, such as
+  SigLIP's attention-pool head or a global-average-pool ViT; a convolutional stage; a mean-pooled Hugging
+  Face text tower) has no CLS token: there ``cls`` pools like ``mean``, and ``mma probe layers`` says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from mma.errors import MmaError
 
-__all__ = ["Layer", "LayerMap", "layer_maps", "TOWERS", "text_readout_index"]
+__all__ = ["Layer", "LayerMap", "layer_maps", "TOWERS", "LAYOUTS", "text_readout_index"]
 
 TOWERS = ("image", "text")
+LAYOUTS = ("NLD", "LND", "NHWC", "NCHW")  # tokens batch-first, sequence-first, channels-last grid, conv map
 
 
 @dataclass(frozen=True)
@@ -42,22 +91,87 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class TextReadout:
+    """How a text tower reads out its tokens (from the tower's own pooling settings).
+
+    ``kind``: ``argmax`` (CLIP: the EOT token has the largest id), ``eos`` (the first ``eos_id``), ``last``,
+    ``first``, ``appended`` (CoCa: a class embedding appended after the tokens), ``mask`` (Hugging Face
+    mean pooling: no single token) or ``mask-first`` (Hugging Face CLS pooling: position 0).
+    """
+
+    kind: str
+    eos_id: int | None = None
+    pad_id: int | None = None
+
+
+@dataclass(frozen=True)
 class LayerMap:
-    """The layers of one tower, index 0..L+1."""
+    """The layers of one tower, index 0..L+1, and how to read its blocks.
+
+    Attributes
+    ----------
+    tower : {"image", "text"}
+    family : str
+        The tower family that built this map (see :mod:`mma.probe.towers`), e.g. ``"timm-vit"``.
+    layers : tuple[Layer, ...]
+        XEmbed, blocks 1..L, XProj.
+    block_paths : tuple[str, ...]
+        Module path of block 1..L inside the model.
+    layout : {"NLD", "LND", "NHWC", "NCHW"}
+        How a block's input and output hold the tokens.
+    transformer : bool
+        Blocks are transformer blocks (the adapter can attach); False for convolutional stages.
+    pre_norm : str or None
+        Path, inside a block, of the norm whose output the block's first sub-layer reads (``ln_1``,
+        ``norm1``, ...): the adapter's input. None: the block's input as it is (post-norm blocks, whose
+        first sub-layer reads the un-normalised input).
+    input_name : str
+        Keyword under which a block may receive its hidden state (when not positional).
+    class_token : bool
+        Image towers: token 0 is a class token the tower reads out.
+    text_readout : TextReadout or None
+        Text towers: how the tower reads out its tokens.
+    blocks_path : str or None
+        Path of the one module list holding blocks 1..L, where there is one (the text prefix cache
+        needs it); None for towers whose blocks sit in several stages.
+    prefix_cache : bool
+        The frozen blocks below k may be skipped by caching block k's input (native text towers).
+    """
 
     tower: str
+    family: str
     layers: tuple[Layer, ...]
-    blocks_path: str
-    batch_first: bool
+    block_paths: tuple[str, ...]
+    layout: str = "NLD"
+    transformer: bool = True
+    pre_norm: str | None = None
+    input_name: str = "x"
+    class_token: bool = False
+    text_readout: TextReadout | None = None
+    blocks_path: str | None = None
+    prefix_cache: bool = False
+
+    # -- names and indices -------------------------------------------------------------------------
 
     @property
     def depth(self) -> int:
-        """L, the number of residual blocks."""
+        """L, the number of blocks."""
         return len(self.layers) - 2
 
     @property
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
+
+    @property
+    def batch_first(self) -> bool:
+        return self.layout != "LND"
+
+    @property
+    def has_readout_token(self) -> bool:
+        """Whether ``cls`` pooling has a token to take (see the module docstring)."""
+        if self.tower == "image":
+            return self.class_token
+        return self.text_readout is not None and self.text_readout.kind != "mask"
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -86,73 +200,92 @@ class LayerMap:
             )
         return self.layers[idx]
 
+    # -- reading blocks ----------------------------------------------------------------------------
+
     def blocks(self, model: nn.Module) -> list[nn.Module]:
-        """The residual blocks 1..L of this tower, in order."""
-        return list(model.get_submodule(self.blocks_path))
+        """The blocks 1..L of this tower, in order."""
+        return [model.get_submodule(p) for p in self.block_paths]
 
+    def block_input(self, args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+        """The hidden state a block was called with (from a forward pre-hook's or hook's arguments)."""
+        if args:
+            return args[0]
+        if self.input_name in kwargs:
+            return kwargs[self.input_name]
+        raise RuntimeError(f"a {self.family} block was called without its input {self.input_name!r}")
 
-def _is_openclip_transformer(module: object) -> bool:
-    from open_clip.transformer import Transformer
+    @staticmethod
+    def block_output(output: Any) -> torch.Tensor:
+        """The hidden state a block returned (its first element if it returned a tuple)."""
+        return output[0] if isinstance(output, tuple) else output
 
-    return isinstance(module, Transformer)
+    @staticmethod
+    def with_block_output(output: Any, hidden: torch.Tensor) -> Any:
+        """*output* with its hidden state replaced by *hidden* (same container type)."""
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
+    def adapter_input(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """What the adapter reads in a block: ``pre_norm(x)``, or *x* itself (see ``pre_norm``)."""
+        return x if self.pre_norm is None else block.get_submodule(self.pre_norm)(x)
 
-def _proj_width(proj, width: int) -> int:
-    if proj is None:
-        return width
-    if isinstance(proj, nn.Linear):
-        return proj.out_features
-    return int(proj.shape[1])
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """A block's hidden state as batch-first tokens ``[B, T, D]``."""
+        if self.layout == "NLD":
+            return x
+        if self.layout == "LND":
+            return x.transpose(0, 1)
+        if self.layout == "NHWC":
+            return x.flatten(1, 2)
+        return x.flatten(2).transpose(1, 2)  # NCHW: one token per position of the grid
 
+    # -- readout -----------------------------------------------------------------------------------
 
-def _build(tower: str, prefix: str, transformer: nn.Module, out_width: int, out_module: str) -> LayerMap:
-    blocks_path = f"{prefix}transformer.resblocks"
-    width = transformer.width
-    n_blocks = len(transformer.resblocks)
-    layers = [Layer(0, "XEmbed", f"{blocks_path}.0", "block_input", width)]
-    layers += [Layer(i, str(i), f"{blocks_path}.{i - 1}", "block_output", width) for i in range(1, n_blocks + 1)]
-    layers.append(Layer(n_blocks + 1, "XProj", out_module, "tower_output", out_width))
-    return LayerMap(tower, tuple(layers), blocks_path, bool(getattr(transformer, "batch_first", True)))
+    def readout(self, tokens: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(readout index [B] or None, mean mask [B, T] or None)`` for a batch.
+
+        Image towers: the class token (index 0) if there is one, and no mask (every token). Text towers
+        (*tokens* ``[B, T]`` required): the token the tower reads out and the positions ``mean`` covers.
+        """
+        if self.tower == "image":
+            return None, None
+        if tokens is None:
+            raise ValueError("a text readout needs the token ids")
+        r = self.text_readout or TextReadout("argmax")
+        n, length = tokens.shape
+        positions = torch.arange(length, device=tokens.device)[None, :]
+        if r.kind in ("mask", "mask-first"):
+            mask = tokens != r.pad_id
+            index = torch.zeros(n, dtype=torch.long, device=tokens.device) if r.kind == "mask-first" else None
+            return index, mask
+        if r.kind == "argmax":
+            eot = tokens.argmax(dim=-1)
+        elif r.kind == "eos":
+            eot = (tokens == r.eos_id).int().argmax(dim=-1)
+        elif r.kind == "first":
+            eot = torch.zeros(n, dtype=torch.long, device=tokens.device)
+        elif r.kind in ("last", "appended"):
+            eot = torch.full((n,), length - 1, dtype=torch.long, device=tokens.device)
+        else:
+            raise MmaError(f"Text pooling {r.kind!r} has no readout token mma knows.")
+        mask = positions <= eot[:, None]
+        index = torch.full((n,), length, dtype=torch.long, device=tokens.device) if r.kind == "appended" else eot
+        return index, mask
 
 
 def layer_maps(model: nn.Module) -> dict[str, LayerMap]:
-    """``{"image": LayerMap, "text": LayerMap}`` for an open_clip CLIP / CustomTextCLIP model."""
-    from open_clip.transformer import TextTransformer, VisionTransformer
+    """``{"image": LayerMap, "text": LayerMap}`` for an open_clip model (CLIP, CustomTextCLIP, CoCa).
 
-    visual = getattr(model, "visual", None)
-    if not isinstance(visual, VisionTransformer):
-        raise MmaError(
-            f"The image tower {type(visual).__name__} is not supported; mma maps open_clip's native "
-            "VisionTransformer towers only (timm, Hugging Face and ResNet towers have no layer map yet)."
-        )
-    image = _build("image", "visual.", visual.transformer, visual.output_dim, "visual")
+    The family of each tower is chosen by its type in :func:`mma.probe.towers.tower_maps`; an unknown tower
+    is an :class:`MmaError` naming it.
+    """
+    from .towers import tower_maps
 
-    text_tower = getattr(model, "text", None)
-    if text_tower is None and _is_openclip_transformer(getattr(model, "transformer", None)):
-        text = _build("text", "", model.transformer, _proj_width(model.text_projection, model.transformer.width), "")
-    elif isinstance(text_tower, TextTransformer):
-        text = _build(
-            "text", "text.", text_tower.transformer, _proj_width(text_tower.text_projection, text_tower.width), "text"
-        )
-    else:
-        raise MmaError(
-            f"The text tower {type(text_tower).__name__} is not supported; mma maps open_clip's CLIP text "
-            "transformer and TextTransformer only (Hugging Face text towers have no layer map yet)."
-        )
-    return {"image": image, "text": text}
+    return tower_maps(model)
 
 
 def text_readout_index(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Position of the token each text is read out from (CLIP: the EOT token, the largest id)."""
-    tower = getattr(model, "text", model)
-    pool = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
-    if pool == "argmax":
-        return tokens.argmax(dim=-1)
-    if pool == "eos":
-        eos = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id", None)
-        return (tokens == eos).int().argmax(dim=-1)
-    if pool == "last":
-        return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long, device=tokens.device)
-    if pool == "first":
-        return torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
-    raise MmaError(f"Text pooling {pool!r} has no single readout token; mma supports argmax, eos, last and first.")
+    index, _ = layer_maps(model)["text"].readout(tokens)
+    if index is None:
+        raise MmaError("This text tower reads out no single token (it mean-pools); it has no readout index.")
+    return index

@@ -105,6 +105,11 @@ def parse_model_spec(text: str | None) -> ModelSpec:
     name, sep, pretrained = text.partition(":")
     known = _known_models()
     if name not in known:
+        if _looks_like_path(name):
+            raise MmaError(
+                f"Unknown model {name!r}: it looks like a checkpoint file, not an architecture; write NAME:PATH "
+                f"with the architecture the weights belong to, e.g. {'ViT-B-16:' + text!r} (see 'mma models')."
+            )
         # A wrong-case name ('vit-b-16') must point at its exact match, which difflib may rank below others.
         same = [k for k in known if k.lower() == name.lower()]
         hint = f"did you mean {same[0]!r}? Names are case-sensitive." if same else closest(name, known)
@@ -117,8 +122,12 @@ def parse_model_spec(text: str | None) -> ModelSpec:
         return ModelSpec(name)
     if not pretrained:
         raise MmaError(f"The model spec {text!r} ends with ':'; give a pretrained tag or a checkpoint path after it.")
-    if pretrained == RANDOM or os.path.isfile(os.path.expanduser(pretrained)):
-        return ModelSpec(name, pretrained if pretrained == RANDOM else os.path.expanduser(pretrained))
+    if pretrained == RANDOM:
+        return ModelSpec(name, RANDOM)
+    if os.path.isfile(os.path.expanduser(pretrained)):
+        path = os.path.expanduser(pretrained)
+        _check_weights_file(path, name)
+        return ModelSpec(name, path)
     import open_clip
 
     tags = [] if name == EMBEDDED_NAME else list(open_clip.list_pretrained_tags_by_model(name))
@@ -136,17 +145,77 @@ def parse_model_spec(text: str | None) -> ModelSpec:
     return ModelSpec(name, pretrained)
 
 
+_WEIGHT_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz", ".npy", ".tar")
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        any(c in name for c in "/\\")
+        or name.startswith("~")
+        or name.lower().endswith(_WEIGHT_EXTENSIONS)
+        or os.path.exists(os.path.expanduser(name))
+    )
+
+
+def _check_weights_file(path: str, name: str) -> None:
+    """One sentence, before anything is built, if *path* is not a file open_clip can read weights from.
+
+    open_clip reads ``torch.save`` files (a zip archive, or a pickle for the legacy format), safetensors
+    (an 8-byte header length, then a JSON header) and big_vision NumPy files (``.npz`` zip, ``.npy``).
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise MmaError(f"The checkpoint file {path!r} cannot be read ({exc.strerror or exc}).") from None
+    zipped = head.startswith(b"PK\x03\x04")
+    pickled = head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5
+    numpy = head.startswith(b"\x93NUMPY")
+    safetensors = len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
+    if zipped or pickled or numpy or safetensors:
+        return
+    what = "an empty file" if not head else ("a text file" if _is_text(head) else "not a weights file")
+    raise MmaError(
+        f"The checkpoint file {path!r} for model {name!r} is {what}: open_clip reads weights saved by "
+        "torch.save, safetensors or NumPy; pass the model's weights file."
+    )
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
 def list_model_specs() -> list[dict]:
-    """The embedded default first, then every open_clip architecture with its pretrained tags."""
+    """The embedded default first, then every open_clip architecture with its pretrained tags.
+
+    Each row also says, from the architecture's config alone, its tower families (``towers``) and whether
+    mma can probe it (``probe``) and fit the adapter to it (``mma``; convolutional towers: probe only).
+    """
     import open_clip
 
-    rows = [dict(model=EMBEDDED_NAME, pretrained="(shipped weights), random", default=True)]
+    from .towers import architecture_support
+
+    register_config()
+
+    def support(name: str) -> dict:
+        s = architecture_support(name)
+        if s is None:
+            return dict(towers="unknown", probe=False, mma=False)
+        return dict(towers=s.label, probe=s.probe, mma=s.mma)
+
+    rows = [dict(model=EMBEDDED_NAME, pretrained="(shipped weights), random", default=True, **support(EMBEDDED_NAME))]
     tags: dict[str, list[str]] = {}
     for name, tag in open_clip.list_pretrained():
         tags.setdefault(name, []).append(tag)
     for name in _known_models():
         if name != EMBEDDED_NAME:
-            rows.append(dict(model=name, pretrained=", ".join(tags.get(name, [])) or "-", default=False))
+            rows.append(
+                dict(model=name, pretrained=", ".join(tags.get(name, [])) or "-", default=False, **support(name))
+            )
     return rows
 
 
@@ -178,17 +247,25 @@ def _download(spec: ModelSpec) -> str:
     """Fetch a pretrained tag into open_clip's cache; one clear sentence if that is impossible (offline)."""
     import open_clip
 
+    from .hub import hub_or_cache
+
     cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
     try:
-        path = open_clip.download_pretrained(cfg)
+        with hub_or_cache() as online:
+            path = open_clip.download_pretrained(cfg)
     except Exception as exc:  # network stacks raise many types (OSError, httpx/requests errors...)
+        why = (
+            "the Hugging Face hub cannot be reached and they are not in the local cache"
+            if not online
+            else (type(exc).__name__)
+        )
         raise MmaError(
-            f"Could not download the weights for {spec} ({type(exc).__name__}). Offline? Download them once "
-            f"elsewhere and pass the file as '{spec.name}:/path/to/weights', or fill the Hugging Face cache "
+            f"Could not download the weights for {str(spec)!r} ({why}). Offline? Download them once "
+            f"elsewhere and pass the file as {spec.name + ':/path/to/weights'!r}, or fill the Hugging Face cache "
             "(HF_HOME) on this machine."
         ) from exc
     if not path:
-        raise MmaError(f"open_clip has no download location for {spec}; pass a local checkpoint file instead.")
+        raise MmaError(f"open_clip has no download location for {str(spec)!r}; pass a local checkpoint file instead.")
     return path
 
 
@@ -215,15 +292,12 @@ def load_model(
 
     torch.manual_seed(seed)
     if spec.has_schema:
-        try:
+        tokenizer = _open_clip_tokenizer(spec)  # cheap, and the first thing that needs the hub: fail fast
+        torch.manual_seed(seed)
+        with _hub_errors(spec, "the model"):
             model, pre_train, pre_val = open_clip.create_model_and_transforms(
                 spec.name, device=device, precision=precision
             )
-        except Exception as exc:  # hub downloads raise many types
-            raise MmaError(
-                f"Could not load {spec} ({type(exc).__name__}: {exc}). Offline? Use a local checkpoint file instead."
-            ) from exc
-        tokenizer = open_clip.get_tokenizer(spec.name)
         weights_id = spec.name
     elif spec.is_embedded and not spec.is_random and str(spec.pretrained or WEIGHTS_PATH).endswith(".safetensors"):
         with _quiet_root_logger():
@@ -239,23 +313,33 @@ def load_model(
         tokenizer = open_clip.get_tokenizer(EMBEDDED_NAME)
         weights_id = _weights_id(path)
     else:
+        tokenizer = _open_clip_tokenizer(spec)
+        torch.manual_seed(seed)
         pretrained = None if spec.is_random else spec.pretrained
         if pretrained is not None and not os.path.isfile(pretrained):
             pretrained = _download(spec)
         # open_clip logs "No pretrained weights loaded" for a deliberate random init; we say it ourselves.
         quiet = _quiet_root_logger() if pretrained is None else contextlib.nullcontext()
         try:
-            with quiet:
+            with quiet, _hub_errors(spec, "the model"):
                 model, pre_train, pre_val = open_clip.create_model_and_transforms(
                     spec.name,
                     pretrained=pretrained,
                     device=device,
                     precision=precision,
                     force_quick_gelu=force_quick_gelu,
+                    # random means random: no base weights for a Hugging Face text tower either
+                    pretrained_text=pretrained is not None,
                 )
-        except (RuntimeError, KeyError) as exc:
-            raise MmaError(f"The checkpoint {pretrained!r} does not fit model {spec.name!r}: {str(exc)[:200]}") from exc
-        tokenizer = open_clip.get_tokenizer(spec.name)
+        except MmaError:
+            raise
+        except Exception as exc:  # torch.load / safetensors / load_state_dict raise many types on a bad file
+            if pretrained is None:
+                raise
+            raise MmaError(
+                f"The checkpoint {pretrained!r} does not fit model {spec.name!r} "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]!r})."
+            ) from exc
         weights_id = f"random-seed{seed}" if pretrained is None else _weights_id(pretrained)
     if precision != "fp32" and spec.is_embedded:
         model.to(dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32))
@@ -264,6 +348,49 @@ def load_model(
     if random_weights:
         notes.append(f"{spec}: random weights (seed {seed}), not pretrained.")
     return LoadedModel(spec, model, pre_val, pre_train, tokenizer, weights_id, random_weights, notes)
+
+
+def _open_clip_tokenizer(spec: ModelSpec) -> Callable:
+    """open_clip's tokenizer for *spec* (SigLIP's and Hugging Face text towers' come from the hub)."""
+    import open_clip
+
+    with _hub_errors(spec, "the tokenizer"), _quiet_root_logger():  # open_clip logs its own hub fallbacks
+        return open_clip.get_tokenizer(spec.name)
+
+
+@contextlib.contextmanager
+def _hub_errors(spec: ModelSpec, what: str):
+    """Hub access from the local cache alone when the hub cannot be reached; its failures as one sentence."""
+    from .hub import hub_or_cache
+
+    online = True
+    try:
+        with hub_or_cache() as online:
+            yield
+    except ImportError as exc:
+        raise MmaError(
+            f"{str(spec)!r} needs the Python package {exc.name or 'transformers'!r} for {what}; "
+            f"pip install {exc.name or 'transformers'}."
+        ) from exc
+    except (OSError, RuntimeError, ValueError) as exc:
+        if "pip install transformers" in str(exc):  # open_clip's own hint
+            raise MmaError(f"{str(spec)!r} needs the Python package 'transformers'; pip install transformers.") from exc
+        if not _mentions_hub(exc):
+            raise
+        where = (
+            "the Hugging Face hub cannot be reached and it is not in the local cache (HF_HOME)"
+            if not online
+            else f"the Hugging Face hub refused it ({type(exc).__name__})"
+        )
+        raise MmaError(
+            f"Could not load {what} of {str(spec)!r}: {where}. Download it once where the hub can be reached "
+            "(it is cached), or pass local files (local-dir:PATH, or NAME:/path/to/weights)."
+        ) from exc
+
+
+def _mentions_hub(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(w in text for w in ("hub", "huggingface", "hugging face", "connection", "offline", "local cache"))
 
 
 @contextlib.contextmanager

@@ -6,7 +6,9 @@ One store entry is a folder::
         manifest.json     key fields, layer names and widths, rows, done_ranges, rows_done, done, unreadable rows
                           (rows_done: rows 0..rows_done-1 are all written, the prefix format 1 trusted)
         samples.json      the sample refs and labels, row by row (written once)
-        blocks.npy        float16 [L+1, rows, width]   layers XEmbed, 1..L
+        blocks.npy        float16 [L+1, rows, width]   layers XEmbed, 1..L (width: the widest of them; a
+                                                       narrower layer, e.g. a Swin or convolutional stage,
+                                                       fills its first widths[i] columns)
         proj.npy          float16 [rows, embed_dim]    layer XProj (its width differs)
         progress-<R>.json rows that process R has written since the manifest was last finalised
 
@@ -69,7 +71,10 @@ class StoreEntry:
 
     def layer(self, index: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Features of layer *index* (0..L+1) as float32 ``[rows, width]`` (only *rows*, if given)."""
-        feats = self.proj if index == len(self.blocks) else self.blocks[index]
+        if index == len(self.blocks):
+            feats = self.proj
+        else:
+            feats = self.blocks[index][:, : int(self.manifest["widths"][index])]
         return np.asarray(feats if rows is None else feats[rows], dtype=np.float32)
 
     def valid_rows(self) -> np.ndarray:
@@ -97,7 +102,7 @@ class StoreEntry:
         if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: plain slices
             rows = slice(int(rows[0]), int(rows[-1]) + 1)
         for i, feats in enumerate(layers[:-1]):
-            self.blocks[i, rows] = feats
+            self.blocks[i, rows, : feats.shape[1]] = feats
         self.proj[rows] = layers[-1]
 
     def record(self, rank: int, rows: np.ndarray, *, unreadable: list[int] = ()) -> None:
@@ -188,7 +193,7 @@ def open_entry(
             "file system every process shares."
         )
     folder.mkdir(parents=True, exist_ok=True)
-    block_width = widths[0]
+    block_width = max(widths[:-1])
     blocks = open_memmap(folder / "blocks.npy", mode="w+", dtype=np.float16, shape=(len(widths) - 1, rows, block_width))
     proj = open_memmap(folder / "proj.npy", mode="w+", dtype=np.float16, shape=(rows, widths[-1]))
     atomic_write_json(folder / "samples.json", {"refs": list(refs), "labels": [int(y) for y in labels]})

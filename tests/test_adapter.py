@@ -293,8 +293,8 @@ def test_invalid_options_raise_one_sentence_errors(tiny):
         MultiModalAdapter(maps, depth_mode="relativ")
     with pytest.raises(MmaError, match=r"dim=0 is out of range"):
         MultiModalAdapter(maps, dim=0)
-    with pytest.raises(MmaError, match=r"alpha=0 is out of range \(valid: a finite number > 0"):
-        MultiModalAdapter(maps, alpha=0)
+    with pytest.raises(MmaError, match=r"alpha=-0.5 is out of range \(valid: a finite number >= 0, 0 meaning"):
+        MultiModalAdapter(maps, alpha=-0.5)
     adapter = MultiModalAdapter(maps)
     with pytest.raises(MmaError, match=r"alpha=-1.0 is out of range"):
         adapter.alpha = -1.0

@@ -40,8 +40,11 @@ def test_capture_matches_open_clip(request, fixture, pooling):
     assert len(image_feats) == len(text_feats) == depth + 2
     image_blocks, text_blocks, image_final, text_final = _reference(model, images, tokens)
     readout = text_readout_index(model, tokens)
+    first = torch.zeros(2, dtype=torch.long) if pooling == "cls" else None  # the class token
     for i in range(depth):
-        torch.testing.assert_close(image_feats[i + 1], pool_tokens(image_blocks[i], pooling), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            image_feats[i + 1], pool_tokens(image_blocks[i], pooling, first), rtol=1e-5, atol=1e-5
+        )
         torch.testing.assert_close(
             text_feats[i + 1], pool_tokens(text_blocks[i], pooling, readout), rtol=1e-5, atol=1e-5
         )
@@ -52,7 +55,7 @@ def test_capture_matches_open_clip(request, fixture, pooling):
         torch.testing.assert_close(text_feats[-1], text_final, rtol=1e-5, atol=1e-5)
         # XEmbed is the input of block 1: patch/class/positional embedding and ln_pre (image),
         # token + positional embedding (text).
-        torch.testing.assert_close(image_feats[0], pool_tokens(model.visual._embeds(images), pooling))
+        torch.testing.assert_close(image_feats[0], pool_tokens(model.visual._embeds(images), pooling, first))
         text_embed = model.token_embedding(tokens) + model.positional_embedding
         torch.testing.assert_close(text_feats[0], pool_tokens(text_embed, pooling, readout))
 

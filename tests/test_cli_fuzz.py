@@ -33,7 +33,7 @@ from hypothesis.control import currently_in_test_context
 from typer.testing import CliRunner
 
 from mma.adapters.protocols import PROTOCOLS
-from mma.analysis.select_k import RULES
+from mma.analysis.select_k import DEFAULT_THRESHOLDS, RULES
 from mma.analysis.separability import TEXT_SPLITS
 from mma.cli import app
 from mma.errors import MmaError
@@ -230,10 +230,19 @@ OUT = Opt(
 PRECISION = Opt(good=st.sampled_from(PRECISIONS), bad=_not_in(PRECISIONS, "FP32", "fp64", ""))
 THRESHOLD_LATE = st.sampled_from(["nan", "inf", "-inf", "0", "-0.5", "1.5", "1e309", "-0.0"])
 THRESHOLD_GOOD = st.floats(0, 1, exclude_min=True).map(str)
+# knee takes no threshold (a --threshold with it is refused), so only the rules with one count as "good"
+RULE = Opt(
+    good=st.sampled_from([r for r in RULES if DEFAULT_THRESHOLDS[r] is not None]),
+    bad=_not_in(RULES, "SATURATION", ""),
+)
 BATCH = Opt(good=_ints(1, 512), bad=st.one_of(_ints(hi=0), NOT_INT))
 POS_FLOAT = Opt(
     good=st.floats(1e-6, 10).map(str),
     bad=st.one_of(st.floats(max_value=0).map(str), st.sampled_from(["nan", "-inf"]), NOT_FLOAT),
+)
+NON_NEGATIVE_FLOAT = Opt(
+    good=st.one_of(st.just("0"), st.floats(0, 10).map(str)),
+    bad=st.one_of(st.floats(max_value=0, exclude_max=True).map(str), st.sampled_from(["nan", "-inf"]), NOT_FLOAT),
 )
 CONFIG = Opt(
     good=st.sampled_from([Place("config.json"), Place("config.toml")]),
@@ -267,16 +276,16 @@ COMMANDS: dict[str, tuple[list[str], dict[str, Opt]]] = {
         {
             "--model": MODEL,
             "--data": DATA_PROBE,
-            "--samples": Opt(good=_ints(1, 100), bad=st.one_of(_ints(hi=0), _ints(10**6), NOT_INT)),
+            # more samples than a dataset has is fine: it uses all of them (said once)
+            "--samples": Opt(good=st.one_of(_ints(1, 100), _ints(10**6)), bad=st.one_of(_ints(hi=0), NOT_INT)),
             "--seeds": SEEDS_PROBE,
             "--pooling": Opt(good=st.sampled_from(POOLINGS), bad=_not_in(POOLINGS, "MEAN", "max", "")),
             "--text-split": Opt(good=st.sampled_from(TEXT_SPLITS), bad=_not_in(TEXT_SPLITS, "by_sample", "")),
             "--batch-size": BATCH,
             "--precision": PRECISION,
             "--device": DEVICE,
-            # --rule / --threshold are only checked after the whole run (see test_probe_layers_checks_rule...)
-            "--rule": Opt(good=st.sampled_from(RULES), late=_not_in(RULES, "SATURATION", "")),
-            "--threshold": Opt(good=THRESHOLD_GOOD, bad=NOT_FLOAT, late=THRESHOLD_LATE),
+            "--rule": RULE,
+            "--threshold": Opt(good=THRESHOLD_GOOD, bad=st.one_of(NOT_FLOAT, THRESHOLD_LATE)),
             "--out": OUT,
         },
     ),
@@ -288,7 +297,8 @@ COMMANDS: dict[str, tuple[list[str], dict[str, Opt]]] = {
             "--model": MODEL_TRAIN,
             "--data": DATA_TRAIN,
             "--protocol": Opt(good=st.sampled_from(PROTOCOLS), late=_not_in(PROTOCOLS, "base-to-novel", "")),
-            "--shots": Opt(good=_ints(1, 16), bad=st.one_of(_ints(hi=0), NOT_INT), late=_ints(10**6)),
+            # more shots than a class has: all its images (CoOp / Dassl), so a huge value is fine
+            "--shots": Opt(good=st.one_of(_ints(1, 16), _ints(10**6)), bad=st.one_of(_ints(hi=0), NOT_INT)),
             "--seeds": SEEDS_TRAIN,
             "--epochs": Opt(good=_ints(1, 5), bad=st.one_of(_ints(hi=0), NOT_INT)),
             "--alpha": POS_FLOAT,
@@ -429,7 +439,7 @@ SELECT = {
     "--run": Opt(
         good=st.just(Place("probe-run")), bad=st.sampled_from([Place("missing"), Place("file"), Place("dir")])
     ),
-    "--rule": Opt(good=st.sampled_from(RULES), bad=_not_in(RULES, "SATURATION", "")),
+    "--rule": RULE,
     "--threshold": Opt(good=THRESHOLD_GOOD, bad=st.one_of(NOT_FLOAT, THRESHOLD_LATE)),
 }
 
@@ -473,7 +483,7 @@ EVALUATE = {
     ),
     "--data": Opt(good=st.sampled_from(["builtin:colors", "builtin"]), bad=_BAD_DATA),
     "--device": DEVICE,
-    "--alpha-eval": POS_FLOAT,
+    "--alpha-eval": NON_NEGATIVE_FLOAT,  # 0 is the frozen model
 }
 
 

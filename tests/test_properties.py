@@ -125,7 +125,7 @@ def checkpoint_dir(tmp_path_factory):
 def test_an_existing_checkpoint_file_is_a_valid_pretrained_part(checkpoint_dir, name, filename):
     """NAME:/path/to/file (any file name, even one with ':') is kept as the path and round-trips."""
     path = checkpoint_dir / f"ckpt-{filename}"
-    path.write_bytes(b"")
+    path.write_bytes(b"PK\x03\x04")  # begins like a torch.save archive: the spec is about the path
     spec = parse_model_spec(f"{name}:{path}")
     assert spec == ModelSpec(name, str(path))
     assert parse_model_spec(str(spec)) == spec
@@ -134,7 +134,7 @@ def test_an_existing_checkpoint_file_is_a_valid_pretrained_part(checkpoint_dir, 
 def test_a_checkpoint_path_with_a_tilde_is_expanded(tmp_path, monkeypatch):
     """``~`` in a checkpoint path is expanded before the file is looked up, and the spec keeps the full path."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / "ck.pt").write_bytes(b"")
+    (tmp_path / "ck.pt").write_bytes(b"PK\x03\x04")
     assert parse_model_spec("ViT-B-32:~/ck.pt") == ModelSpec("ViT-B-32", str(tmp_path / "ck.pt"))
 
 

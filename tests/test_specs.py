@@ -121,7 +121,8 @@ def test_layer_maps(request, fixture, depth, widths):
         image.resolve("XFoo")
 
 
-def test_unsupported_towers_are_named():
-    model = open_clip.create_model("RN50")
-    with pytest.raises(MmaError, match="image tower ModifiedResNet is not supported"):
+def test_unknown_towers_are_named():
+    model = open_clip.create_model("ViT-S-32")
+    model.visual = torch.nn.Linear(2, 2)  # a tower no family knows
+    with pytest.raises(MmaError, match="image tower Linear is not supported"):
         layer_maps(model)

@@ -89,7 +89,7 @@ def test_base2novel_tasks_follow_the_coop_split(colour_data):
 
 def test_protocol_errors(colour_data):
     with pytest.raises(MmaError, match=r"fewer than --shots 50 training images .* lower --shots to at most 20"):
-        make_tasks("base2novel", [colour_data], shots=50, seed=1)
+        make_tasks("base2novel", [colour_data], shots=50, seed=1, strict=True)
     with pytest.raises(MmaError, match="--protocol 'zero' is not valid"):
         make_tasks("zero", [colour_data], shots=1, seed=1)
     with pytest.raises(MmaError, match="domain-gen needs the source"):
@@ -111,7 +111,7 @@ def test_checkpoint_round_trip_and_wrong_model(tiny, colour_data, tmp_path):
     assert accuracy(fresh, colour_data, task.evals[0].samples, task.classnames) == acc
     adapter.detach()
     other = load_model("mma-tiny:random", seed=7)
-    with pytest.raises(MmaError, match="was trained on mma-tiny:random"):
+    with pytest.raises(MmaError, match="was trained on 'mma-tiny:random'"):
         load_adapter(path, other)
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(MmaError, match="not an mma adapter checkpoint"):
@@ -126,6 +126,11 @@ def test_harmonic_mean():
 def test_train_config_validation():
     with pytest.raises(MmaError, match=r"alpha=-1 is not valid; it must be a float > 0"):
         TrainConfig(alpha=-1).validate()
+    with pytest.raises(MmaError, match=r"alpha=0 is not valid; it must be a float > 0"):
+        TrainConfig(alpha=0).validate()  # training divides by alpha; only evaluation may use 0
+    TrainConfig(alpha_eval=0.0).validate()  # --alpha-eval 0: the frozen model
+    with pytest.raises(MmaError, match=r"alpha_eval=-0.1 is not valid; it must be a float >= 0"):
+        TrainConfig(alpha_eval=-0.1).validate()
     with pytest.raises(MmaError, match=r"Unknown training option\(s\) \['lrr'\]"):
         TrainConfig.from_dict({"lrr": 1})
 

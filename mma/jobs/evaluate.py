@@ -14,22 +14,28 @@ def evaluate_checkpoint(
 ) -> dict[str, float] | None:
     """Rebuild the checkpoint's model and adapter and evaluate its protocol on its dataset (seeded draw).
 
-    Under torchrun each rank evaluates a shard; rank 0 returns the metrics, the others None.
+    Without *data*, the data specs recorded in the checkpoint (the ones it was trained on; checkpoints
+    written before they were recorded fall back to the built-in dataset of that name). *alpha_eval* 0 is
+    the frozen model. Under torchrun each rank evaluates a shard; rank 0 returns the metrics, the others None.
     """
     from mma import distributed
     from mma.adapters.checkpoint import load_adapter, read_adapter
+    from mma.adapters.mma import check_alpha
     from mma.adapters.protocols import evaluate_task, make_tasks, task_metrics
     from mma.probe.data import load_datasets
     from mma.probe.extract import resolve_device
     from mma.probe.specs import load_model
 
+    if alpha_eval is not None:
+        check_alpha(alpha_eval, "--alpha-eval")  # before any weights are loaded
     _, meta = read_adapter(checkpoint)
     world, dev = distributed.setup(resolve_device(device))
     loaded = load_model(meta["model"], device=str(dev))
     adapter, meta = load_adapter(checkpoint, loaded)
     if alpha_eval is not None:
         adapter.alpha = alpha_eval
-    specs = data or [f"builtin:{meta['dataset']}"]
+    recorded = meta.get("data") or [f"builtin:{meta['dataset']}"]
+    specs = data or ([recorded] if isinstance(recorded, str) else list(recorded))
     datasets = [d for spec in specs for d in load_datasets(spec)]
     if meta["protocol"] in ("base2novel", "few-shot"):
         datasets = [d for d in datasets if d.name == meta["dataset"]]

@@ -17,7 +17,6 @@ from its recorded rows, the probes from their per-seed CSVs.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 from mma import distributed
-from mma.errors import MmaError
+from mma.errors import MmaError, closest
 from mma.io import atomic_write, atomic_write_json, read_json
+
+from .outdir import check_out_dir, run_folder
 
 __all__ = ["ProbeLayersConfig", "ProbeRun", "probe_layers", "select_from_run", "plot_run", "check_out_dir"]
 
@@ -61,34 +62,15 @@ class ProbeRun:
     selection: dict
     figure: Path
     seconds: float
-    notes: list[str]
-
-
-def check_out_dir(out: Path) -> Path:
-    """Create *out* if needed and make sure it is a writable folder (one clear sentence if not)."""
-    from mma.probe.data.base import user_path
-
-    out = user_path(out, "--out")
-    if out.exists() and not out.is_dir():
-        raise MmaError(f"--out {str(out)!r} is a file, not a folder; give a folder for the run.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise MmaError(f"--out {str(out)!r} is not writable ({exc.strerror or exc}); choose another folder.") from None
-    return out
+    notes: list[str]  # what the run found (unreadable images, unconverged probes, pooling fallbacks)
+    adjustments: list[str] = field(default_factory=list)  # what the plan changed (a dataset smaller than --samples)
 
 
 def _validate(cfg: ProbeLayersConfig) -> None:
-    from mma.analysis.select_k import RULES
     from mma.analysis.separability import TEXT_SPLITS
     from mma.probe.capture import POOLINGS
 
-    if cfg.rule not in RULES:
-        raise MmaError(f"--rule {cfg.rule!r} is not valid (valid: {', '.join(RULES)}).")
-    if cfg.threshold is not None and not 0.0 < cfg.threshold <= 1.0:
-        raise MmaError(f"--threshold must be in (0, 1]; got {cfg.threshold}.")
+    check_rule(cfg.rule, cfg.threshold)
     if cfg.samples < 1:
         raise MmaError(f"--samples must be at least 1 (samples per dataset); got {cfg.samples}.")
     if not cfg.seeds:
@@ -105,6 +87,25 @@ def _validate(cfg: ProbeLayersConfig) -> None:
         raise MmaError("--data is empty; give a data spec such as builtin or coop:/data:eurosat,dtd.")
 
 
+def check_rule(rule: str, threshold: float | None) -> None:
+    """--rule must name a rule ("did you mean" otherwise); --threshold only with a rule that takes one."""
+    from mma.analysis.select_k import DEFAULT_THRESHOLDS, RULES
+
+    if rule not in RULES:
+        hint = closest(str(rule), RULES)
+        raise MmaError(f"--rule {rule!r} is not valid (valid: {', '.join(RULES)})" + (f"; {hint}" if hint else "."))
+    if threshold is None:
+        return
+    if DEFAULT_THRESHOLDS.get(rule) is None:
+        takes = [r for r in RULES if DEFAULT_THRESHOLDS.get(r) is not None]
+        raise MmaError(
+            f"--rule {rule!r} takes no --threshold (got {threshold!r}); the rules with a threshold are "
+            f"{', '.join(takes)}."
+        )
+    if not 0.0 < threshold <= 1.0:
+        raise MmaError(f"--threshold must be in (0, 1]; got {threshold!r}.")
+
+
 def _load_all_datasets(cfg: ProbeLayersConfig):
     from mma.probe.data import load_datasets
 
@@ -117,23 +118,37 @@ def _load_all_datasets(cfg: ProbeLayersConfig):
         raise MmaError(f"The dataset name(s) {dupes} appear twice across --data; give each dataset once.")
     if len(datasets) < 2:
         raise MmaError(f"A 'which dataset?' probe needs at least 2 datasets; --data gives {len(datasets)} ({names}).")
-    few = [d for d in datasets if d.num_classes < 3]
-    if cfg.text_split == "by-class" and few:
-        raise MmaError(
-            f"Dataset {few[0].name!r} has {few[0].num_classes} class(es); --text-split by-class needs at least 3 per "
-            "dataset (its text probe is tested on class names it never saw). Use --text-split by-sample."
-        )
-    for d in datasets:
-        if len(d.train) < cfg.samples:
-            raise MmaError(
-                f"Dataset {d.name!r} has {len(d.train)} training samples, fewer than --samples {cfg.samples}; "
-                f"lower --samples to at most {len(d.train)} or leave this dataset out."
-            )
+    empty = [d.name for d in datasets if not d.train]
+    if empty:
+        raise MmaError(f"Dataset {empty[0]!r} has no training images; a probe draws its samples from them.")
     return datasets
 
 
+def _sample_counts(cfg: ProbeLayersConfig, datasets) -> tuple[dict[str, int], list[str]]:
+    """Samples drawn per dataset: --samples, or all a smaller dataset has (said once per dataset)."""
+    counts, notes = {}, []
+    for d in datasets:
+        counts[d.name] = min(cfg.samples, len(d.train))
+        if counts[d.name] < 3:  # the probe splits each dataset's samples into train / val / test
+            raise MmaError(
+                f"Dataset {d.name!r} gives {counts[d.name]} sample(s) to the probe, which needs at least 3 per "
+                "dataset (probe train, val and test); raise --samples or leave this dataset out."
+            )
+        if cfg.text_split == "by-class" and d.num_classes < 3:
+            raise MmaError(
+                f"--text-split by-class needs at least 3 classes per dataset; {d.name!r} has {d.num_classes} "
+                "(use --text-split by-sample)."
+            )
+        if counts[d.name] < cfg.samples:
+            notes.append(
+                f"Dataset {d.name!r} has {len(d.train)} training images, fewer than --samples {cfg.samples}: "
+                f"using all {len(d.train)} of them."
+            )
+    return counts, notes
+
+
 def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys, out: Path, progress):
-    """Tidy rows for one (model, seed): reused from ``probes/`` when the same probe ran before."""
+    """Tidy rows for one (model, seed) and whether they were reused from ``probes/`` (the same probe ran before)."""
     from mma.analysis.separability import ProbeInput, layer_separability
     from mma.probe.store import store_key
 
@@ -148,7 +163,7 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
     )
     path = out / "probes" / f"{_slug(model_name)}-seed{seed}-{key}.csv"
     if path.exists():
-        return pd.read_csv(path)
+        return pd.read_csv(path), True
     image_parts, text_parts, dataset_ids, class_ids = [], [], [], []  # one entry per dataset
     class_offset = 0
     for di, d in enumerate(datasets):
@@ -157,9 +172,8 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
         row_of = {r: i for i, r in enumerate(refs)}
         rows = np.array([row_of[s.ref] for s in draws[seed][d.name]], dtype=np.int64)
         rows = rows[img_entry.valid_rows()[rows]]
-        n_layers = len(img_entry.layer_names)
-        image_parts.append([img_entry.layer(i, rows) for i in range(n_layers)])
-        text_parts.append([txt_entry.layer(i, labels[rows]) for i in range(n_layers)])
+        image_parts.append([img_entry.layer(i, rows) for i in range(len(img_entry.layer_names))])
+        text_parts.append([txt_entry.layer(i, labels[rows]) for i in range(len(txt_entry.layer_names))])
         dataset_ids.append(np.full(len(rows), di))
         class_ids.append(labels[rows] + class_offset)
         class_offset += d.num_classes
@@ -169,11 +183,12 @@ def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys,
         [np.concatenate(per_layer) for per_layer in zip(*text_parts)],
         np.concatenate(dataset_ids),
         np.concatenate(class_ids),
+        text_layer_names=txt_entry.layer_names,
     )
     tidy = layer_separability(data, seed=seed, text_split=cfg.text_split, progress=progress)
     tidy.insert(0, "model", model_name)
     atomic_write(path, lambda p: tidy.to_csv(p, index=False))
-    return tidy
+    return tidy, False
 
 
 def _slug(text: str) -> str:
@@ -181,24 +196,46 @@ def _slug(text: str) -> str:
 
 
 def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
-    """Extract every layer of every model over the datasets, probe, summarise, select k, plot (None off rank 0)."""
-    from tqdm.auto import tqdm
+    """Extract every layer of every model over the datasets, probe, summarise, select k, plot (None off rank 0).
 
-    from mma.analysis.separability import draw_probe_samples, summarise
-    from mma.probe.data.base import Sample
-    from mma.probe.extract import autocast_for, extract_images, extract_prompts, resolve_device
-    from mma.probe.specs import load_model, parse_model_spec
+    A failure removes the run folder again if this call created it and nothing was written yet.
+    """
+    from mma.probe.extract import autocast_for, resolve_device
+    from mma.probe.specs import parse_model_spec
 
     start = time.perf_counter()
     _validate(cfg)
     specs = [parse_model_spec(m) for m in cfg.models]
     world, device = distributed.setup(resolve_device(cfg.device))
     autocast_for(device, cfg.precision)  # validates --precision
-    out = check_out_dir(cfg.out)
+    with run_folder(cfg.out) as out:
+        return _run(cfg, specs, world, device, out, start)
+
+
+def _say(show: bool, text: str) -> None:
+    """One line above the progress bars (what was reused or resumed, what the plan changed)."""
+    if show:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text)
+
+
+def _run(cfg: ProbeLayersConfig, specs, world, device, out: Path, start: float) -> ProbeRun | None:
+    from tqdm.auto import tqdm
+
+    from mma.analysis.separability import draw_probe_samples, summarise
+    from mma.probe.data.base import Sample
+    from mma.probe.extract import extract_images, extract_prompts
+    from mma.probe.layers import layer_maps
+    from mma.probe.specs import load_model
+
     show = cfg.progress and world.main
     datasets = _load_all_datasets(cfg)
+    counts, adjustments = _sample_counts(cfg, datasets)
+    for note in adjustments:
+        _say(show, note)
 
-    draws = {seed: {d.name: draw_probe_samples(d.train, cfg.samples, seed) for d in datasets} for seed in cfg.seeds}
+    draws = {seed: {d.name: draw_probe_samples(d.train, counts[d.name], seed) for d in datasets} for seed in cfg.seeds}
     union: dict[str, list[Sample]] = {}
     for d in datasets:
         seen = {s.ref: s for seed in cfg.seeds for s in draws[seed][d.name]}
@@ -210,6 +247,13 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
         loaded = load_model(spec, device=str(device))
         notes += loaded.notes
         model_name = str(spec)
+        if cfg.pooling == "cls":
+            for tower, lmap in layer_maps(loaded.model).items():
+                if not lmap.has_readout_token:
+                    notes.append(
+                        f"{model_name}: the {tower} tower ({lmap.family}) reads out no single token, so --pooling "
+                        "cls pools its tokens like mean."
+                    )
         entries, store_keys = {}, []
         total = sum(len(v) for v in union.values())
         with tqdm(total=total, desc=f"extract {model_name}", unit="img", disable=not show) as bar:
@@ -226,6 +270,7 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
                     workers=cfg.workers,
                     strict=cfg.strict,
                     progress=bar.update,
+                    say=lambda text, bar=bar: bar.write(text) if show else None,
                 )
                 txt = extract_prompts(
                     loaded,
@@ -251,11 +296,22 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
 
     tidy_parts = []
     for model_name, (entries, store_keys) in stores.items():
-        n_fits = len(cfg.seeds) * 2 * len(entries[datasets[0].name][0].layer_names)
-        with tqdm(total=n_fits, desc=f"probe {model_name}", unit="fit", disable=not show) as bar:
+        image_entry, text_entry = entries[datasets[0].name]
+        per_seed = len(image_entry.layer_names) + len(text_entry.layer_names)
+        with tqdm(total=len(cfg.seeds) * per_seed, desc=f"probe {model_name}", unit="fit", disable=not show) as bar:
+            reused = 0
             for seed in cfg.seeds:
-                tidy_parts.append(
-                    _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys, out, bar.update)
+                tidy, was_reused = _probe_one_seed(
+                    cfg, model_name, datasets, draws, entries, seed, store_keys, out, bar.update
+                )
+                tidy_parts.append(tidy)
+                if was_reused:
+                    reused += 1
+                    bar.update(per_seed)
+            if reused:
+                bar.write(
+                    f"{model_name}: reusing {reused * per_seed} probes ({reused} of {len(cfg.seeds)} seeds) from "
+                    f"{str(out / 'probes')!r}."
                 )
     model_names = list(stores)
 
@@ -274,24 +330,52 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
         "out": str(out),
         "models": model_names,
         "datasets": [
-            {"name": d.name, "source": d.source, "fingerprint": d.fingerprint, "classes": d.num_classes}
+            {
+                "name": d.name,
+                "source": d.source,
+                "fingerprint": d.fingerprint,
+                "classes": d.num_classes,
+                "samples": counts[d.name],
+            }
             for d in datasets
         ],
+        "adjustments": adjustments,
     }
     atomic_write_json(out / "run.json", run_record)
     selection = _write_selection(summary, model_names, out, cfg.rule, cfg.threshold, tidy)
     notes += [w for s in selection["selections"] for w in s["warnings"]]
     figure = _draw(summary, selection, out)
-    return ProbeRun(out, summary, selection, figure, time.perf_counter() - start, notes)
+    return ProbeRun(out, summary, selection, figure, time.perf_counter() - start, notes, adjustments)
+
+
+def _selection_of(summary, model: str, rule: str, thresholds: dict | None, tidy=None) -> dict:
+    """The selection record of one model; towers of different depth get none (k is left to --k)."""
+    from mma.analysis.select_k import selection_record
+
+    s = summary[(summary["model"] == model) & ~summary["layer_name"].isin(["XEmbed", "XProj"])]
+    depths = {t: s.loc[s["tower"] == t, "layer_index"].nunique() for t in ("image", "text")}
+    if depths["image"] != depths["text"]:
+        return {
+            "model": model,
+            "depth": None,
+            "rule": rule,
+            "k": None,
+            "rules": {},
+            "per_seed_k": {},
+            "warnings": [],
+            "reason": (
+                f"its towers have {depths['image']} image and {depths['text']} text layers, and the rules read one "
+                "depth; pass --k to train-selected"
+            ),
+        }
+    return selection_record(summary, model, rule=rule, thresholds=thresholds, tidy=tidy)
 
 
 def _write_selection(summary, model_names, out: Path, rule: str, threshold: float | None, tidy=None) -> dict:
-    from mma.analysis.select_k import selection_record
-
     thresholds = {rule: threshold} if threshold is not None else None
     selection = {
         "rule": rule,
-        "selections": [selection_record(summary, m, rule=rule, thresholds=thresholds, tidy=tidy) for m in model_names],
+        "selections": [_selection_of(summary, m, rule, thresholds, tidy) for m in model_names],
         "source": str(out),
     }
     atomic_write_json(out / "selection.json", selection)
@@ -308,7 +392,7 @@ def _draw(summary, selection, out: Path) -> Path:
             len(run.get("seeds", [])) or "the", run.get("text_split", "by-class")
         )
     )
-    ks = {s["model"]: s["k"] for s in selection["selections"]}
+    ks = {s["model"]: s["k"] for s in selection["selections"] if s.get("k") is not None}
     plot_layers(summary, out / "figure1", selected_k=ks, chance=1 / n_datasets if n_datasets else None, caption=caption)
     return out / "figure1.png"
 
@@ -320,27 +404,27 @@ def _read_summary(run: Path) -> pd.DataFrame:
     path = Path(run) / "layers_summary.csv"
     if not path.is_file():
         raise MmaError(
-            f"The run folder {str(run)!r} has no layers_summary.csv; run 'mma probe layers --out {run}' first."
+            f"The run folder {str(run)!r} has no layers_summary.csv; run 'mma probe layers --out {str(run)!r}' first."
         )
     try:
         summary = pd.read_csv(path)
     except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError and UnicodeDecodeError are ValueErrors
-        raise MmaError(f"{str(path)!r} is not a readable CSV ({exc}); rerun 'mma probe layers --out {run}'.") from None
+        raise MmaError(
+            f"{str(path)!r} is not a readable CSV ({' '.join(str(exc).split())!r}); rerun 'mma probe layers --out "
+            f"{str(run)!r}'."
+        ) from None
     missing = sorted(SUMMARY_COLUMNS - set(summary.columns))
     if missing or summary.empty:
         raise MmaError(
             f"{str(path)!r} is not a layers summary (missing columns {missing} or no rows); "
-            f"rerun 'mma probe layers --out {run}'."
+            f"rerun 'mma probe layers --out {str(run)!r}'."
         )
     return summary
 
 
 def select_from_run(run: Path, *, rule: str = "saturation", threshold: float | None = None) -> dict:
     """Re-select k from a finished probe run's summary (rewrites selection.json and the figure)."""
-    from mma.analysis.select_k import RULES
-
-    if rule not in RULES:
-        raise MmaError(f"--rule {rule!r} is not valid (valid: {', '.join(RULES)}).")
+    check_rule(rule, threshold)
     summary = _read_summary(run)
     models = list(dict.fromkeys(summary["model"]))
     tidy_path = Path(run) / "layers.csv"
@@ -359,24 +443,39 @@ def plot_run(run: Path) -> Path:
 
 
 def per_layer_table(summary: pd.DataFrame, model: str) -> pd.DataFrame:
-    """A compact per-layer table (probe accuracy mean ± std per tower, gap, CKA) for printing."""
+    """A compact per-layer table (probe accuracy mean ± std per tower, gap, CKA) for printing.
+
+    With one seed there is no spread, so no "± 0.0"; a layer one tower lacks (towers of different depth)
+    shows "-".
+    """
     s = summary[summary["model"] == model]
+    one_seed = "n_seeds" in s.columns and bool((s["n_seeds"] <= 1).all())
+    blocks = sorted({int(n) for n in s["layer_name"] if str(n).isdigit()})
+    names = ["XEmbed", *map(str, blocks), "XProj"]
+
+    def get(tower, metric, name):
+        r = s[(s["tower"] == tower) & (s["metric"] == metric) & (s["layer_name"].astype(str) == name)]
+        return (float(r["mean"].iloc[0]), float(r["std"].iloc[0])) if len(r) else (float("nan"), float("nan"))
+
+    def pct(value: tuple[float, float]) -> str:
+        if value[0] != value[0]:
+            return "-"
+        return f"{100 * value[0]:.1f}" if one_seed else f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}"
+
+    def num(value: float, fmt: str) -> str:
+        return "-" if value != value else format(value, fmt)
+
     rows = []
-    for name in s.sort_values("layer_index").drop_duplicates("layer_index")["layer_name"]:
-
-        def get(tower, metric, name=name):
-            r = s[(s["tower"] == tower) & (s["metric"] == metric) & (s["layer_name"] == name)]
-            return (float(r["mean"].iloc[0]), float(r["std"].iloc[0])) if len(r) else (float("nan"), 0.0)
-
-        ti, ii = get("text", "probe_accuracy"), get("image", "probe_accuracy")
+    for name in names:
+        ti, ii = get("text", "probe_accuracy", name), get("image", "probe_accuracy", name)
         rows.append(
             {
                 "layer": name,
-                "text": f"{100 * ti[0]:.1f} ± {100 * ti[1]:.1f}",
-                "image": f"{100 * ii[0]:.1f} ± {100 * ii[1]:.1f}",
-                "gap": f"{100 * (ti[0] - ii[0]):+.1f}",
-                "image kNN": f"{100 * get('image', 'knn_accuracy')[0]:.1f}",
-                "CKA": f"{get('both', 'cka')[0]:.2f}",
+                "text": pct(ti),
+                "image": pct(ii),
+                "gap": num(100 * (ti[0] - ii[0]), "+.1f"),
+                "image kNN": num(100 * get("image", "knn_accuracy", name)[0], ".1f"),
+                "CKA": num(get("both", "cka", name)[0], ".2f"),
             }
         )
     return pd.DataFrame(rows)

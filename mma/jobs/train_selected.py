@@ -28,7 +28,17 @@ from mma import distributed
 from mma.errors import MmaError
 from mma.io import atomic_write, atomic_write_json, read_json
 
-__all__ = ["TrainSelectedConfig", "TrainRun", "read_selection", "train_selected", "summarise_results", "sweep_k"]
+from .outdir import run_folder
+
+__all__ = [
+    "TrainSelectedConfig",
+    "TrainRun",
+    "read_selection",
+    "train_selected",
+    "summarise_results",
+    "summary_table",
+    "sweep_k",
+]
 
 
 @dataclass
@@ -48,6 +58,7 @@ class TrainSelectedConfig:
     )  # TrainConfig overrides on top of the recipe (k is set from the selection)
     checkpoints: bool = True
     progress: bool = True
+    strict: bool = False  # a class with fewer than --shots training images is an error, not "use all it has"
 
 
 @dataclass
@@ -59,7 +70,7 @@ class TrainRun:
     results: pd.DataFrame
     summary: pd.DataFrame
     seconds: float
-    notes: list[str] = field(default_factory=list)
+    adjustments: list[str] = field(default_factory=list)  # what the plan changed (fewer shots, smaller batches)
 
 
 def read_selection(run: Path, model: str | None = None) -> dict:
@@ -67,7 +78,8 @@ def read_selection(run: Path, model: str | None = None) -> dict:
     path = Path(run) / "selection.json"
     if not path.is_file():
         raise MmaError(
-            f"The run folder {str(run)!r} has no selection.json; run 'mma probe layers --out {run}' first, or pass --k."
+            f"The run folder {str(run)!r} has no selection.json; run 'mma probe layers --out {str(run)!r}' first, "
+            "or pass --k."
         )
     selections = read_json(path).get("selections", [])
     if not selections:
@@ -90,6 +102,11 @@ def _resolve_model_and_k(cfg: TrainSelectedConfig) -> tuple[str | None, int, str
     if run is not None:
         sel = read_selection(run, cfg.model)
         model = cfg.model or sel["model"]
+        if cfg.k is None and sel.get("k") is None:
+            raise MmaError(
+                f"{str(Path(run) / 'selection.json')!r} selected no k for {sel['model']!r} "
+                f"({sel.get('reason', 'no rule applied')}); pass --k."
+            )
         k = cfg.k if cfg.k is not None else int(sel["k"])
         return model, k, f"{run}/selection.json (rule {sel.get('rule')})" if cfg.k is None else "--k"
     return cfg.model, int(cfg.k), "--k"
@@ -114,22 +131,23 @@ def _reusable(path: Path, weights: str, train_config: dict) -> bool:
 
 
 def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
-    """Train and evaluate MMA at the selected k for every task and seed of the protocol (None off rank 0)."""
-    from tqdm.auto import tqdm
+    """Train and evaluate MMA at the selected k for every task and seed of the protocol (None off rank 0).
 
-    from mma.adapters.checkpoint import save_adapter
-    from mma.adapters.protocols import default_data, evaluate_task, make_tasks, skipped_datasets, task_metrics
+    Everything that can be checked before the first training is: the model's towers (from its config,
+    before any weights load), the options, the data, k, and each task's shots and batch size (a small
+    dataset trains on what it has, said once). A failure removes the run folder again if this call
+    created it and nothing was written yet.
+    """
     from mma.adapters.recipes import resolve_recipe
-    from mma.adapters.train import TrainConfig, fit_adapter
-    from mma.jobs.probe_layers import check_out_dir
-    from mma.probe.data import load_datasets
+    from mma.adapters.train import TrainConfig
     from mma.probe.extract import resolve_device
-    from mma.probe.layers import layer_maps
-    from mma.probe.specs import load_model, parse_model_spec
+    from mma.probe.specs import parse_model_spec
+    from mma.probe.towers import check_mma_support
 
     start = time.perf_counter()
     model_spec, k, k_source = _resolve_model_and_k(cfg)
     spec = parse_model_spec(model_spec)
+    check_mma_support(spec.name)  # "MMA needs transformer blocks", before any weights are loaded
     recipe, recipe_values = resolve_recipe(cfg.recipe, str(spec))
     train_cfg = TrainConfig.from_dict({**recipe_values, **cfg.train, "k": k})
     train_cfg.validate()
@@ -141,21 +159,70 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
             f"--batch-size {train_cfg.batch_size} is the global batch; it must divide by the {world.size} "
             "torchrun processes."
         )
-    out = check_out_dir(cfg.out)
-    data = cfg.data or default_data(cfg.protocol)
-    datasets = [d for text in data for d in load_datasets(text, template=cfg.template)]
+    with run_folder(cfg.out) as out:
+        return _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out, start)
+
+
+def _plan(cfg: TrainSelectedConfig, train_cfg, world) -> tuple[list, dict, dict, list[str], dict[str, str]]:
+    """Datasets, their data specs, the tasks of every seed, what the plan changed (said once each) and the
+    datasets the protocol leaves out (with the reason)."""
+    from mma.adapters.protocols import default_data, make_tasks, skipped_datasets
+    from mma.adapters.train import effective_batch_size
+    from mma.probe.data import dataset_spec, load_datasets
+
+    datasets, specs = [], {}
+    for text in cfg.data or default_data(cfg.protocol):
+        for d in load_datasets(text, template=cfg.template):
+            datasets.append(d)
+            specs[d.name] = dataset_spec(d, text)
     skipped = skipped_datasets(cfg.protocol, datasets)
     notes = [f"Leaving {name!r} out of {cfg.protocol}: {why}." for name, why in skipped.items()]
     if skipped and len(skipped) == len(datasets):
-        raise MmaError(f"Every dataset was left out of {cfg.protocol} ({'; '.join(notes)}); give larger datasets.")
+        raise MmaError(f"Every dataset was left out of {cfg.protocol} ({' '.join(notes)}); give larger datasets.")
+    tasks_by_seed = {
+        seed: make_tasks(cfg.protocol, datasets, shots=train_cfg.shots, seed=seed, strict=cfg.strict, notes=notes)
+        for seed in cfg.seeds
+    }
+    for tasks in tasks_by_seed.values():
+        for task in tasks:
+            batch = effective_batch_size(train_cfg.batch_size, len(task.train), world.size)
+            note = (
+                f"Dataset {task.name!r} has {len(task.train)} training images for this task, fewer than "
+                f"--batch-size {train_cfg.batch_size}: its batches hold {batch}."
+            )
+            if batch < train_cfg.batch_size and note not in notes:
+                notes.append(note)
+    return datasets, specs, tasks_by_seed, notes, skipped
+
+
+def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, start: float) -> TrainRun | None:
+    from tqdm.auto import tqdm
+
+    from mma.adapters.checkpoint import save_adapter
+    from mma.adapters.protocols import evaluate_task, task_metrics
+    from mma.adapters.train import fit_adapter
+    from mma.probe.layers import layer_maps
+    from mma.probe.specs import load_model
+
+    show = cfg.progress and world.main
+    datasets, data_specs, tasks_by_seed, adjustments, skipped = _plan(cfg, train_cfg, world)
+    if show:
+        for note in adjustments:
+            tqdm.write(note)
     loaded = load_model(spec, device=str(device))
-    depth = min(m.depth for m in layer_maps(loaded.model).values())
+    maps = layer_maps(loaded.model)
+    convolutional = [t for t, m in maps.items() if not m.transformer]
+    if convolutional:  # an hf-hub: / local-dir: model whose config could not be read before loading
+        raise MmaError(
+            f"MMA needs transformer blocks, but the {convolutional[0]} tower of {str(spec)!r} is a convolutional "
+            f"network ({maps[convolutional[0]].family}); choose a ViT-family model."
+        )
+    depth = min(m.depth for m in maps.values())
     if not 1 <= k <= depth:
-        raise MmaError(f"k={k} is out of range for {spec} (valid: 1..{depth}).")
-    tasks_by_seed = {seed: make_tasks(cfg.protocol, datasets, shots=train_cfg.shots, seed=seed) for seed in cfg.seeds}
+        raise MmaError(f"k={k} is out of range for {str(spec)!r} (valid: 1..{depth}).")
     record = {
         **asdict(cfg),
-        "data": data,
+        "data": cfg.data or list(dict.fromkeys(data_specs.values())),
         "skipped": skipped,
         "model": str(spec),
         "k": k,
@@ -164,6 +231,7 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
         "train_config": asdict(train_cfg),
         "out": str(out),
         "processes": world.size,
+        "adjustments": adjustments,
     }
     # rank 0 decides what is left to do, so every rank runs the same trainings and evaluations
     zero_shot_todo, runs_todo = distributed.broadcast(_todo(out, cfg.protocol, tasks_by_seed, k, loaded, train_cfg))
@@ -175,10 +243,13 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
                 {"protocol": cfg.protocol, "dataset": name, "reason": why},
             )
     total = sum(len(t) for t in tasks_by_seed.values())
-    with tqdm(total=total, desc=f"train MMA k={k}", unit="run", disable=not (cfg.progress and world.main)) as bar:
-        bar.update(total - len(runs_todo))
+    with tqdm(total=total, desc=f"train MMA k={k}", unit="run", disable=not show) as bar:
+        if total > len(runs_todo):
+            bar.update(total - len(runs_todo))
+            bar.write(f"resuming: {total - len(runs_todo)} of {total} runs already done.")
         for ti in zero_shot_todo:  # the frozen model, once per task: it has no seed
             task = tasks_by_seed[cfg.seeds[0]][ti]
+            bar.set_postfix_str(f"zero-shot {task.name}")
             metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template, workers=train_cfg.workers))
             if world.main:
                 atomic_write_json(
@@ -196,6 +267,7 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
                 )
         for seed, ti in runs_todo:
             task = tasks_by_seed[seed][ti]
+            bar.set_postfix_str(f"{task.name} seed {seed}")
             stem = f"{cfg.protocol}-{task.name}-seed{seed}-k{k}"
             state = out / "state" / f"{stem}.pt"
             result = fit_adapter(
@@ -227,6 +299,10 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
                     "recipe": recipe,
                     "train_config": asdict(train_cfg),
                     "template": cfg.template or task.dataset.template,
+                    # the data specs that load this task's datasets again (mma evaluate --checkpoint)
+                    "data": list(dict.fromkeys(data_specs[e.dataset.name] for e in task.evals))
+                    if cfg.protocol in ("cross-dataset", "domain-gen")
+                    else [data_specs[task.name]],
                 }
                 ckpt = out / "checkpoints" / f"{stem}.safetensors" if cfg.checkpoints else None
                 if ckpt is not None:
@@ -242,6 +318,7 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
                             "final_loss": result.final_loss,
                             "trainable_parameters": result.adapter.num_parameters(),
                             "processes": world.size,
+                            "batch_size": result.batch_size,
                         },
                         "checkpoint": str(ckpt) if ckpt else None,
                     },
@@ -254,7 +331,7 @@ def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
     if (out / "state").is_dir() and not any((out / "state").iterdir()):
         (out / "state").rmdir()
     results, summary = summarise_results(out)
-    return TrainRun(out, str(spec), k, recipe, results, summary, time.perf_counter() - start, notes)
+    return TrainRun(out, str(spec), k, recipe, results, summary, time.perf_counter() - start, adjustments)
 
 
 def _todo(out: Path, protocol: str, tasks_by_seed: dict, k: int, loaded, train_cfg) -> tuple[list, list]:
@@ -289,12 +366,24 @@ def _load_results(out: Path) -> pd.DataFrame:
                 }
             )
     if not rows:
-        raise MmaError(f"No result JSON under {str(out)!r}/results; run 'mma train-selected' first.")
-    return pd.DataFrame(rows)
+        raise MmaError(f"No result JSON under {str(Path(out) / 'results')!r}; run 'mma train-selected' first.")
+    results = pd.DataFrame(rows)
+    # whole numbers, blank for the zero-shot rows (which have neither)
+    return results.astype({"seed": "Int64", "k": "Int64"})
+
+
+METRIC_ORDER = ("base", "novel", "hm", "accuracy", "source", "target_average", "mean_of_hms")
 
 
 def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Roll every result JSON into results.csv and results_summary.csv (written atomically)."""
+    """Roll every result JSON into results.csv and results_summary.csv (written atomically).
+
+    Summary rows: per (protocol, method, k, dataset, metric) the mean, std and count over seeds, then per
+    (protocol, method, k) the averages over datasets (``dataset == "average"``; for base-to-novel ``hm`` is
+    the HM of the averaged base and novel, ``mean_of_hms`` the mean of per-dataset HMs), and for every row
+    of a trained method ``vs_zeroshot``: its mean minus the zero-shot model's on the same dataset and metric
+    (blank where the zero-shot model has no such number).
+    """
     results = _load_results(out)
     group = ["protocol", "method", "k", "dataset", "metric"]
     per_dataset = results.groupby(group, dropna=False)["value"].agg(mean="mean", std="std", n="count").reset_index()
@@ -329,9 +418,49 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             )
         )
     summary = pd.concat(summary, ignore_index=True)
+    summary["k"] = summary["k"].astype("Int64")
+    zero = summary[summary["method"] == "zeroshot"].set_index(["protocol", "dataset", "metric"])["mean"]
+    keys = pd.MultiIndex.from_frame(summary[["protocol", "dataset", "metric"]])
+    baseline = zero.reindex(keys).to_numpy() if len(zero) else float("nan")
+    summary["vs_zeroshot"] = (summary["mean"] - baseline).where(summary["method"] != "zeroshot")
     atomic_write(Path(out) / "results.csv", lambda p: results.to_csv(p, index=False))
     atomic_write(Path(out) / "results_summary.csv", lambda p: summary.to_csv(p, index=False))
     return results, summary
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as one printable table: a row per (protocol, method, k, dataset), metric columns in the
+    order base, novel, hm (then the other metrics), each "mean ± std" over seeds ("mean" alone for one seed),
+    a blank where a metric does not apply, and the headline metric's difference to the zero-shot model.
+    """
+    metrics = list(dict.fromkeys(summary["metric"]))
+    ordered = [m for m in METRIC_ORDER if m in metrics]
+    ordered += sorted(m for m in metrics if m not in METRIC_ORDER)
+    headline = next((m for m in ("hm", "accuracy", "target_average") if m in metrics), None)
+    rows = []
+    keys = ["protocol", "method", "k", "dataset"]
+    order = {"zeroshot": 0}
+    groups = summary.groupby(keys, dropna=False, sort=False)
+    for (protocol, method, k, dataset), g in sorted(
+        groups, key=lambda kv: (kv[0][0], order.get(kv[0][1], 1), kv[0][1], str(kv[0][2]), kv[0][3] == "average")
+    ):
+        by_metric = g.set_index("metric")
+        row = {"protocol": protocol, "method": method, "k": "-" if pd.isna(k) else str(int(k)), "dataset": dataset}
+        for m in ordered:
+            if m not in by_metric.index:
+                row[m] = ""
+                continue
+            r = by_metric.loc[m]
+            one = pd.isna(r["std"]) or int(r["n"]) <= 1 or dataset == "average"
+            row[m] = f"{r['mean']:.1f}" if one else f"{r['mean']:.1f} ± {r['std']:.1f}"
+        if headline is not None:
+            delta = by_metric["vs_zeroshot"].get(headline) if headline in by_metric.index else None
+            row[f"{headline} vs zero-shot"] = "" if delta is None or pd.isna(delta) else f"{delta:+.1f}"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table["protocol"].nunique() == 1:
+        table = table.drop(columns="protocol")
+    return table
 
 
 def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | None:
@@ -345,6 +474,8 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
 
     if cfg.protocol != "base2novel":
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
+    from mma.probe.towers import check_mma_support
+
     rules = {}  # every rule's k in the probe run's selection, to say which rule would have chosen best
     if cfg.run is not None:  # a given probe run must have a selection; the default one may be missing
         model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(run=cfg.run, model=cfg.model))
@@ -355,6 +486,7 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
             rules = read_selection(Path("runs/probe"), model_spec).get("rules", {})
         except MmaError:
             model_spec, selected = cfg.model, None
+    check_mma_support(parse_model_spec(model_spec).name)  # before any weights are loaded
     if ks is None:
         depth = min(m.depth for m in layer_maps(load_model(parse_model_spec(model_spec)).model).values())
         ks = list(range(1, depth + 1))

@@ -32,6 +32,7 @@ __all__ = [
     "ReadReport",
     "Sample",
     "clean_classname",
+    "dataset_spec",
     "draw_few_shot",
     "list_dataset_sources",
     "load_datasets",
@@ -125,6 +126,21 @@ def load_datasets(
             d.prompts(template)  # validates the template
             d.template = template
     return datasets
+
+
+def dataset_spec(dataset: ImageDataset, spec: str | DatasetSpec) -> str:
+    """The data spec that loads exactly *dataset* again, from anywhere: *spec* (the one it came from) with its
+    root made absolute and, for sources of several datasets (builtin, coop), narrowed to this one.
+    """
+    if isinstance(spec, str):
+        spec = parse_data_spec(spec)
+    root = None
+    if spec.root is not None:
+        from .base import user_path
+
+        root = str(user_path(spec.root, "The data root").absolute())
+    names = (dataset.name,) if spec.kind in ("builtin", "coop") else None
+    return str(DatasetSpec(spec.kind, root, names))
 
 
 def list_dataset_sources() -> list[dict]:

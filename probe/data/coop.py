@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mma.errors import MmaError, closest
+from mma.errors import MmaError, closest, one_line
 from mma.probe.data.base import SPLITS, ImageDataset, Sample, user_path
 from mma.probe.data.folder import IMAGE_SUFFIXES
 
@@ -288,7 +288,7 @@ def _load_split_json(path: Path) -> tuple[dict, bytes]:
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MmaError(f"The split file {str(path)!r} is not valid JSON ({exc}); re-download it.") from None
+        raise MmaError(f"The split file {str(path)!r} is not valid JSON ({one_line(exc)}); re-download it.") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(s), list) for s in SPLITS):
         raise MmaError(
             f"The split file {str(path)!r} must be a JSON object with lists 'train', 'val' and 'test'; re-download it."

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mma.errors import MmaError
+from mma.errors import MmaError, one_line
 from mma.io import sha256_file
 
 from .base import SPLITS, ImageDataset, Sample, user_path
@@ -96,7 +96,7 @@ def load_csv(path: str | Path, *, spec: str = "") -> ImageDataset:
             reader = csv.DictReader(fh)
             rows, header = list(reader), reader.fieldnames or []
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise MmaError(f"The manifest {str(file)!r} is not a UTF-8 CSV file ({exc}).") from None
+        raise MmaError(f"The manifest {str(file)!r} is not a UTF-8 CSV file ({one_line(exc)}).") from None
     if not {"path", "label"} <= set(header):
         raise MmaError(
             f"The manifest {str(file)!r} needs columns 'path' and 'label' (optional 'split'); found {header}."

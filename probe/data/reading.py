@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mma.errors import MmaError
+from mma.errors import MmaError, one_line
 
 from .base import ImageDataset, Sample
 
@@ -58,7 +58,7 @@ class ImageReader(torch.utils.data.Dataset):
         except (OSError, ValueError, SyntaxError) as exc:
             if self.strict:
                 raise MmaError(
-                    f"Cannot read image {s.ref!r} of dataset {self.dataset.name!r} ({exc}); "
+                    f"Cannot read image {s.ref!r} of dataset {self.dataset.name!r} ({one_line(exc)}); "
                     "drop --strict to skip unreadable images."
                 ) from exc
             return i, None, s.label
