@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--data", default="builtin")
     ap.add_argument("--out", type=Path, default=Path("figures/recipe_search.csv"))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("MMA_THREADS", "2")))
     seeds = [int(s) for s in args.seeds.split(",")]
     loaded = load_model()
     datasets = load_datasets(args.data)

@@ -11,11 +11,11 @@ dataset         classes  shift from the pretraining corpus (the corpus draws fla
 objects         40       background: objects stand in cluttered photo crops among distractor shapes,
                          slightly blurred and noisy (the ImageNet of this world: most classes, the source
                          of cross-dataset and domain generalisation)
-shapes          12       rendering style: hollow outlines drawn with a coloured pen on paper or grain
-polygons        8        finer-grained classes: triangle to decagon, small and freely turned; three of
-                         the names never occur in pretraining
-letters         26       rendering style and viewpoint: serif and italic typefaces the corpus never uses,
-                         seen at an angle (perspective) and turned
+shapes          12       rendering style: half are hollow outlines drawn with a coloured pen, on paper or
+                         grain, turned further than the corpus turns them
+polygons        8        finer-grained classes: triangle to decagon, freely turned, slightly blurred;
+                         three of the names never occur in pretraining
+letters         26       rendering style: serif and italic typefaces the corpus never uses
 digits          10       acquisition: handwritten digits from writers the corpus never saw, blurred, noisy
                          and low in contrast, like a poor scan
 colors          11       texture and lighting: glossy, shaded objects in coloured light on photo crops
@@ -28,7 +28,7 @@ and four shifted variants of ``objects`` (same class names, or a subset), as Ima
 -R are of ImageNet; they have test images only and serve ``--protocol domain-gen``:
 
 ==================  =======  ==========================================================================
-objects_v2          40       a fresh draw of the same look, a little harder (smaller, more distractors)
+objects_v2          40       a fresh draw of the same look, a little harder (always a distractor or two)
 objects_sketch      40       grey pencil contours on paper, no colour (ImageNet-Sketch)
 objects_a           20       small objects in heavy clutter, partly covered by bars (ImageNet-A)
 objects_r           20       renditions: silhouettes, pixel art, pattern-filled and outline drawings
@@ -122,21 +122,26 @@ REGISTRY: dict[str, SuiteDataset] = {
     "shapes": SuiteDataset(
         ("circle", "oval", "rectangle", "diamond", "trapezoid", "star", "cross", "ring", "heart", "arrow")
         + ("crescent", "semicircle"),
-        Look(fill=(("outline", 1.0),), background=(("paper", 0.5), ("plain", 0.5)), rotation=40, noise=(2, 10)),
+        Look(
+            fill=(("outline", 0.5), ("flat", 0.5)),
+            background=(("paper", 0.5), ("plain", 0.5)),
+            rotation=40,
+            noise=(2, 10),
+        ),
         (60, 15, 30),
-        "rendering style: hollow outlines in a coloured pen",
+        "rendering style: half are hollow outlines in a coloured pen; on paper or grain, turned further",
     ),
     "polygons": SuiteDataset(
         ("triangle", "square", "pentagon", "hexagon", "heptagon", "octagon", "nonagon", "decagon"),
-        Look(scale=(0.35, 0.65), noise=(4, 12), blur=(0.2, 0.6)),
+        Look(scale=(0.5, 0.85), noise=(4, 12), blur=(0.0, 0.4)),
         (60, 15, 30),
-        "finer-grained classes: regular polygons by side count, small; heptagon, nonagon, decagon unseen words",
+        "finer-grained classes: regular polygons by side count, slightly blurred; heptagon, nonagon, decagon unseen",
     ),
     "letters": SuiteDataset(
         tuple(f"letter {ch.lower()}" for ch in LETTERS),
-        Look(fonts=BOOK_FONTS, perspective=0.22, rotation=25, noise=(2, 8)),
+        Look(fonts=BOOK_FONTS, scale=(0.7, 0.95), noise=(2, 8)),
         (60, 15, 30),
-        "rendering style and viewpoint: unseen serif and italic typefaces, seen at an angle and turned",
+        "rendering style: serif and italic typefaces the corpus never uses",
         source=PROCEDURAL + "; fonts: matplotlib's DejaVu (Bitstream Vera licence), STIX (OFL), Computer Modern",
         licence="CC0 (renders); font licences per matplotlib",
     ),
@@ -172,13 +177,13 @@ REGISTRY: dict[str, SuiteDataset] = {
     ),
     "scenes": SuiteDataset(
         tuple(SCENES),
-        Look(fog=0.55, night=0.45, noise=(3, 10)),
+        Look(fog=0.8, night=0.6, noise=(3, 10)),
         (60, 15, 30),
         "weather and time of day: fog or night",
     ),
     "objects_v2": SuiteDataset(
         OBJECT_CLASSES,
-        replace(PHOTO_LOOK, scale=(0.4, 0.8), distractors=(1, 3), blur=(0.2, 0.9), noise=(5, 12)),
+        replace(PHOTO_LOOK, scale=(0.45, 0.85), distractors=(1, 2), blur=(0.0, 0.8), noise=(4, 12)),
         (0, 0, 30),
         "a fresh draw of the objects look, a little harder",
         source=PROCEDURAL + "; backgrounds: " + _SKIMAGE,
@@ -194,7 +199,7 @@ REGISTRY: dict[str, SuiteDataset] = {
     ),
     "objects_a": SuiteDataset(
         OBJECTS_A,
-        replace(PHOTO_LOOK, scale=(0.3, 0.5), distractors=(3, 5), occluders=0.5, background=(("photo", 1.0),)),
+        replace(PHOTO_LOOK, scale=(0.45, 0.7), distractors=(1, 3), occluders=0.3, background=(("photo", 1.0),)),
         (0, 0, 30),
         "small objects in heavy clutter, partly covered",
         source=PROCEDURAL + "; backgrounds: " + _SKIMAGE,
