@@ -26,17 +26,21 @@ selection and the user's own values, see :mod:`mma.jobs.train_selected`):
 ================================  =========================================================================
 source                            what it sets
 ================================  =========================================================================
-``paper default``                 every TrainConfig field (SPEC.md section 3), except k
-``probe selection (default run)`` k, from ``runs/probe/selection.json`` when nothing above it gives k
+``paper default``                 every TrainConfig field (SPEC.md section 3), except k and precision
+``device default``                precision: fp16 AMP on CUDA (the official setting), fp32 on the CPU
+``probe selection (default run)`` k, from ``runs/probe/selection.json`` (when no --k and no --run)
 ``recipe NAME``                   the recipe's own values
 ``protocol default``              the recipe's values for the protocol (paper: k 5 / k 9, 1 epoch)
 ``dataset default``               the recipe's values for the training dataset (paper: ImageNet batch 128)
-``device default``                precision when not given: fp16 AMP on CUDA (the official setting), fp32 on
-                                  the CPU
 ``config file``                   values of ``--config FILE``
 ``probe selection (--run)``       k of a probe run the user names
 ``user flag``                     ``--k``, ``--epochs``, ... (or the Python API's ``train`` dict)
 ================================  =========================================================================
+
+So k is, first to last: ``--k``; the selection of ``--run``; k in ``--config``; the recipe's protocol default;
+the default probe run's selection. A user who asks for a probe run gets its k; one who asks for a protocol gets
+its published k; the embedded recipe has no protocol k, so ``mma probe layers && mma train-selected`` trains at
+the selected k for every protocol.
 """
 
 from __future__ import annotations

@@ -527,10 +527,18 @@ def _run(cfg, spec, resolved: Resolved, world, device, out: Path, start) -> Trai
     )
 
 
+def _zero_shot_done(folder: Path, weights: str) -> bool:
+    """The zero-shot result in *folder* exists and was computed with these weights (another model's is redone)."""
+    path = folder / "zeroshot.json"
+    return path.is_file() and read_json(path).get("weights") == weights
+
+
 def _todo(out: Path, protocol: str, tasks_by_seed: dict, k: int, loaded, settings) -> tuple[list, list]:
     """Task indices still lacking a zero-shot result, and (seed, task index) pairs still lacking an MMA result."""
     first = next(iter(tasks_by_seed.values()))
-    zero_shot = [i for i, t in enumerate(first) if not (out / "results" / protocol / t.name / "zeroshot.json").exists()]
+    zero_shot = [
+        i for i, t in enumerate(first) if not _zero_shot_done(out / "results" / protocol / t.name, loaded.weights_id)
+    ]
     runs = [
         (seed, i)
         for seed, tasks in tasks_by_seed.items()
