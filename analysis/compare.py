@@ -85,10 +85,20 @@ def _per_seed(results: pd.DataFrame) -> pd.DataFrame:
             metric = SOURCE_METRIC
         elif metric.startswith("target:"):
             metric, dataset = "accuracy", metric.split(":", 1)[1]
-        elif metric not in ("base", "novel", "hm", "accuracy"):
-            continue  # averages are recomputed here
+        elif metric not in ("base", "novel", "accuracy"):
+            continue  # HMs and averages are recomputed here
         rows.append((r.protocol, r.method, seed, dataset, metric, float(r.value)))
-    return pd.DataFrame(rows, columns=["protocol", "method", "seed", "dataset", "metric", "value"])
+    per_seed = pd.DataFrame(rows, columns=["protocol", "method", "seed", "dataset", "metric", "value"])
+    keys = ["protocol", "method", "seed", "dataset"]
+    wide = per_seed[per_seed["metric"].isin(["base", "novel"])].pivot_table(
+        index=keys, columns="metric", values="value", aggfunc="first"
+    )
+    if {"base", "novel"} <= set(wide.columns):  # each seed's HM (its spread is the per-dataset HM's std)
+        wide = wide.dropna(subset=["base", "novel"])
+        hm = [_hm(b, n) for b, n in zip(wide["base"], wide["novel"])]
+        extra = wide.index.to_frame(index=False).assign(metric="hm", value=hm)
+        per_seed = pd.concat([per_seed, extra[per_seed.columns]], ignore_index=True)
+    return per_seed
 
 
 def _measured(per_seed: pd.DataFrame) -> pd.DataFrame:

@@ -391,7 +391,7 @@ def _run(cfg, spec, resolved: Resolved, world, device, out: Path, start) -> Trai
     tasks_by_seed, adjustments, skipped = _plan(cfg, datasets, settings, world)
     k = int(settings.values["k"])
     if show:
-        for note in (k_text, settings.line(), *adjustments):
+        for note in adjustments:
             tqdm.write(note)
     loaded = load_model(spec, device=str(device))
     maps = layer_maps(loaded.model)
@@ -404,6 +404,9 @@ def _run(cfg, spec, resolved: Resolved, world, device, out: Path, start) -> Trai
     depth = min(m.depth for m in maps.values())
     if not 1 <= k <= depth:
         raise MmaError(f"k={k} is out of range for {str(spec)!r} (valid: 1..{depth}).")
+    if show:  # where k and every other training value came from
+        tqdm.write(k_text)
+        tqdm.write(settings.line())
     record = {
         **asdict(cfg),
         "data": cfg.data or list(dict.fromkeys(data_specs.values())),

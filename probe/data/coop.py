@@ -528,9 +528,7 @@ def find_coop(root: str | os.PathLike, names: Iterable[str] | None = None) -> tu
     """
     base = user_path(root, "The CoOp data root")
     if not base.is_dir():
-        raise MmaError(
-            f"The CoOp data root {str(base)!r} does not exist; coop:ROOT expects CoOp's DATASETS.md layout."
-        )
+        raise MmaError(f"The CoOp data root {str(base)!r} does not exist; coop:ROOT expects CoOp's DATASETS.md layout.")
     wanted = COOP_DATASETS if names is None else list(dict.fromkeys(_canonical(n) for n in names))
     present, missing = [], {}
     for name in wanted:
