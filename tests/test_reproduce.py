@@ -265,6 +265,7 @@ def test_the_command_skips_a_missing_dataset_with_one_line_and_prints_the_tables
         (["--data", "builtin"], "is not a CoOp data spec; mma reproduce runs the paper's protocols"),
         (["--data", "coop:/no/such/root"], "The CoOp data root '/no/such/root' does not exist"),
         (["--data", "coop:ROOT", "--protocol", "few-shot"], "--protocol 'few-shot' is not one mma reproduce runs"),
+        (["--data", "coop:ROOT", "--protocol", "base2novel,fewshot"], "--protocol 'fewshot' is not one"),
         (["--data", "coop:ROOT:pets,cars"], "Nothing to reproduce under"),
         (["--data", "coop:ROOT:eurosat", "--protocol", "cross-dataset"], "it trains on imagenet, which is not in"),
         (["--data", "coop:ROOT:nosuch"], "Unknown CoOp dataset 'nosuch'"),

@@ -217,7 +217,7 @@ def _settle(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type
     per_dataset = {}
     for name in datasets:
         v, s = settle(_layers(cfg, recipe, selection, device_type, name))
-        diff = {f: (v[f], s[f]) for f in v if v[f] != values[f] or s[f] != sources[f]}
+        diff = {f: (v[f], s[f]) for f in v if f not in values or v[f] != values[f] or s[f] != sources[f]}
         if diff:
             TrainConfig.from_dict(v).validate()
             per_dataset[name] = diff
