@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from mma import __version__
-from mma.errors import MmaError, one_line
+from mma.errors import MmaError
 
 
 class _NoFlagTypes:
@@ -216,6 +216,13 @@ def probe_layers_cmd(
     ] = 150,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each draws its own samples and split.")] = "1,2,3",
     pooling: Annotated[str, typer.Option(help="Token pooling for XEmbed and blocks: mean or cls.")] = "mean",
+    xembed: Annotated[
+        str,
+        typer.Option(
+            help="Which side of the image tower's ln_pre (timm: norm_pre) XEmbed is read: after-ln-pre (our default: "
+            "the input of block 1) or before-ln-pre (patch + class + positional embedding)."
+        ),
+    ] = "after-ln-pre",
     template: Annotated[str | None, typer.Option(help="Prompt template with {} for the class name.")] = None,
     text_split: Annotated[
         str,
@@ -244,6 +251,7 @@ def probe_layers_cmd(
         samples=samples,
         seeds=_split_seeds(seeds),
         pooling=pooling,
+        xembed=xembed,
         template=template,
         text_split=text_split,
         out=out,
@@ -348,38 +356,14 @@ def pretrain_tiny_cmd(
     typer.echo(f"Wrote {out} and {out.with_suffix('.json')}")
 
 
-def _train_overrides(config: Path | None, **options) -> dict:
-    """TrainConfig overrides: a JSON/TOML config file first, then the CLI options that were given."""
-    values: dict = {}
-    if config is not None:
-        if not config.is_file():
-            raise MmaError(f"--config {str(config)!r} does not exist.")
-        try:
-            text = config.read_text(encoding="utf-8")  # a UnicodeDecodeError is a ValueError too
-            if config.suffix == ".toml":
-                import tomllib
-
-                values = tomllib.loads(text)
-            else:
-                import json
-
-                values = json.loads(text)
-        except ValueError as exc:
-            raise MmaError(
-                f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {one_line(exc)}"
-            ) from None
-        if not isinstance(values, dict):
-            raise MmaError(
-                f'--config {str(config)!r} must hold a table of training options such as {{"epochs": 5}}, '
-                f"not a {type(values).__name__}."
-            )
-    values.update({k: v for k, v in options.items() if v is not None})
-    return values
+def _flags(**options) -> dict:
+    """The training options given on the command line (a JSON/TOML --config file is read by the job, below them)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 _TRAIN_HELP = {
     "shots": "Training images per class (CoOp few-shot draw).",
-    "epochs": "Training epochs (paper recipe: 5).",
+    "epochs": "Training epochs (paper recipe: 5; cross-dataset and domain-gen: 1).",
     "alpha": "Adapter scale alpha (paper recipe: 0.001).",
     "dim": "Adapter bottleneck width r (paper recipe: 32).",
 }
@@ -389,9 +373,10 @@ _TRAIN_HELP = {
 @friendly
 def train_selected_cmd(
     run: Annotated[
-        Path | None, typer.Option(help="Probe run folder whose selection.json gives model and k (default runs/probe).")
+        Path | None,
+        typer.Option(help="Probe run folder whose selection.json gives model and k (wins over the protocol default)."),
     ] = None,
-    k: Annotated[int | None, typer.Option(help="First adapted block; overrides the selection.")] = None,
+    k: Annotated[int | None, typer.Option(help="First adapted block; wins over every other source of k.")] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model spec (default: the selection's model).")
     ] = None,
@@ -414,8 +399,15 @@ def train_selected_cmd(
     consistency: Annotated[float | None, typer.Option(help="MMA++: alpha-consistency loss weight lambda.")] = None,
     dim: Annotated[int | None, typer.Option(help=_TRAIN_HELP["dim"])] = None,
     lr: Annotated[float | None, typer.Option(help="SGD learning rate (paper recipe: 0.0015).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Training batch size (paper recipe: 16).")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, fp16 or bf16 (AMP on CUDA).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Training batch size (paper recipe: 16, and 128 on ImageNet).")
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32, fp16 or bf16 (AMP on CUDA). Default: fp16 AMP on CUDA (the official setting), fp32 on CPU."
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes for training images.")] = None,
     recipe: Annotated[
         str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
@@ -430,11 +422,15 @@ def train_selected_cmd(
         typer.Option(help="A class with fewer than --shots training images is an error (default: use all it has)."),
     ] = False,
 ) -> None:
-    """Train the Multi-Modal Adapter from the probe-selected block k and evaluate a protocol."""
+    """Train the Multi-Modal Adapter from block k and evaluate a protocol.
+
+    k, first to last: --k; the selection of --run; k in --config; the recipe's protocol default
+    (paper: 5 for base2novel, 9 with 1 epoch for cross-dataset and domain-gen); the selection in runs/probe.
+    One printed line says which won; the recipe line names every training value and its source.
+    """
     from mma.jobs.train_selected import TrainSelectedConfig, train_selected
 
-    overrides = _train_overrides(
-        config,
+    overrides = _flags(
         shots=shots,
         epochs=epochs,
         alpha=alpha,
@@ -457,6 +453,7 @@ def train_selected_cmd(
         device=device,
         recipe=recipe,
         train=overrides,
+        config=config,
         strict=strict,
     )
     result = train_selected(cfg)
@@ -473,6 +470,93 @@ def _print_summary(summary) -> None:
     from mma.jobs.train_selected import summary_table
 
     typer.echo(summary_table(summary).to_string(index=False))
+
+
+def _split_protocols(values: list[str] | None) -> list[str] | None:
+    """--protocol A --protocol B, or --protocol A,B (None: the command's default)."""
+    if not values:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()] or None
+
+
+@command("reproduce")
+@friendly
+def reproduce_cmd(
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            "-d",
+            help="coop:ROOT (CoOp's DATASETS.md layout) or coop:ROOT:A,B for a subset; missing datasets are skipped.",
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model spec (default: the paper's ViT-B/16 with OpenAI's weights).")
+    ] = "ViT-B-16-quickgelu:openai",  # mma.jobs.reproduce.PAPER_MODEL (not imported here: --help stays fast)
+    protocol: Annotated[
+        list[str] | None,
+        typer.Option(help="base2novel, cross-dataset or domain-gen; repeatable or comma-separated (default: all)."),
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the paper: 1,2,3).")] = "1,2,3",
+    out: Annotated[Path, typer.Option(help="Run folder: one train-selected folder per protocol, the tables.")] = Path(
+        "runs/reproduce"
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Training precision: fp32, fp16 or bf16. Default: fp16 AMP on CUDA (official), fp32 on CPU."),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes for training images.")] = None,
+    recipe: Annotated[str, typer.Option(help="paper (the published settings), mma-tiny or auto.")] = "paper",
+    config: Annotated[
+        Path | None, typer.Option(help="JSON or TOML file of training options, over the published settings.")
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(help="A class with fewer than 16 training images is an error (default: use all it has)."),
+    ] = False,
+) -> None:
+    """The paper's evaluation in one resumable job, printed beside the published numbers.
+
+    Zero-shot and MMA, seeds 1-3, each protocol with its published settings:
+    base2novel on the 11 CoOp datasets (k 5, 5 epochs, batch 16; 128 on ImageNet);
+    cross-dataset, ImageNet to the 10 others, and domain-gen, ImageNet to V2 / Sketch / A / R (k 9, 1 epoch).
+    Writes comparison.md and comparison.csv; rerun the same command to resume.
+    """
+    from mma.analysis.compare import context_table, side_by_side
+    from mma.jobs.reproduce import ReproduceConfig, reproduce
+
+    cfg = ReproduceConfig(
+        data=data,
+        model=model,
+        seeds=_split_seeds(seeds),
+        out=out,
+        device=device,
+        recipe=recipe,
+        train=_flags(precision=precision, workers=workers),
+        config=config,
+        strict=strict,
+    )
+    protocols = _split_protocols(protocol)
+    if protocols is not None:
+        cfg.protocols = protocols
+    run = reproduce(cfg)
+    if run is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    for p in dict.fromkeys(run.comparison["protocol"]):
+        typer.echo(f"\n{p}: measured beside published (Δ = measured - published)")
+        typer.echo(side_by_side(run.comparison, p).to_string(index=False))
+        for v in run.verdicts:
+            if v.protocol == p:
+                typer.echo(v.text)
+        typer.echo("Published context (recalled cells are likely but unconfirmed; see comparison.md):")
+        typer.echo(context_table(run.comparison, p).to_string(index=False))
+    for note in run.notes:
+        typer.echo(note)
+    typer.echo(
+        f"Wrote {run.out}/ (comparison.md, comparison.csv, reproduce.json, one folder per protocol) in "
+        f"{run.seconds:.0f} s."
+    )
 
 
 @command("sweep-k")
@@ -502,7 +586,7 @@ def sweep_k_cmd(
     """Train and evaluate base-to-novel at every k; plot base, novel and HM against k with the selected k."""
     from mma.jobs.train_selected import TrainSelectedConfig, sweep_k
 
-    overrides = _train_overrides(config, shots=shots, epochs=epochs, alpha=alpha)
+    overrides = _flags(shots=shots, epochs=epochs, alpha=alpha)
     cfg = TrainSelectedConfig(
         run=run,
         model=model,
@@ -512,6 +596,7 @@ def sweep_k_cmd(
         device=device,
         recipe=recipe,
         train=overrides,
+        config=config,
     )
     record = sweep_k(cfg, _split_ints(ks, "--ks") if ks is not None else None)
     if record is None:  # a torchrun rank other than 0: rank 0 reports

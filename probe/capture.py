@@ -13,6 +13,10 @@ Pooling (SPEC.md section 1; per tower family in :mod:`mma.probe.layers`):
 * ``cls``: the token the tower reads out (image class token; text EOT / class token). Towers that read out
   no single token have none, and ``cls`` pools like ``mean`` there.
 
+XEmbed is block 1's input (``xembed="after-ln-pre"``, the default) or, with ``xembed="before-ln-pre"``, the
+input of the image tower's pre-norm (``LayerMap.embed_norm``: open_clip's ``ln_pre``, timm's ``norm_pre``);
+see :mod:`mma.probe.layers`.
+
 Capture reads only the :class:`~mma.probe.layers.LayerMap`: which modules are the blocks, how a block
 receives and returns its hidden state and in which token layout, and which token the tower reads out.
 """
@@ -26,7 +30,7 @@ from torch import nn
 
 from mma.errors import MmaError
 
-from .layers import LayerMap
+from .layers import XEMBED_POINTS, LayerMap
 
 __all__ = ["POOLINGS", "LayerCapture", "pool_tokens"]
 
@@ -67,12 +71,17 @@ class LayerCapture(AbstractContextManager):
             feats = cap.encode_text(tokens)         # list of L+2 tensors [B, D_layer]
     """
 
-    def __init__(self, model: nn.Module, maps: dict[str, LayerMap], *, pooling: str = "mean") -> None:
+    def __init__(
+        self, model: nn.Module, maps: dict[str, LayerMap], *, pooling: str = "mean", xembed: str = XEMBED_POINTS[0]
+    ) -> None:
         if pooling not in POOLINGS:
             raise MmaError(f"The pooling {pooling!r} is not valid (valid: {', '.join(POOLINGS)}).")
+        if xembed not in XEMBED_POINTS:
+            raise MmaError(f"The XEmbed point {xembed!r} is not valid (valid: {', '.join(XEMBED_POINTS)}).")
         self.model = model
         self.maps = maps
         self.pooling = pooling
+        self.xembed = xembed
         self._handles: list = []
         self._buffer: dict[int, torch.Tensor] = {}
         self._active: str | None = None
@@ -80,11 +89,11 @@ class LayerCapture(AbstractContextManager):
         self._mask: torch.Tensor | None = None
 
     # -- hooks -----------------------------------------------------------------------------------
-    def _store(self, tower: str, index: int, x: torch.Tensor) -> None:
+    def _store(self, tower: str, index: int, x: torch.Tensor, batch_first: bool = False) -> None:
         if self._active != tower:  # e.g. a block shared with something else; ignore
             return
         lmap = self.maps[tower]
-        tokens = lmap.tokens(x)
+        tokens = x if batch_first else lmap.tokens(x)
         if tower == "image":  # every image token counts for mean; cls takes the class token, if any
             first = self.pooling == "cls" and lmap.class_token
             readout = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device) if first else None
@@ -97,10 +106,19 @@ class LayerCapture(AbstractContextManager):
             for tower, lmap in self.maps.items():
                 blocks = lmap.blocks(self.model)
 
-                def embed(_m, args, kwargs, t=tower, lmap=lmap):
-                    self._store(t, 0, lmap.block_input(args, kwargs))
+                if self.xembed == "before-ln-pre" and lmap.embed_norm is not None:
 
-                self._handles.append(blocks[0].register_forward_pre_hook(embed, with_kwargs=True))
+                    def embed(_m, args, t=tower):  # the norm's input: batch-first tokens
+                        self._store(t, 0, args[0], batch_first=True)
+
+                    norm = self.model.get_submodule(lmap.embed_norm)
+                    self._handles.append(norm.register_forward_pre_hook(embed))
+                else:
+
+                    def embed(_m, args, kwargs, t=tower, lmap=lmap):
+                        self._store(t, 0, lmap.block_input(args, kwargs))
+
+                    self._handles.append(blocks[0].register_forward_pre_hook(embed, with_kwargs=True))
                 for i, block in enumerate(blocks, start=1):
 
                     def out(_m, _args, output, t=tower, i=i, lmap=lmap):

@@ -21,7 +21,7 @@ from mma.errors import MmaError
 from .capture import LayerCapture
 from .data.base import ImageDataset, Sample
 from .data.reading import ImageReader, collate_readable
-from .layers import layer_maps
+from .layers import XEMBED_POINTS, layer_maps
 from .specs import LoadedModel
 from .store import StoreEntry, open_entry
 
@@ -114,8 +114,13 @@ def extract_images(
     strict: bool = False,
     progress=None,
     say=None,
+    xembed: str = XEMBED_POINTS[0],
 ) -> StoreEntry:
     """Pooled features of every image layer for *samples* (in order), reused or resumed from the store.
+
+    *xembed*: which side of the image tower's ``ln_pre`` XEmbed is read (:data:`mma.probe.layers.XEMBED_POINTS`);
+    the other point is another store entry (the key holds it whenever it is not the default, so the stores
+    written before the option existed stay valid for the default).
 
     Under torchrun every rank extracts its share of the pending batches into the same entry. *progress*
     is an optional callable ``progress(n_images)``: called at once with the rows already stored (a reused
@@ -127,6 +132,8 @@ def extract_images(
     refs = [s.ref for s in samples]
     key = _key_fields(loaded, dataset, "image", pooling, precision, device)
     key["samples"] = _digest(refs)
+    if xembed != XEMBED_POINTS[0]:
+        key["xembed"] = xembed
     fields = dict(refs=refs, labels=[s.label for s in samples], layer_names=names, widths=widths)
     entry = _open_shared(store_root, f"{dataset.name}-image", key, **fields)
     if entry.done:
@@ -155,7 +162,8 @@ def extract_images(
     )
     maps = layer_maps(loaded.model)
     done_here = shown = 0
-    with torch.no_grad(), LayerCapture(loaded.model, {"image": maps["image"]}, pooling=pooling) as cap:
+    capture = LayerCapture(loaded.model, {"image": maps["image"]}, pooling=pooling, xembed=xembed)
+    with torch.no_grad(), capture as cap:
         for (idx, images, _, bad), first in zip(loader, offsets[:-1]):
             rows = mine[first : first + len(idx) + len(bad)]
             layers = [np.full((len(rows), w_), np.nan, dtype=np.float16) for w_ in widths]

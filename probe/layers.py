@@ -11,6 +11,14 @@ XEmbed     0      the input of block 1: what the first block sees        forward
 XProj      L+1    the tower's own output (``encode_image``/``encode_text``) return value
 =========  =====  ====================================================  ==================
 
+**Which side of ``ln_pre`` XEmbed sits** (:data:`XEMBED_POINTS`, ``mma probe layers --xembed``). SPEC.md calls
+XEmbed the token sequence "before the first transformer block (patch embedding + class token + positional
+embedding)", which leaves open whether the image tower's pre-norm (open_clip's ``ln_pre``, timm's ``norm_pre``)
+is part of it. ``after-ln-pre`` (the default, **[ours]**): the input of block 1, what the first block sees,
+the same point in every tower family. ``before-ln-pre``: the sum of the patch, class and positional embeddings
+before that norm (``LayerMap.embed_norm``'s input); for a tower without such a norm (Swin, convolutional stems,
+every text tower) the two points are the same tensor.
+
 A :class:`LayerMap` also says how to read a block, so that capture (:mod:`mma.probe.capture`) and the
 adapter (:mod:`mma.adapters.mma`) never look inside a tower: the module path of every block, where a block
 receives its hidden state (first positional argument or the keyword ``input_name``) and returns it (the
@@ -23,12 +31,12 @@ Tower families (built in :mod:`mma.probe.towers`, chosen by the tower's type). F
 XEmbed and the blocks, the readout token ``cls`` takes, and the adapter's input (``pre_norm``):
 
 ``open_clip-vit``
-    open_clip ``VisionTransformer``. XEmbed after ``ln_pre``; blocks ``transformer.resblocks``; the class
-    token; ``ln_1``.
+    open_clip ``VisionTransformer``. XEmbed after ``ln_pre`` (``before-ln-pre``: its input); blocks
+    ``transformer.resblocks``; the class token; ``ln_1``.
 ``timm-vit``
     ``TimmModel`` around timm's ``VisionTransformer`` (ViT, SigLIP, MobileCLIP-B, ViTamin), ``Eva`` (EVA,
-    PE-Core) or ViT-RelPos. XEmbed after ``norm_pre`` (patches, class / register tokens, positions; for
-    ViTamin and MobileCLIP-B after their convolutional stem); blocks ``trunk.blocks``; the class token if
+    PE-Core) or ViT-RelPos. XEmbed after ``norm_pre``, or before it (patches, class / register tokens,
+    positions; for ViTamin and MobileCLIP-B after their convolutional stem); blocks ``trunk.blocks``; the class token if
     the trunk has one, else none (SigLIP's attention pool, global-average-pool ViTs, ViTamin); ``norm1``,
     or for post-norm blocks (EVA02-E's ``EvaBlockPostNorm``, timm's ``ResPostBlock``) the block's input.
 ``timm-swin``
@@ -75,10 +83,11 @@ from torch import nn
 
 from mma.errors import MmaError
 
-__all__ = ["Layer", "LayerMap", "layer_maps", "TOWERS", "LAYOUTS", "text_readout_index"]
+__all__ = ["Layer", "LayerMap", "layer_maps", "TOWERS", "LAYOUTS", "XEMBED_POINTS", "text_readout_index"]
 
 TOWERS = ("image", "text")
 LAYOUTS = ("NLD", "LND", "NHWC", "NCHW")  # tokens batch-first, sequence-first, channels-last grid, conv map
+XEMBED_POINTS = ("after-ln-pre", "before-ln-pre")  # the first is the default (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,10 @@ class LayerMap:
         needs it); None for towers whose blocks sit in several stages.
     prefix_cache : bool
         The frozen blocks below k may be skipped by caching block k's input (native text towers).
+    embed_norm : str or None
+        Image towers: path of the norm applied to the embeddings before block 1 (open_clip's ``visual.ln_pre``,
+        timm's ``visual.trunk.norm_pre``); its input, batch-first tokens ``[B, T, D]``, is XEmbed
+        ``before-ln-pre``. None: no such norm, both XEmbed points are block 1's input.
     """
 
     tower: str
@@ -150,6 +163,7 @@ class LayerMap:
     text_readout: TextReadout | None = None
     blocks_path: str | None = None
     prefix_cache: bool = False
+    embed_norm: str | None = None
 
     # -- names and indices -------------------------------------------------------------------------
 

@@ -118,6 +118,7 @@ def _openclip_vit(model: nn.Module, embed_dim: int) -> LayerMap:
         input_name="q_x",
         class_token=getattr(visual, "class_embedding", None) is not None,
         blocks_path=path,
+        embed_norm="visual.ln_pre" if hasattr(visual, "ln_pre") else None,
     )
 
 
@@ -147,6 +148,7 @@ def _timm_vit(model: nn.Module, embed_dim: int) -> LayerMap:
         input_name="x",
         class_token=getattr(trunk, "cls_token", None) is not None,
         blocks_path="visual.trunk.blocks",
+        embed_norm="visual.trunk.norm_pre" if hasattr(trunk, "norm_pre") else None,
     )
 
 

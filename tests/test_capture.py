@@ -92,3 +92,51 @@ def test_hooks_are_removed_on_error(tiny_random):
 def test_bad_pooling_is_rejected(tiny_random):
     with pytest.raises(MmaError, match="The pooling 'max' is not valid"):
         LayerCapture(tiny_random.model, layer_maps(tiny_random.model), pooling="max")
+
+
+def test_xembed_before_ln_pre_is_the_embedding_sum_and_only_xembed_moves(tiny_random):
+    model, maps = tiny_random.model, layer_maps(tiny_random.model)
+    visual = model.visual
+    assert maps["image"].embed_norm == "visual.ln_pre" and maps["text"].embed_norm is None
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    tokens = tiny_random.tokenizer(PROMPTS[:2])
+    with torch.no_grad():
+        with LayerCapture(model, maps, xembed="before-ln-pre") as cap:
+            before, before_text = cap.encode_image(images), cap.encode_text(tokens)
+        with LayerCapture(model, maps) as cap:  # the default: after ln_pre
+            after, after_text = cap.encode_image(images), cap.encode_text(tokens)
+        # patch + class + positional embedding, written out by hand
+        patches = visual.conv1(images).flatten(2).transpose(1, 2)
+        embeds = torch.cat([visual.class_embedding.expand(2, 1, -1), patches], dim=1) + visual.positional_embedding
+        torch.testing.assert_close(before[0], embeds.mean(dim=1))
+        torch.testing.assert_close(after[0], visual.ln_pre(embeds).mean(dim=1))
+    assert not torch.allclose(before[0], after[0], atol=1e-3)  # the two points really differ
+    for b, a in zip(before[1:] + before_text, after[1:] + after_text):  # every other layer, and text, is the same
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
+    with pytest.raises(MmaError, match="The XEmbed point 'middle' is not valid"):
+        LayerCapture(model, maps, xembed="middle")
+
+
+def test_the_store_key_changes_with_the_xembed_point_and_the_default_key_does_not(tiny_random, tmp_path):
+    from PIL import Image
+
+    from mma.probe.data import load_datasets
+    from mma.probe.extract import extract_images
+
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (40 * i, 90, 200)).save(tmp_path / "data" / name / f"{i}.png")
+    (dataset,) = load_datasets(f"folder:{tmp_path / 'data'}")
+    entries = {
+        point: extract_images(tiny_random, dataset, dataset.train, tmp_path / "store", xembed=point)
+        for point in ("after-ln-pre", "before-ln-pre")
+    }
+    default, other = entries["after-ln-pre"], entries["before-ln-pre"]
+    assert default.folder != other.folder
+    assert "xembed" not in default.manifest  # stores written before the option existed stay valid
+    assert other.manifest["xembed"] == "before-ln-pre" and other.manifest["key"] != default.manifest["key"]
+    assert not (default.layer(0) == other.layer(0)).all()
+    assert (default.layer(1) == other.layer(1)).all()

@@ -18,7 +18,7 @@ def _run(*args):
 
 def test_help_and_version():
     code, out = _run("--help")
-    assert code == 0 and "probe" in out and "train-selected" in out and "sweep-k" in out
+    assert code == 0 and "probe" in out and "train-selected" in out and "sweep-k" in out and "reproduce" in out
     code, out = _run("--version")
     assert code == 0 and out.strip() == f"mma {__version__}"
 
@@ -46,6 +46,10 @@ def test_datasets_lists_the_builtin_suite_and_coop():
         (["probe", "layers", "--data", "coop:/no/such/root"], "/no/such/root"),
         (["probe", "layers", "--seeds", "1,x"], "is not a comma-separated list of integers"),
         (["probe", "layers", "--pooling", "max"], "--pooling 'max' is not valid"),
+        (
+            ["probe", "layers", "--xembed", "middle"],
+            "--xembed 'middle' is not valid (valid: after-ln-pre, before-ln-pre)",
+        ),
         (["probe", "select", "--run", "/no/such/run"], "has no layers_summary.csv"),
         (["train-selected", "--run", "/no/such/run"], "has no selection.json"),
         (["train-selected", "--k", "13", "--data", "builtin:colors"], "k=13 is out of range"),

@@ -274,6 +274,24 @@ def test_capture_matches_the_library_intermediates(name):
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
 
 
+def test_xembed_before_ln_pre_reads_the_input_of_timm_norm_pre():
+    model = build("ViT-B-16-SigLIP", **REPRESENTATIVES["ViT-B-16-SigLIP"][0])
+    trunk = model.visual.trunk
+    trunk.norm_pre = torch.nn.LayerNorm(trunk.embed_dim)  # a real norm (SigLIP's is an identity), so the points differ
+    maps = layer_maps(model)
+    assert maps["image"].embed_norm == "visual.trunk.norm_pre"
+    images, _ = _inputs(model)
+    with torch.no_grad():
+        embeds = trunk.patch_drop(trunk._pos_embed(trunk.patch_embed(images)))
+        with LayerCapture(model, {"image": maps["image"]}, xembed="before-ln-pre") as cap:
+            before = cap.encode_image(images)
+        with LayerCapture(model, {"image": maps["image"]}) as cap:
+            after = cap.encode_image(images)
+        torch.testing.assert_close(before[0], embeds.mean(dim=1))
+        torch.testing.assert_close(after[0], trunk.norm_pre(embeds).mean(dim=1))
+    torch.testing.assert_close(before[-1], after[-1], rtol=0, atol=0)
+
+
 def test_towers_without_a_readout_token_pool_cls_like_mean():
     model = build("ViT-B-16-SigLIP", **REPRESENTATIVES["ViT-B-16-SigLIP"][0])
     maps = layer_maps(model)

@@ -42,6 +42,7 @@ class ProbeLayersConfig:
     samples: int = 150
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     pooling: str = "mean"
+    xembed: str = "after-ln-pre"  # which side of the image tower's ln_pre XEmbed is read (mma.probe.layers)
     template: str | None = None
     text_split: str = "by-class"
     out: Path = Path("runs/probe")
@@ -69,6 +70,7 @@ class ProbeRun:
 def _validate(cfg: ProbeLayersConfig) -> None:
     from mma.analysis.separability import TEXT_SPLITS
     from mma.probe.capture import POOLINGS
+    from mma.probe.layers import XEMBED_POINTS
 
     check_rule(cfg.rule, cfg.threshold)
     if cfg.samples < 1:
@@ -79,6 +81,8 @@ def _validate(cfg: ProbeLayersConfig) -> None:
         raise MmaError(f"--seeds {cfg.seeds} repeats a seed; give distinct seeds.")
     if cfg.pooling not in POOLINGS:
         raise MmaError(f"--pooling {cfg.pooling!r} is not valid (valid: {', '.join(POOLINGS)}).")
+    if cfg.xembed not in XEMBED_POINTS:
+        raise MmaError(f"--xembed {cfg.xembed!r} is not valid (valid: {', '.join(XEMBED_POINTS)}).")
     if cfg.text_split not in TEXT_SPLITS:
         raise MmaError(f"--text-split {cfg.text_split!r} is not valid (valid: {', '.join(TEXT_SPLITS)}).")
     if cfg.batch_size < 1:
@@ -264,6 +268,7 @@ def _run(cfg: ProbeLayersConfig, specs, world, device, out: Path, start: float) 
                     union[d.name],
                     out / "store",
                     pooling=cfg.pooling,
+                    xembed=cfg.xembed,
                     batch_size=cfg.batch_size,
                     device=device,
                     precision=cfg.precision,

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from mma import distributed
-from mma.errors import MmaError
+from mma.errors import MmaError, one_line
 from mma.io import atomic_write, atomic_write_json, read_json
 
 from .outdir import run_folder
@@ -33,6 +33,9 @@ from .outdir import run_folder
 __all__ = [
     "TrainSelectedConfig",
     "TrainRun",
+    "Resolved",
+    "resolve_settings",
+    "read_config_file",
     "read_selection",
     "train_selected",
     "summarise_results",
@@ -53,9 +56,8 @@ class TrainSelectedConfig:
     device: str = "auto"
     template: str | None = None
     recipe: str = "auto"  # see mma.adapters.recipes
-    train: dict = field(
-        default_factory=dict
-    )  # TrainConfig overrides on top of the recipe (k is set from the selection)
+    train: dict = field(default_factory=dict)  # TrainConfig values the user gave (CLI flags): they win over all
+    config: Path | None = None  # a JSON / TOML file of TrainConfig values (below the user's flags)
     checkpoints: bool = True
     progress: bool = True
     strict: bool = False  # a class with fewer than --shots training images is an error, not "use all it has"
@@ -71,6 +73,11 @@ class TrainRun:
     summary: pd.DataFrame
     seconds: float
     adjustments: list[str] = field(default_factory=list)  # what the plan changed (fewer shots, smaller batches)
+    settings: object = None  # mma.adapters.recipes.Settings: every training value and where it came from
+    k_line: str = ""  # which source gave k, and which it overrode
+
+
+DEFAULT_PROBE_RUN = Path("runs/probe")
 
 
 def read_selection(run: Path, model: str | None = None) -> dict:
@@ -92,24 +99,141 @@ def read_selection(run: Path, model: str | None = None) -> dict:
     raise MmaError(f"{str(path)!r} has no selection for model {model!r} (it has {[s['model'] for s in selections]}).")
 
 
-def _resolve_model_and_k(cfg: TrainSelectedConfig) -> tuple[str | None, int, str]:
-    run = cfg.run
-    if run is None and cfg.k is None:
-        default = Path("runs/probe")
-        if not (default / "selection.json").is_file():
-            raise MmaError("No k was given: pass --run PROBE_RUN (a folder with selection.json) or --k.")
-        run = default
-    if run is not None:
-        sel = read_selection(run, cfg.model)
+@dataclass
+class _Selection:
+    """The model, and the k layers a probe selection contributes (see the precedence in mma.adapters.recipes)."""
+
+    model: str | None
+    default_run: tuple[str, dict] | None = None  # the default probe run's k: below the recipe
+    run: tuple[str, dict] | None = None  # the k of the probe run the user named (--run): above the config file
+    why_none: str = ""  # why the default probe run gives no k (for the error when nothing else does)
+
+
+def _selection_layers(cfg: TrainSelectedConfig) -> _Selection:
+    """Model and probe-selection k layers: ``--run`` if given; else, when no --k, the default probe run."""
+    if cfg.run is not None:
+        sel = read_selection(cfg.run, cfg.model)
         model = cfg.model or sel["model"]
-        if cfg.k is None and sel.get("k") is None:
-            raise MmaError(
-                f"{str(Path(run) / 'selection.json')!r} selected no k for {sel['model']!r} "
-                f"({sel.get('reason', 'no rule applied')}); pass --k."
-            )
-        k = cfg.k if cfg.k is not None else int(sel["k"])
-        return model, k, f"{run}/selection.json (rule {sel.get('rule')})" if cfg.k is None else "--k"
-    return cfg.model, int(cfg.k), "--k"
+        path = Path(cfg.run) / "selection.json"
+        if sel.get("k") is None:
+            if cfg.k is None:
+                raise MmaError(
+                    f"{str(path)!r} selected no k for {sel['model']!r} ({sel.get('reason', 'no rule applied')}); "
+                    "pass --k."
+                )
+            return _Selection(model)
+        return _Selection(model, run=(f"probe selection ({path}, rule {sel.get('rule')})", {"k": int(sel["k"])}))
+    path = DEFAULT_PROBE_RUN / "selection.json"
+    if cfg.k is not None:
+        return _Selection(cfg.model)
+    if not path.is_file():
+        return _Selection(cfg.model, why_none=f"there is no {str(path)!r} ('mma probe layers' writes it)")
+    try:
+        sel = read_selection(DEFAULT_PROBE_RUN, cfg.model)
+    except MmaError as exc:
+        return _Selection(cfg.model, why_none=str(exc).rstrip("."))
+    model = cfg.model or sel["model"]
+    if sel.get("k") is None:
+        why = f"{str(path)!r} selected no k for {sel['model']!r} ({sel.get('reason', 'no rule applied')})"
+        return _Selection(model, why_none=why)
+    source = f"probe selection (default run {path}, rule {sel.get('rule')})"
+    return _Selection(model, default_run=(source, {"k": int(sel["k"])}))
+
+
+def read_config_file(config: Path | None) -> dict:
+    """TrainConfig values from a JSON or TOML file (``{}`` without one); one sentence if it cannot be used."""
+    if config is None:
+        return {}
+    config = Path(config)
+    if not config.is_file():
+        raise MmaError(f"--config {str(config)!r} does not exist.")
+    try:
+        text = config.read_text(encoding="utf-8")  # a UnicodeDecodeError is a ValueError too
+        if config.suffix == ".toml":
+            import tomllib
+
+            values = tomllib.loads(text)
+        else:
+            import json
+
+            values = json.loads(text)
+    except ValueError as exc:
+        raise MmaError(
+            f"--config {str(config)!r} is not valid {config.suffix.lstrip('.') or 'JSON'}: {one_line(exc)}"
+        ) from None
+    if not isinstance(values, dict):
+        raise MmaError(
+            f'--config {str(config)!r} must hold a table of training options such as {{"epochs": 5}}, '
+            f"not a {type(values).__name__}."
+        )
+    return values
+
+
+USER_FLAG = "user flag"
+
+
+def _without_auto(values: dict) -> dict:
+    """``precision: auto`` means "the default": drop it, so the device default applies."""
+    return {k: v for k, v in values.items() if not (k == "precision" and v == "auto")}
+
+
+def _layers(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type: str, dataset: str | None) -> list:
+    """Every ``(source, values)`` layer of the training values, lowest precedence first (recipes.py docstring)."""
+    from mma.adapters.recipes import PAPER_DEFAULT, default_precision
+    from mma.adapters.train import TrainConfig
+
+    paper = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("k", "precision")}
+    precision, precision_source = default_precision(device_type)
+    layers = [(PAPER_DEFAULT, paper), (precision_source, {"precision": precision})]
+    if selection.default_run:
+        layers.append(selection.default_run)
+    layers += recipe.layers(cfg.protocol, dataset)
+    config = _without_auto(read_config_file(cfg.config))
+    if config:
+        layers.append((f"config file ({cfg.config})", config))
+    if selection.run:
+        layers.append(selection.run)
+    user = _without_auto({**cfg.train, **({"k": cfg.k} if cfg.k is not None else {})})
+    if user:
+        layers.append((USER_FLAG, user))
+    return layers
+
+
+def _settle(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type: str, datasets=()):
+    """The :class:`~mma.adapters.recipes.Settings` of the run: shared values, then what differs per training dataset."""
+    from mma.adapters.recipes import Settings, settle
+    from mma.adapters.train import TrainConfig
+
+    values, sources = settle(_layers(cfg, recipe, selection, device_type, None))
+    order = list(asdict(TrainConfig()))  # name the values in TrainConfig's field order
+    values = dict(sorted(values.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    if "k" not in values:
+        why = selection.why_none or "no probe run was named"
+        raise MmaError(
+            f"No k was given: recipe {recipe.name!r} has no k for --protocol {cfg.protocol} and {why}; pass --k, or "
+            "--run PROBE_RUN (a folder with selection.json)."
+        )
+    TrainConfig.from_dict(values).validate()  # one sentence for an unknown option or a value out of range
+    per_dataset = {}
+    for name in datasets:
+        v, s = settle(_layers(cfg, recipe, selection, device_type, name))
+        diff = {f: (v[f], s[f]) for f in v if f not in values or v[f] != values[f] or s[f] != sources[f]}
+        if diff:
+            TrainConfig.from_dict(v).validate()
+            per_dataset[name] = diff
+    return Settings(recipe.name, cfg.protocol, values, sources, per_dataset)
+
+
+def k_line(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type: str) -> str:
+    """One line: which source gave k, and the candidates it won over."""
+    candidates = [(s, v["k"]) for s, v in _layers(cfg, recipe, selection, device_type, None) if "k" in v]
+    (source, k), losers = candidates[-1], candidates[:-1]
+    line = f"k = {k} from the {source}"
+    if losers:
+        line += "; it wins over " + ", ".join(f"k = {v} ({s})" for s, v in reversed(losers))
+    if selection.default_run and selection.default_run[0] != source:
+        line += f" (pass --run {DEFAULT_PROBE_RUN} to train at the selected k)"
+    return line + "."
 
 
 def _json_path(out: Path, protocol: str, dataset: str, seed: int, k: int) -> Path:
@@ -130,44 +254,71 @@ def _reusable(path: Path, weights: str, train_config: dict) -> bool:
     return done.get("weights") == weights and stored == train_config
 
 
+@dataclass
+class Resolved:
+    """What a train-selected configuration resolves to before any data is read: the model, the recipe, every
+    training value with its source, and the one line saying where k came from."""
+
+    model: str
+    recipe: object  # mma.adapters.recipes.Recipe
+    settings: object  # mma.adapters.recipes.Settings
+    k_line: str
+    selection: _Selection
+
+
+def resolve_settings(cfg: TrainSelectedConfig, *, device_type: str, datasets=()) -> Resolved:
+    """Model, recipe and training values of *cfg* on a *device_type* ("cpu" / "cuda") device, with their sources.
+
+    *datasets*: the training datasets whose per-dataset values (a recipe's ``datasets`` entries) to resolve too.
+    Reads the probe selection (``--run``, else ``runs/probe`` when no --k) and the ``--config`` file; checks the
+    model's towers from its config (no weights are loaded). k precedence, first to last: ``--k``, the selection
+    of ``--run``, k in ``--config``, the recipe's protocol default, the default probe run's selection.
+    """
+    from mma.adapters.protocols import PROTOCOLS
+    from mma.adapters.recipes import get_recipe
+    from mma.probe.specs import parse_model_spec
+    from mma.probe.towers import check_mma_support
+
+    if cfg.protocol not in PROTOCOLS:
+        raise MmaError(f"--protocol {cfg.protocol!r} is not valid (valid: {', '.join(PROTOCOLS)}).")
+    selection = _selection_layers(cfg)
+    spec = parse_model_spec(selection.model)
+    check_mma_support(spec.name)  # "MMA needs transformer blocks", before any weights are loaded
+    recipe = get_recipe(cfg.recipe, str(spec))
+    settings = _settle(cfg, recipe, selection, device_type, datasets)
+    return Resolved(str(spec), recipe, settings, k_line(cfg, recipe, selection, device_type), selection)
+
+
 def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
     """Train and evaluate MMA at the selected k for every task and seed of the protocol (None off rank 0).
 
     Everything that can be checked before the first training is: the model's towers (from its config,
     before any weights load), the options, the data, k, and each task's shots and batch size (a small
     dataset trains on what it has, said once). A failure removes the run folder again if this call
-    created it and nothing was written yet.
+    created it and nothing was written yet. Every training value is resolved with its source
+    (:func:`resolve_settings`, :mod:`mma.adapters.recipes`); the k line and the recipe line say which won.
     """
-    from mma.adapters.recipes import resolve_recipe
-    from mma.adapters.train import TrainConfig
     from mma.probe.extract import resolve_device
     from mma.probe.specs import parse_model_spec
-    from mma.probe.towers import check_mma_support
 
     start = time.perf_counter()
-    model_spec, k, k_source = _resolve_model_and_k(cfg)
-    spec = parse_model_spec(model_spec)
-    check_mma_support(spec.name)  # "MMA needs transformer blocks", before any weights are loaded
-    recipe, recipe_values = resolve_recipe(cfg.recipe, str(spec))
-    train_cfg = TrainConfig.from_dict({**recipe_values, **cfg.train, "k": k})
-    train_cfg.validate()
+    requested = resolve_device(cfg.device)
+    resolved = resolve_settings(cfg, device_type=requested.type)
     if not cfg.seeds:
         raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
-    world, device = distributed.setup(resolve_device(cfg.device))
-    if train_cfg.batch_size % world.size:
-        raise MmaError(
-            f"--batch-size {train_cfg.batch_size} is the global batch; it must divide by the {world.size} "
-            "torchrun processes."
-        )
+    world, device = distributed.setup(requested)
     with run_folder(cfg.out) as out:
-        return _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out, start)
+        return _run(cfg, parse_model_spec(resolved.model), resolved, world, device, out, start)
 
 
-def _plan(cfg: TrainSelectedConfig, train_cfg, world) -> tuple[list, dict, dict, list[str], dict[str, str]]:
-    """Datasets, their data specs, the tasks of every seed, what the plan changed (said once each) and the
-    datasets the protocol leaves out (with the reason)."""
-    from mma.adapters.protocols import default_data, make_tasks, skipped_datasets
-    from mma.adapters.train import effective_batch_size
+def _training_datasets(protocol: str, datasets: list) -> list[str]:
+    """The datasets *protocol* trains on: each one (base2novel, few-shot), or the source (the first)."""
+    return [d.name for d in datasets] if protocol in ("base2novel", "few-shot") else [datasets[0].name]
+
+
+def _load(cfg: TrainSelectedConfig) -> tuple[list, dict]:
+    """The datasets of ``--data`` (or the protocol's default) and the data spec that loads each one again."""
+    from mma.adapters.protocols import default_data
     from mma.probe.data import dataset_spec, load_datasets
 
     datasets, specs = [], {}
@@ -175,27 +326,56 @@ def _plan(cfg: TrainSelectedConfig, train_cfg, world) -> tuple[list, dict, dict,
         for d in load_datasets(text, template=cfg.template):
             datasets.append(d)
             specs[d.name] = dataset_spec(d, text)
+    return datasets, specs
+
+
+def _plan(cfg: TrainSelectedConfig, datasets: list, settings, world) -> tuple[dict, list[str], dict[str, str]]:
+    """The tasks of every seed, what the plan changed (said once each) and the datasets the protocol leaves out
+    (with the reason)."""
+    from mma.adapters.protocols import make_tasks, skipped_datasets
+    from mma.adapters.train import effective_batch_size
+
     skipped = skipped_datasets(cfg.protocol, datasets)
     notes = [f"Leaving {name!r} out of {cfg.protocol}: {why}." for name, why in skipped.items()]
     if skipped and len(skipped) == len(datasets):
         raise MmaError(f"Every dataset was left out of {cfg.protocol} ({' '.join(notes)}); give larger datasets.")
-    tasks_by_seed = {
-        seed: make_tasks(cfg.protocol, datasets, shots=train_cfg.shots, seed=seed, strict=cfg.strict, notes=notes)
-        for seed in cfg.seeds
-    }
+    kept = [d for d in datasets if d.name not in skipped]
+    groups = [[d] for d in kept] if cfg.protocol in ("base2novel", "few-shot") else [datasets]
+    tasks_by_seed: dict[int, list] = {}
+    for seed in cfg.seeds:
+        tasks_by_seed[seed] = []
+        for group in groups:  # each training dataset with its own shots (a recipe may set them per dataset)
+            shots = settings.for_dataset(group[0].name)[0]["shots"]
+            tasks_by_seed[seed] += make_tasks(
+                cfg.protocol, group, shots=shots, seed=seed, strict=cfg.strict, notes=notes
+            )
     for tasks in tasks_by_seed.values():
         for task in tasks:
-            batch = effective_batch_size(train_cfg.batch_size, len(task.train), world.size)
+            batch_size = settings.for_dataset(task.name)[0]["batch_size"]
+            if batch_size % world.size:
+                raise MmaError(
+                    f"--batch-size {batch_size} (for {task.name!r}) is the global batch; it must divide by the "
+                    f"{world.size} torchrun processes."
+                )
+            batch = effective_batch_size(batch_size, len(task.train), world.size)
             note = (
                 f"Dataset {task.name!r} has {len(task.train)} training images for this task, fewer than "
-                f"--batch-size {train_cfg.batch_size}: its batches hold {batch}."
+                f"--batch-size {batch_size}: its batches hold {batch}."
             )
-            if batch < train_cfg.batch_size and note not in notes:
+            if batch < batch_size and note not in notes:
                 notes.append(note)
-    return datasets, specs, tasks_by_seed, notes, skipped
+    return tasks_by_seed, notes, skipped
 
 
-def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, start: float) -> TrainRun | None:
+def _train_config(settings, dataset: str):
+    """The TrainConfig and the value sources for training on *dataset*."""
+    from mma.adapters.train import TrainConfig
+
+    values, sources = settings.for_dataset(dataset)
+    return TrainConfig.from_dict(values), sources
+
+
+def _run(cfg, spec, resolved: Resolved, world, device, out: Path, start) -> TrainRun | None:
     from tqdm.auto import tqdm
 
     from mma.adapters.checkpoint import save_adapter
@@ -205,7 +385,11 @@ def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, st
     from mma.probe.specs import load_model
 
     show = cfg.progress and world.main
-    datasets, data_specs, tasks_by_seed, adjustments, skipped = _plan(cfg, train_cfg, world)
+    datasets, data_specs = _load(cfg)
+    recipe, k_text = resolved.recipe, resolved.k_line
+    settings = _settle(cfg, recipe, resolved.selection, device.type, _training_datasets(cfg.protocol, datasets))
+    tasks_by_seed, adjustments, skipped = _plan(cfg, datasets, settings, world)
+    k = int(settings.values["k"])
     if show:
         for note in adjustments:
             tqdm.write(note)
@@ -220,21 +404,28 @@ def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, st
     depth = min(m.depth for m in maps.values())
     if not 1 <= k <= depth:
         raise MmaError(f"k={k} is out of range for {str(spec)!r} (valid: 1..{depth}).")
+    if show:  # where k and every other training value came from
+        tqdm.write(k_text)
+        tqdm.write(settings.line())
     record = {
         **asdict(cfg),
         "data": cfg.data or list(dict.fromkeys(data_specs.values())),
         "skipped": skipped,
         "model": str(spec),
         "k": k,
-        "k_source": k_source,
-        "recipe": recipe,
-        "train_config": asdict(train_cfg),
+        "k_source": settings.sources["k"],
+        "k_line": k_text,
+        "recipe": recipe.name,
+        "recipe_line": settings.line(),
+        "train_config": asdict(_train_config(settings, "")[0]),  # the values shared by every training dataset
+        "train_sources": settings.sources,
+        "settings": settings.record(),  # with the values that differ per training dataset, and their sources
         "out": str(out),
         "processes": world.size,
         "adjustments": adjustments,
     }
     # rank 0 decides what is left to do, so every rank runs the same trainings and evaluations
-    zero_shot_todo, runs_todo = distributed.broadcast(_todo(out, cfg.protocol, tasks_by_seed, k, loaded, train_cfg))
+    zero_shot_todo, runs_todo = distributed.broadcast(_todo(out, cfg.protocol, tasks_by_seed, k, loaded, settings))
     if world.main:
         atomic_write_json(out / f"train-k{k}.json", record)
         for name, why in skipped.items():
@@ -250,7 +441,8 @@ def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, st
         for ti in zero_shot_todo:  # the frozen model, once per task: it has no seed
             task = tasks_by_seed[cfg.seeds[0]][ti]
             bar.set_postfix_str(f"zero-shot {task.name}")
-            metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template, workers=train_cfg.workers))
+            workers = _train_config(settings, task.name)[0].workers
+            metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template, workers=workers))
             if world.main:
                 atomic_write_json(
                     out / "results" / cfg.protocol / task.name / "zeroshot.json",
@@ -270,6 +462,7 @@ def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, st
             bar.set_postfix_str(f"{task.name} seed {seed}")
             stem = f"{cfg.protocol}-{task.name}-seed{seed}-k{k}"
             state = out / "state" / f"{stem}.pt"
+            train_cfg, train_sources = _train_config(settings, task.name)
             result = fit_adapter(
                 loaded,
                 task.dataset,
@@ -296,8 +489,9 @@ def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, st
                     "model": str(spec),
                     "weights": loaded.weights_id,
                     "classnames": task.classnames,
-                    "recipe": recipe,
+                    "recipe": recipe.name,
                     "train_config": asdict(train_cfg),
+                    "train_sources": train_sources,
                     "template": cfg.template or task.dataset.template,
                     # the data specs that load this task's datasets again (mma evaluate --checkpoint)
                     "data": list(dict.fromkeys(data_specs[e.dataset.name] for e in task.evals))
@@ -331,18 +525,30 @@ def _run(cfg, spec, k, k_source, recipe, train_cfg, world, device, out: Path, st
     if (out / "state").is_dir() and not any((out / "state").iterdir()):
         (out / "state").rmdir()
     results, summary = summarise_results(out)
-    return TrainRun(out, str(spec), k, recipe, results, summary, time.perf_counter() - start, adjustments)
+    return TrainRun(
+        out, str(spec), k, recipe.name, results, summary, time.perf_counter() - start, adjustments, settings, k_text
+    )
 
 
-def _todo(out: Path, protocol: str, tasks_by_seed: dict, k: int, loaded, train_cfg) -> tuple[list, list]:
+def _zero_shot_done(folder: Path, weights: str) -> bool:
+    """The zero-shot result in *folder* exists and was computed with these weights (another model's is redone)."""
+    path = folder / "zeroshot.json"
+    return path.is_file() and read_json(path).get("weights") == weights
+
+
+def _todo(out: Path, protocol: str, tasks_by_seed: dict, k: int, loaded, settings) -> tuple[list, list]:
     """Task indices still lacking a zero-shot result, and (seed, task index) pairs still lacking an MMA result."""
     first = next(iter(tasks_by_seed.values()))
-    zero_shot = [i for i, t in enumerate(first) if not (out / "results" / protocol / t.name / "zeroshot.json").exists()]
+    zero_shot = [
+        i for i, t in enumerate(first) if not _zero_shot_done(out / "results" / protocol / t.name, loaded.weights_id)
+    ]
     runs = [
         (seed, i)
         for seed, tasks in tasks_by_seed.items()
         for i, t in enumerate(tasks)
-        if not _reusable(_json_path(out, protocol, t.name, seed, k), loaded.weights_id, asdict(train_cfg))
+        if not _reusable(
+            _json_path(out, protocol, t.name, seed, k), loaded.weights_id, asdict(_train_config(settings, t.name)[0])
+        )
     ]
     return zero_shot, runs
 
@@ -372,15 +578,38 @@ def _load_results(out: Path) -> pd.DataFrame:
     return results.astype({"seed": "Int64", "k": "Int64"})
 
 
-METRIC_ORDER = ("base", "novel", "hm", "accuracy", "source", "target_average", "mean_of_hms")
+METRIC_ORDER = ("base", "novel", "hm", "mean_of_seed_hms", "accuracy", "source", "target_average", "mean_of_hms")
+
+
+def _hm_of_seed_means(per_dataset: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, ``hm`` becomes the HM of the seed-averaged base and novel (the papers' convention); the mean
+    of the per-seed HMs stays as ``mean_of_seed_hms``. Both keep the spread (std) of the per-seed HMs."""
+    keys = ["protocol", "method", "k", "dataset"]
+    out = per_dataset.copy()
+    extra = []
+    for _, g in out.groupby(keys, dropna=False, sort=False):
+        means = dict(zip(g["metric"], g["mean"]))
+        if not {"base", "novel", "hm"} <= set(means):
+            continue
+        row = g.index[g["metric"] == "hm"][0]
+        seed_hms = out.loc[row].copy()
+        seed_hms["metric"] = "mean_of_seed_hms"
+        extra.append(seed_hms)
+        b, n = means["base"], means["novel"]
+        out.loc[row, "mean"] = 0.0 if b + n == 0 else 2 * b * n / (b + n)
+    if not extra:
+        return out
+    return pd.concat([out, pd.DataFrame(extra)], ignore_index=True)
 
 
 def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Roll every result JSON into results.csv and results_summary.csv (written atomically).
 
     Summary rows: per (protocol, method, k, dataset, metric) the mean, std and count over seeds, then per
-    (protocol, method, k) the averages over datasets (``dataset == "average"``; for base-to-novel ``hm`` is
-    the HM of the averaged base and novel, ``mean_of_hms`` the mean of per-dataset HMs), and for every row
+    (protocol, method, k) the averages over datasets (``dataset == "average"``). Base-to-novel follows the papers:
+    a dataset's ``hm`` is the HM of its seed-averaged base and novel (its std: the spread of the per-seed HMs;
+    ``mean_of_seed_hms`` is the mean of the per-seed HMs, for comparison), the average's ``hm`` is the HM of the
+    averaged base and novel, and ``mean_of_hms`` the mean of the per-dataset HMs. For every row
     of a trained method ``vs_zeroshot``: its mean minus the zero-shot model's on the same dataset and metric
     (blank where the zero-shot model has no such number).
     """
@@ -388,6 +617,7 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     group = ["protocol", "method", "k", "dataset", "metric"]
     per_dataset = results.groupby(group, dropna=False)["value"].agg(mean="mean", std="std", n="count").reset_index()
     per_dataset["std"] = per_dataset["std"].fillna(0.0)
+    per_dataset = _hm_of_seed_means(per_dataset)
     summary = [per_dataset]
     for (protocol, method, k), d in per_dataset.groupby(["protocol", "method", "k"], dropna=False):
         avg = d.groupby("metric")["mean"].mean()
@@ -476,16 +706,14 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
     from mma.probe.towers import check_mma_support
 
-    rules = {}  # every rule's k in the probe run's selection, to say which rule would have chosen best
-    if cfg.run is not None:  # a given probe run must have a selection; the default one may be missing
-        model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(run=cfg.run, model=cfg.model))
-        rules = read_selection(cfg.run, model_spec).get("rules", {})
-    else:
-        try:
-            model_spec, selected, _ = _resolve_model_and_k(TrainSelectedConfig(model=cfg.model))
-            rules = read_selection(Path("runs/probe"), model_spec).get("rules", {})
-        except MmaError:
-            model_spec, selected = cfg.model, None
+    # the selected k and every rule's k, to say which rule would have chosen best; a given probe run must have a
+    # selection, the default one may be missing
+    selection = _selection_layers(TrainSelectedConfig(run=cfg.run, model=cfg.model))
+    model_spec, selected, rules = selection.model, None, {}
+    chosen = selection.run or selection.default_run
+    if chosen is not None:
+        selected = chosen[1]["k"]
+        rules = read_selection(cfg.run or DEFAULT_PROBE_RUN, model_spec).get("rules", {})
     check_mma_support(parse_model_spec(model_spec).name)  # before any weights are loaded
     if ks is None:
         depth = min(m.depth for m in layer_maps(load_model(parse_model_spec(model_spec)).model).values())

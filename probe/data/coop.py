@@ -33,7 +33,7 @@ from mma.errors import MmaError, closest, one_line
 from mma.probe.data.base import SPLITS, ImageDataset, Sample, user_path
 from mma.probe.data.folder import IMAGE_SUFFIXES
 
-__all__ = ["COOP_DATASETS", "describe_coop", "load_coop"]
+__all__ = ["COOP_DATASETS", "canonical_coop_name", "describe_coop", "find_coop", "load_coop"]
 
 COOP_DATASETS = (
     "imagenet",
@@ -514,6 +514,30 @@ def load_coop(root: str | os.PathLike, names: list[str] | None = None, *, spec: 
         wanted = list(dict.fromkeys(_canonical(n) for n in names))
     source = spec or f"coop:{base}"
     return [_READERS[_INFO[n].reader](base, _INFO[n], source) for n in wanted]
+
+
+def canonical_coop_name(name: str) -> str:
+    """The toolkit's name of a CoOp dataset (case-insensitive, aliases accepted); an MmaError if unknown."""
+    return _canonical(name)
+
+
+def find_coop(root: str | os.PathLike, names: Iterable[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Which of *names* (default: all 15) are installed under *root*: ``(present, {missing: why})``, in order.
+
+    Only the dataset's folder is looked at (reading it is :func:`load_coop`'s job, which names any missing file).
+    """
+    base = user_path(root, "The CoOp data root")
+    if not base.is_dir():
+        raise MmaError(f"The CoOp data root {str(base)!r} does not exist; coop:ROOT expects CoOp's DATASETS.md layout.")
+    wanted = COOP_DATASETS if names is None else list(dict.fromkeys(_canonical(n) for n in names))
+    present, missing = [], {}
+    for name in wanted:
+        info = _INFO[name]
+        if _present(base, info):
+            present.append(name)
+        else:
+            missing[name] = f"not found under {str(base)!r} (expected ROOT/{info.layout})"
+    return present, missing
 
 
 def describe_coop() -> list[dict]:

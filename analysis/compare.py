@@ -1,0 +1,409 @@
+"""Measured results beside the published ones: per dataset and averaged, the difference, and whether it is noise.
+
+:func:`compare` takes the per-seed result rows of train-selected runs (``results.csv``: protocol, dataset,
+seed, k, method, metric, value) and gives one tidy row per (protocol, method, dataset, metric) with the
+published value and its source, the measured mean, its standard deviation over seeds, and the difference.
+Methods are rows (``method``: the toolkit's name, ``published_method``: the papers'), so any method the
+toolkit trains appears beside its published numbers when the table has them.
+
+Conventions (the papers'):
+
+* base-to-novel: a dataset's HM is the HM of its seed-averaged base and novel; the average's base and
+  novel are means over datasets and its HM is the HM of those means;
+* cross-dataset and domain generalisation: ``accuracy (source)`` is ImageNet itself, the average is over
+  the targets only.
+
+**Averages over the datasets measured.** A published average covers all of a protocol's datasets (11, 10
+or 4). When fewer were measured (datasets missing from the data root), the row compares the measured
+average with the mean of the published cells of those same datasets, marked ``derived`` (and, like the
+cells, ``recalled``).
+
+**Seed noise** (:func:`verdicts`). The papers publish no per-seed spread, so it is estimated from this
+run: with ``s`` the standard deviation over seeds of the measured average (each seed's average over the
+datasets) and ``n`` the number of seeds, a published mean of 3 seeds and a measured mean of ``n`` seeds
+differ by seed noise alone with a standard deviation of ``s * sqrt(1/n + 1/3)``; an average lies *within
+seed noise* when it differs by at most twice that. With one seed nothing can be said. The zero-shot model
+has no seed: its averages are compared with a fixed tolerance of :data:`ZERO_SHOT_TOLERANCE` points
+(**[ours]**: rounding, image decoding and resizing differ between code bases). When an average lies
+outside, the datasets that differ most on the protocol's headline metric are named.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .published import ZERO_SHOT, published_method, published_numbers
+
+__all__ = [
+    "HEADLINE",
+    "ZERO_SHOT_TOLERANCE",
+    "Verdict",
+    "compare",
+    "verdicts",
+    "side_by_side",
+    "context_table",
+    "markdown_table",
+    "render_markdown",
+]
+
+HEADLINE = {"base2novel": "hm", "cross-dataset": "accuracy", "domain-gen": "accuracy"}
+METRICS = {"base2novel": ("base", "novel", "hm"), "cross-dataset": ("accuracy",), "domain-gen": ("accuracy",)}
+SOURCE_METRIC = "accuracy (source)"
+ZERO_SHOT_TOLERANCE = 0.5  # points; the zero-shot model is deterministic (see the module docstring)
+PAPER_SEEDS = 3
+COLUMNS = [
+    "protocol",
+    "method",
+    "published_method",
+    "dataset",
+    "metric",
+    "published",
+    "published_source",
+    "measured",
+    "measured_std",
+    "seeds",
+    "difference",
+    "datasets",
+]
+
+
+def _hm(b: float, n: float) -> float:
+    return 0.0 if b + n == 0 else 2 * b * n / (b + n)
+
+
+def _per_seed(results: pd.DataFrame) -> pd.DataFrame:
+    """Result rows in the published vocabulary: one value per (protocol, method, seed, dataset, metric)."""
+    rows = []
+    for r in results.itertuples(index=False):
+        seed = 0 if pd.isna(r.seed) else int(r.seed)  # the zero-shot model: one evaluation, no seed
+        metric, dataset = r.metric, r.dataset
+        if metric == "source":
+            metric = SOURCE_METRIC
+        elif metric.startswith("target:"):
+            metric, dataset = "accuracy", metric.split(":", 1)[1]
+        elif metric not in ("base", "novel", "accuracy"):
+            continue  # HMs and averages are recomputed here
+        rows.append((r.protocol, r.method, seed, dataset, metric, float(r.value)))
+    per_seed = pd.DataFrame(rows, columns=["protocol", "method", "seed", "dataset", "metric", "value"])
+    keys = ["protocol", "method", "seed", "dataset"]
+    wide = per_seed[per_seed["metric"].isin(["base", "novel"])].pivot_table(
+        index=keys, columns="metric", values="value", aggfunc="first"
+    )
+    if {"base", "novel"} <= set(wide.columns):  # each seed's HM (its spread is the per-dataset HM's std)
+        wide = wide.dropna(subset=["base", "novel"])
+        hm = [_hm(b, n) for b, n in zip(wide["base"], wide["novel"])]
+        extra = wide.index.to_frame(index=False).assign(metric="hm", value=hm)
+        per_seed = pd.concat([per_seed, extra[per_seed.columns]], ignore_index=True)
+    return per_seed
+
+
+def _measured(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and averaged: measured mean, std over seeds (NaN for one), seeds, and the datasets averaged."""
+    keys = ["protocol", "method", "dataset", "metric"]
+    per = per_seed.groupby(keys, sort=False)["value"].agg(measured="mean", measured_std="std", seeds="count")
+    per = per.reset_index()
+    per["datasets"] = ""
+    out = [per]
+    for (protocol, method), g in per_seed.groupby(["protocol", "method"], sort=False):
+        wide = g[g["metric"] != SOURCE_METRIC].pivot_table(
+            index="seed", columns="dataset", values="value", aggfunc="first"
+        )
+        means = {}
+        for metric in METRICS.get(protocol, ("accuracy",)):
+            if metric == "hm":
+                continue
+            table = g[g["metric"] == metric].pivot_table(index="seed", columns="dataset", values="value")
+            means[metric] = table.mean(axis=1)  # each seed's average over the datasets
+        if not means:
+            continue
+        per_seed_avg = pd.DataFrame(means)
+        if {"base", "novel"} <= set(per_seed_avg):
+            per_seed_avg["hm"] = [_hm(b, n) for b, n in zip(per_seed_avg["base"], per_seed_avg["novel"])]
+        rows = []
+        for metric in per_seed_avg:
+            values = per_seed_avg[metric]
+            mean = values.mean()
+            if metric == "hm":
+                mean = _hm(per_seed_avg["base"].mean(), per_seed_avg["novel"].mean())
+            std = values.std() if len(values) > 1 else float("nan")
+            rows.append(
+                {"protocol": protocol, "method": method, "dataset": "average", "metric": metric}
+                | {"measured": mean, "measured_std": std, "seeds": len(values), "datasets": ",".join(wide.columns)}
+            )
+        out.append(pd.DataFrame(rows))
+    measured = pd.concat(out, ignore_index=True)
+    # base-to-novel: a dataset's HM is the HM of its seed-averaged base and novel (its std stays the per-seed HMs')
+    wide = measured[measured["dataset"] != "average"].pivot_table(
+        index=["protocol", "method", "dataset"], columns="metric", values="measured", aggfunc="first"
+    )
+    if {"base", "novel"} <= set(wide.columns):
+        is_hm = (measured["metric"] == "hm") & (measured["dataset"] != "average")
+        for i in measured.index[is_hm]:
+            r = measured.loc[i]
+            b, n = wide.loc[(r["protocol"], r["method"], r["dataset"]), ["base", "novel"]]
+            measured.loc[i, "measured"] = _hm(b, n)
+    measured.loc[measured["seeds"] <= 1, "measured_std"] = float("nan")
+    return measured
+
+
+def _protocol_datasets(published: pd.DataFrame, protocol: str, method: str) -> list[str]:
+    """The datasets a published average covers (targets only for cross-dataset and domain generalisation)."""
+    rows = published[(published["protocol"] == protocol) & (published["method"] == method)]
+    rows = rows[(rows["dataset"] != "average") & (rows["metric"] != SOURCE_METRIC)]
+    return list(dict.fromkeys(rows["dataset"]))
+
+
+def _published_average(published: pd.DataFrame, protocol: str, method: str, datasets: list[str]) -> dict:
+    """``{metric: (value, source)}`` of *method*'s average over *datasets*: the published average when they are all
+    the protocol's datasets, else the mean of the published cells (HM of the means), marked derived."""
+    rows = published[(published["protocol"] == protocol) & (published["method"] == method)]
+    covered = _protocol_datasets(published, protocol, method)
+    if covered and sorted(datasets) == sorted(covered):
+        avg = rows[rows["dataset"] == "average"]
+        if len(avg):
+            return {r.metric: (r.value, r.source) for r in avg.itertuples()}
+    cells = rows[rows["dataset"].isin(datasets) & (rows["metric"] != SOURCE_METRIC)]
+    out = {}
+    for metric, g in cells.groupby("metric", sort=False):
+        if metric == "hm" or set(g["dataset"]) != set(datasets):
+            continue
+        sources = "/".join(sorted(set(g["source"])))
+        out[metric] = (float(g["value"].mean()), f"derived from {sources} ({len(datasets)} of {len(covered)})")
+    if "base" in out and "novel" in out:
+        out["hm"] = (_hm(out["base"][0], out["novel"][0]), out["base"][1])
+    return out
+
+
+def compare(results: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every measured number beside its published counterpart (columns: :data:`COLUMNS`).
+
+    *results*: per-seed rows (protocol, dataset, seed, k, method, metric, value), e.g. ``results.csv`` of
+    train-selected runs. *published*: the published table (default: the packaged one). ``published`` and
+    ``published_source`` are blank where nothing is published (e.g. zero-shot cross-dataset).
+    """
+    published = published_numbers() if published is None else published
+    measured = _measured(_per_seed(results))
+    measured["published_method"] = [published_method(m) or "" for m in measured["method"]]
+    cells = published.set_index(["protocol", "method", "dataset", "metric"])
+    values, sources = [], []
+    for r in measured.itertuples(index=False):
+        if r.dataset == "average":
+            avg = _published_average(published, r.protocol, r.published_method, r.datasets.split(","))
+            value, source = avg.get(r.metric, (float("nan"), ""))
+        else:
+            key = (r.protocol, r.published_method, r.dataset, r.metric)
+            value, source = (cells.loc[key, "value"], cells.loc[key, "source"]) if key in cells.index else (np.nan, "")
+        values.append(float(value))
+        sources.append(source)
+    measured["published"] = values
+    measured["published_source"] = sources
+    measured["difference"] = measured["measured"] - measured["published"]
+    return measured[COLUMNS]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one method's averages on one protocol lie within seed noise of the published ones."""
+
+    protocol: str
+    method: str
+    within: bool | None  # None: nothing can be said (one seed, or nothing published)
+    text: str
+
+
+def _label(method: str, published: str) -> str:
+    return "zero-shot (CLIP)" if method == ZERO_SHOT else published or method
+
+
+def verdicts(comparison: pd.DataFrame, *, most: int = 3) -> list[Verdict]:
+    """One :class:`Verdict` per (protocol, method): within seed noise, or not and which datasets differ most."""
+    out = []
+    for (protocol, method), g in comparison.groupby(["protocol", "method"], sort=False):
+        label = _label(method, g["published_method"].iloc[0])
+        avg = g[(g["dataset"] == "average") & g["published"].notna()]
+        if avg.empty:
+            out.append(Verdict(protocol, method, None, f"{protocol}, {label}: nothing published to compare with."))
+            continue
+        parts, within = [], True
+        for r in avg.itertuples(index=False):
+            if method == ZERO_SHOT:
+                band, how = ZERO_SHOT_TOLERANCE, "tolerance"
+            elif r.seeds >= 2 and not math.isnan(r.measured_std):
+                band, how = 2 * r.measured_std * math.sqrt(1 / r.seeds + 1 / PAPER_SEEDS), "seed noise"
+            else:
+                band, how = None, ""
+            if band is None:
+                within = None
+                parts.append(f"{r.metric} {r.published:.2f} published, {r.measured:.2f} measured ({r.difference:+.2f})")
+                continue
+            ok = abs(r.difference) <= band + 1e-9
+            within = (within and ok) if within is not None else None
+            parts.append(
+                f"{r.metric} {r.published:.2f} published, {r.measured:.2f} measured ({r.difference:+.2f}; {how} "
+                f"±{band:.2f})"
+            )
+        what = "; ".join(parts)
+        if within is None:
+            text = f"{protocol}, {label}: one seed, so seed noise is unknown: {what}."
+        elif within:
+            band_name = "the zero-shot tolerance" if method == ZERO_SHOT else "seed noise"
+            text = f"{protocol}, {label}: the averages lie within {band_name} of the published ones: {what}."
+        else:
+            headline = HEADLINE.get(protocol, "accuracy")
+            per = g[(g["dataset"] != "average") & (g["metric"] == headline) & g["difference"].notna()]
+            worst = per.reindex(per["difference"].abs().sort_values(ascending=False).index).head(most)
+            names = ", ".join(f"{d} {v:+.2f}" for d, v in zip(worst["dataset"], worst["difference"]))
+            text = (
+                f"{protocol}, {label}: the averages do NOT lie within "
+                f"{'the zero-shot tolerance' if method == ZERO_SHOT else 'seed noise'} of the published ones: {what}. "
+                f"Differing most in {headline}: {names or 'no published per-dataset values'}."
+            )
+        out.append(Verdict(protocol, method, within, text))
+    return out
+
+
+def _number(value: float) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def _measured_text(r) -> str:
+    text = _number(r.measured)
+    if text and r.seeds > 1 and not math.isnan(r.measured_std):
+        text += f" ± {r.measured_std:.2f}"
+    return text
+
+
+def _order(protocol: str, comparison: pd.DataFrame, published: pd.DataFrame) -> dict[str, int]:
+    """Datasets in the published table's order (the source first), the average last."""
+    known = list(dict.fromkeys(published.loc[published["protocol"] == protocol, "dataset"]))
+    names = [d for d in dict.fromkeys([*known, *comparison["dataset"]]) if d != "average"]
+    return {d: i for i, d in enumerate([*names, "average"])}
+
+
+def side_by_side(comparison: pd.DataFrame, protocol: str, published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One protocol as a printable table: a row per (method, dataset), each metric as published / measured / Δ,
+    and where the published value comes from (``recalled``, ``readme``, ``derived ...``)."""
+    published = published_numbers() if published is None else published
+    c = comparison[comparison["protocol"] == protocol]
+    order = _order(protocol, c, published)
+    metrics = METRICS.get(protocol, ("accuracy",))
+    rows = []
+    methods = sorted(c["method"].unique(), key=lambda m: (m == ZERO_SHOT, m))
+    for method in methods:
+        g = c[c["method"] == method]
+        for (dataset, is_source), d in sorted(
+            g.groupby([g["dataset"], g["metric"] == SOURCE_METRIC], sort=False), key=lambda kv: (order[kv[0][0]], 0)
+        ):
+            label = f"{dataset} (source)" if is_source else dataset
+            if dataset == "average":
+                label = f"average ({len(d['datasets'].iloc[0].split(','))} datasets)"
+            row = {"method": _label(method, d["published_method"].iloc[0]), "dataset": label}
+            by_metric = {("accuracy" if m == SOURCE_METRIC else m): r for m, r in zip(d["metric"], d.itertuples())}
+            for m in metrics:
+                r = by_metric.get(m)
+                row[f"{m} published"] = _number(r.published) if r else ""
+                row[f"{m} measured"] = _measured_text(r) if r else ""
+                row[f"{m} Δ"] = (f"{r.difference:+.2f}" if r and not math.isnan(r.difference) else "") if r else ""
+            row["published source"] = next((r.published_source for r in by_metric.values() if r.published_source), "")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def context_table(comparison: pd.DataFrame, protocol: str, published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The published methods (CLIP, CoOp, CoCoOp, MaPLe, ..., MMA) over the datasets measured here, then ours.
+
+    Base-to-novel: the averages (base, novel, HM); cross-dataset and domain generalisation: the source, every
+    target measured, and the average over them. Averages over fewer datasets than the papers' are derived from
+    the published cells (see the module docstring).
+    """
+    published = published_numbers() if published is None else published
+    c = comparison[comparison["protocol"] == protocol]
+    p = published[published["protocol"] == protocol]
+    datasets = [d for d in _order(protocol, c, published) if d in set(c["dataset"]) and d != "average"]
+    targets = [d for d in datasets if not ((c["dataset"] == d) & (c["metric"] == SOURCE_METRIC)).any()]
+    source = [d for d in datasets if d not in targets]
+    rows = []
+    for method in p["method"].unique():
+        row = {"method": method}
+        cells = p[p["method"] == method].set_index(["dataset", "metric"])
+        avg = _published_average(published, protocol, method, targets)
+        shown = set()  # the sources of the cells shown
+        if protocol == "base2novel":
+            for m in ("base", "novel", "hm"):
+                value, from_ = avg.get(m, (float("nan"), ""))
+                row[m] = _number(value)
+                shown |= {from_} - {""}
+        else:
+            for d, metric in [*((d, SOURCE_METRIC) for d in source), *((d, "accuracy") for d in targets)]:
+                key = (d, metric)
+                row[f"{d} (source)" if metric == SOURCE_METRIC else d] = _number(cells["value"].get(key, float("nan")))
+                shown |= {cells["source"][key]} if key in cells.index else set()
+            value, from_ = avg.get("accuracy", (float("nan"), ""))
+            row["average"] = _number(value)
+            if from_.startswith("derived"):
+                row["source"] = "; ".join([*sorted(shown), f"average {from_}"])
+                rows.append(row)
+                continue
+            shown |= {from_} - {""}
+        row["source"] = "; ".join(sorted(shown))
+        rows.append(row)
+    for method, g in sorted(c.groupby("method", sort=False), key=lambda kv: kv[0] == ZERO_SHOT):
+        row = {"method": f"{_label(method, g['published_method'].iloc[0])}, measured"}
+        by = {(r.dataset, r.metric): r.measured for r in g.itertuples()}
+        if protocol == "base2novel":
+            for m in ("base", "novel", "hm"):
+                row[m] = _number(by.get(("average", m), float("nan")))
+        else:
+            for d in source:
+                row[f"{d} (source)"] = _number(by.get((d, SOURCE_METRIC), float("nan")))
+            for d in targets:
+                row[d] = _number(by.get((d, "accuracy"), float("nan")))
+            row["average"] = _number(by.get(("average", "accuracy"), float("nan")))
+        row["source"] = "this run"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of *table* (every cell as text, ``|`` escaped)."""
+
+    def cell(value) -> str:
+        return (
+            "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).replace("|", r"\|")
+        )
+
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+LEGEND = (
+    "Published: ViT-B/16, 16 shots, mean of seeds 1-3 (`published_numbers.csv`, shipped with mma). "
+    "`readme`: the official MMA README's averages; `recalled`: recalled rather than read from the papers and "
+    "checked only arithmetically, likely but unconfirmed; `derived`: the mean of the published cells of the "
+    "datasets measured here (the published average covers datasets this run did not have). Measured: mean ± "
+    "standard deviation over seeds; Δ = measured - published. Seed noise: twice the standard deviation of the "
+    "difference between two seed-means, the per-seed spread taken from this run's seeds (the papers publish none); "
+    f"zero-shot has no seed and is held to ±{ZERO_SHOT_TOLERANCE} points."
+)
+
+
+def render_markdown(
+    comparison: pd.DataFrame, *, title: str, notes: list[str] = (), published: pd.DataFrame | None = None
+) -> str:
+    """The whole report: per protocol the side-by-side table, the verdicts and the published context."""
+    published = published_numbers() if published is None else published
+    parts = [f"# {title}", "", LEGEND, ""]
+    found = verdicts(comparison)
+    for protocol in dict.fromkeys(comparison["protocol"]):
+        parts += [f"## {protocol}", "", markdown_table(side_by_side(comparison, protocol, published)), ""]
+        parts += [f"- {v.text}" for v in found if v.protocol == protocol] + [""]
+        parts += ["Published context (the papers' methods over the same datasets):", ""]
+        parts += [markdown_table(context_table(comparison, protocol, published)), ""]
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(parts)

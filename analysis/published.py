@@ -1,0 +1,55 @@
+"""The published numbers MMA is compared with, shipped as package data (``published_numbers.csv``).
+
+One tidy row per published cell: ``protocol, method, dataset, metric, value, source``, ViT-B/16, 16 shots,
+mean of seeds 1-3. ``source`` says how sure the cell is (``published_numbers.md`` beside the CSV):
+
+* ``readme``: the 11-dataset base-to-novel averages of the official MMA repository's README;
+* ``recalled``: per-dataset cells recalled rather than read from the papers, checked arithmetically (each
+  row's HM matches its base and novel, the dataset means match the ``readme`` averages): likely but
+  unconfirmed, and printed as such wherever they appear.
+
+Dataset names are the toolkit's CoOp names (:data:`mma.probe.data.coop.COOP_DATASETS`); ``average`` is the
+papers' average (base-to-novel: HM of the averaged base and novel; cross-dataset and domain generalisation:
+the targets only), and ``accuracy (source)`` is the source dataset (ImageNet) itself.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+import pandas as pd
+
+__all__ = ["PUBLISHED_FILE", "published_numbers", "published_method", "ZERO_SHOT"]
+
+PUBLISHED_FILE = "published_numbers.csv"
+COLUMNS = ["protocol", "method", "dataset", "metric", "value", "source"]
+ZERO_SHOT = "zeroshot"  # the toolkit's name of the frozen model; the papers call it CLIP
+
+
+@cache
+def _table() -> pd.DataFrame:
+    with resources.files("mma.analysis").joinpath(PUBLISHED_FILE).open("r", encoding="utf-8") as f:
+        table = pd.read_csv(f, dtype={"value": float}, keep_default_na=False)
+    if list(table.columns) != COLUMNS:
+        raise ValueError(f"{PUBLISHED_FILE} has columns {list(table.columns)}; expected {COLUMNS}")
+    return table
+
+
+def published_numbers() -> pd.DataFrame:
+    """The published table (a copy): protocol, method, dataset, metric, value (float, %), source."""
+    return _table().copy()
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def published_method(method: str) -> str | None:
+    """The published name of one of the toolkit's methods (``zeroshot`` -> ``CLIP``, ``mma`` -> ``MMA``,
+    ``cocoop`` -> ``CoCoOp``, ...), matched case- and punctuation-insensitively; None if nothing is published."""
+    if method == ZERO_SHOT:
+        return "CLIP"
+    names = {_key(m): m for m in _table()["method"].unique()}
+    return names.get(_key(method))
