@@ -12,7 +12,7 @@ from mma.adapters.train import TrainConfig, fit_adapter
 from mma.probe import load_model
 from mma.probe.data import draw_few_shot, load_datasets
 from mma.probe.embedded import RECORD_PATH, WEIGHTS_PATH, embedded_config
-from mma.probe.embedded.pretrain import PretrainConfig, pretrain_tiny
+from mma.probe.embedded.pretrain import PretrainConfig, pretrain_tiny, rescore
 from mma.probe.zeroshot import zero_shot_accuracy
 
 # The band the shipped checkpoint's zero-shot accuracy must stay in, on every 3rd test image. The suite must stay
@@ -102,6 +102,15 @@ def test_pretraining_runs_end_to_end_and_is_deterministic(tmp_path):
     a, b = load_model(f"mma-tiny:{tmp_path / 'a.safetensors'}"), load_model(f"mma-tiny:{tmp_path / 'b.safetensors'}")
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(x, y), name
+    # rescoring (after a change to the suite alone) redoes the same table from the saved fp16 weights
+    rescored = rescore(tmp_path / "a.safetensors")["zero_shot"]
+    for key in ("trained", "random_init"):
+        assert rescored[key] == pytest.approx(record["zero_shot"][key], abs=0.02)
+    assert rescored["suite_source"] == record["zero_shot"]["suite_source"]
+    changed = {**record, "corpus": {**record["corpus"], "hash": "0" * 16}}
+    (tmp_path / "a.json").write_text(json.dumps(changed))
+    with pytest.raises(RuntimeError, match="the corpus changed"):
+        rescore(tmp_path / "a.safetensors")
 
 
 def test_trimmed_text_encoding_equals_open_clips(tiny_random):
