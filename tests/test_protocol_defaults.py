@@ -102,13 +102,18 @@ def test_the_protocol_default_wins_over_the_default_probe_run_and_says_so(cwd):
     )
 
 
-def test_the_embedded_default_still_takes_k_from_the_default_probe_run_for_every_protocol(cwd):
+def test_the_embedded_default_takes_the_probe_k_for_base2novel_and_the_papers_k_for_transfer(cwd):
     _probe_run(cwd / "runs" / "probe", k=3, model="mma-tiny")
-    for protocol in ("base2novel", "few-shot", "cross-dataset", "domain-gen"):
+    for protocol in ("base2novel", "few-shot"):
         r = _resolve(model=None, protocol=protocol)  # `mma train-selected --protocol P`, nothing else
         assert (r.model, r.recipe.name, r.settings.values["k"]) == ("mma-tiny", "mma-tiny", 3)
         assert r.settings.sources["k"].startswith("probe selection (default run runs/probe/selection.json")
         assert r.k_line.startswith("k = 3 from the probe selection (default run")
+    for protocol in ("cross-dataset", "domain-gen"):
+        r = _resolve(model=None, protocol=protocol)
+        assert (r.settings.values["k"], r.settings.values["epochs"]) == (9, 1)
+        assert r.settings.sources["k"] == f"protocol default (mma-tiny, {protocol})"
+        assert r.k_line.startswith(f"k = 9 from the protocol default (mma-tiny, {protocol}); it wins over k = 3")
 
 
 def test_a_named_probe_run_wins_over_the_protocol_default_and_the_user_flag_over_both(cwd):
