@@ -125,7 +125,7 @@ class TrainConfig:
             ("crop_scale_min", 0 < self.crop_scale_min <= 1, "a float in (0, 1]"),
             ("consistency", self.consistency >= 0, "a float >= 0"),
             ("precision", self.precision in ("fp32", "fp16", "bf16"), "one of fp32, fp16, bf16"),
-            ("warmup_epochs", 0 <= self.warmup_epochs < self.epochs, "an integer in [0, epochs)"),
+            ("warmup_epochs", self.warmup_epochs >= 0, "an integer >= 0"),
             ("warmup_lr", self.warmup_lr > 0, "a float > 0"),
             ("n_ctx", self.n_ctx >= 1, "an integer >= 1"),
             ("reduction", self.reduction >= 1, "an integer >= 1"),
