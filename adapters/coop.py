@@ -36,7 +36,7 @@ from torch import nn
 
 from mma.errors import MmaError
 
-from .methods import COMMON_FIELDS, MethodBase, freeze, model_device_dtype
+from .method_base import COMMON_FIELDS, MethodBase, freeze, model_device_dtype
 
 __all__ = ["CoOp", "CoCoOp", "token_embedding", "prompt_texts"]
 

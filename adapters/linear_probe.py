@@ -24,7 +24,7 @@ import torch
 
 from mma.errors import MmaError
 
-from .methods import MethodBase, freeze, model_device_dtype
+from .method_base import MethodBase, freeze, model_device_dtype
 
 __all__ = ["LinearProbeMethod", "SEARCH_CS", "choose_c"]
 
