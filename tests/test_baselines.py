@@ -375,3 +375,20 @@ def test_every_method_runs_unchanged_under_torchrun(tmp_path):
         assert done.stdout.count("methods side by side") == 1  # rank 0 alone reports
         tables.append(pd.read_csv(out / "results.csv"))
     pd.testing.assert_frame_equal(tables[0], tables[1], atol=1e-3, rtol=0)
+
+
+def test_sweep_k_draws_the_other_methods_as_lines_and_trains_them_once(tmp_path):
+    from mma.jobs.train_selected import sweep_k
+
+    cfg = TrainSelectedConfig(
+        data=["builtin:colors"], seeds=[1], out=tmp_path, device="cpu", progress=False, train=dict(FAST)
+    )
+    cfg.methods = ["coop", "linear-probe"]
+    record = sweep_k(cfg, [2, 3])
+    assert set(record["methods"]) == {"coop", "linear-probe"}
+    assert set(record["methods"]["coop"]) == {"base", "novel", "hm"} and set(record["methods"]["linear-probe"]) == {
+        "base"
+    }
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results[(results["method"] == "coop") & (results["metric"] == "hm")]) == 1  # once, not per k
+    assert (tmp_path / "k_sweep.png").is_file()

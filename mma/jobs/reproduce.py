@@ -115,7 +115,7 @@ def _validate(cfg: ReproduceConfig) -> None:
         raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
     from mma.adapters.methods import parse_methods
 
-    cfg.methods = parse_methods(cfg.methods)
+    cfg.methods = ["mma", *(m for m in parse_methods(cfg.methods) if m != "mma")]  # MMA is what is reproduced
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise MmaError(f"--seeds {cfg.seeds} repeats a seed; give distinct seeds.")
 
