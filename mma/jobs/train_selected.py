@@ -1,14 +1,18 @@
-"""Job 3: train the Multi-Modal Adapter from the probe-selected block k and evaluate a protocol.
+"""Job 3: train the Multi-Modal Adapter from the probe-selected block k (and the other methods of ``--method``)
+and evaluate a protocol.
 
 Run folder (``--out``)::
 
     results/<protocol>/<dataset>/seed<S>-k<K>-mma.json   one JSON per (protocol, dataset, seed, k, method)
+    results/<protocol>/<dataset>/seed<S>-<method>.json   the other methods (coop, cocoop, clip-adapter, linear-probe)
     results/<protocol>/<dataset>/zeroshot.json           the frozen model, same evaluation code
-    checkpoints/<protocol>-<dataset>-seed<S>-k<K>.safetensors   adapter weights + configs
+    checkpoints/<protocol>-<dataset>-seed<S>-k<K>.safetensors   adapter weights + configs (other methods:
+                                                                 ...-seed<S>-<method>.safetensors)
     state/<protocol>-<dataset>-seed<S>-k<K>.pt   the training state after the last finished epoch (while training)
     results.csv                                          tidy roll-up of every JSON
     results_summary.csv                                  per dataset and averaged (HM of averages, mean of HMs)
-    train-k<K>.json                                      the configuration that ran at k
+    train-k<K>.json                                      the configuration that ran at k (train-<method>.json: others)
+    methods.png / .pdf / .csv                            the methods side by side (when more than one ran)
 
 A result whose JSON exists is not recomputed, and an interrupted training run resumes from its last
 finished epoch, so an interrupted job resumes where it stopped and ends with the same numbers. Under
