@@ -160,7 +160,7 @@ def plot_k_sweep(
     return save_figure(fig, stem, results)
 
 
-_METHOD_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_METHOD_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#1f77b4", "#bcbd22", "#17becf")
 _METRIC_NAMES = {"hm": "HM", "target_average": "target average"}
 
 
@@ -199,26 +199,38 @@ def _k_sweep_panels(results, stem, *, selected_k, baseline, title, others) -> li
 
 
 def plot_methods(
-    averages: pd.DataFrame, stem: str | Path, *, metrics: list[str], title: str | None = None
+    averages: pd.DataFrame,
+    stem: str | Path,
+    *,
+    metrics: list[str],
+    title: str | None = None,
+    order: list[str] | None = None,
 ) -> list[Path]:
     """Grouped bars: for every metric, one bar per method (mean over seeds, std as an error bar).
 
     *averages* has columns ``method``, ``k``, ``seed``, ``metric``, ``value`` (one row per seed; the metric already
     averaged over datasets). A method without a metric (the linear probe's novel and HM) has no bar there.
+    *order*: the methods' order (default: as they come); zero-shot is grey, MMA green.
     """
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
     data = averages.copy()
+    rank = {m: i for i, m in enumerate(order or [])}
+    data = data.sort_values("method", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
     data["label"] = [m if pd.isna(k) else f"{m} (k={int(k)})" for m, k in zip(data["method"], data["k"])]
     labels = list(dict.fromkeys(data["label"]))
+    palette = iter(_METHOD_COLOURS)
+    colours = {
+        label: "#7f7f7f" if label == "zeroshot" else "#2ca02c" if label.startswith("mma") else next(palette, "#1f77b4")
+        for label in labels
+    }
     fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(metrics) * max(1, len(labels)) / 3, 3.4))
     width = 0.8 / max(1, len(labels))
-    for i, (label, colour) in enumerate(zip(labels, ("#000000", *_METHOD_COLOURS, "#2ca02c", "#1f77b4"))):
+    for i, label in enumerate(labels):
         d = data[data["label"] == label].groupby("metric")["value"].agg(["mean", "std"])
         xs = [j + (i - (len(labels) - 1) / 2) * width for j, m in enumerate(metrics) if m in d.index]
         ys = [d.loc[m, "mean"] for m in metrics if m in d.index]
         es = [0.0 if pd.isna(d.loc[m, "std"]) else d.loc[m, "std"] for m in metrics if m in d.index]
-        colour = "#2ca02c" if label.startswith("mma") else colour
-        ax.bar(xs, ys, width, yerr=es, capsize=2, color=colour, alpha=0.85, label=label)
+        ax.bar(xs, ys, width, yerr=es, capsize=2, color=colours[label], alpha=0.85, label=label)
     ax.set_xticks(range(len(metrics)))
     ax.set_xticklabels([_METRIC_NAMES.get(m, m) for m in metrics])
     ax.set_ylabel("accuracy (%), average over datasets")

@@ -896,12 +896,14 @@ ZERO_SHOT_NAME = "zeroshot"
 
 def _method_figure(out: Path, results: pd.DataFrame, protocol: str) -> None:
     """``methods.png`` / ``.pdf`` / ``.csv``: every method's dataset-averaged metrics side by side (mean, std)."""
+    from mma.adapters.methods import METHOD_NAMES
     from mma.analysis.plots import plot_methods
 
     avg = method_averages(results[results["protocol"] == protocol])
     metrics = [m for m in _SIDE_BY_SIDE.get(protocol, ()) if m in set(avg["metric"])]
     if metrics:
-        plot_methods(avg[avg["metric"].isin(metrics)], Path(out) / "methods", metrics=metrics, title=protocol)
+        data = avg[avg["metric"].isin(metrics)]
+        plot_methods(data, Path(out) / "methods", metrics=metrics, title=protocol, order=list(METHOD_NAMES))
 
 
 def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | None:
