@@ -91,7 +91,12 @@ def plot_layers(
             ax.axvline(k - 0.5, color="#2ca02c", ls="--", lw=1.2, label="first adapted block k")
             ax.text(k - 0.35, 0.03, f"k = {k}", transform=ax.get_xaxis_transform(), color="#2ca02c", fontsize=9)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=0 if len(names) <= 16 else 90, fontsize=8)
+        crowded = sum(len(n) + 1 for n in names) > 30  # would the labels touch if written level?
+        rotation = 90 if len(names) > 16 else 40 if crowded else 0
+        ax.set_xticklabels(names, rotation=rotation, fontsize=8, ha="right" if rotation == 40 else "center")
+        if rotation == 40:
+            for label in ax.get_xticklabels():
+                label.set_rotation_mode("anchor")
         ax.set_xlabel("layer")
         ax.set_title(model, fontsize=10)
         ax.set_xlim(-0.3, len(names) - 0.7)

@@ -41,7 +41,7 @@ def _encode(model, images, tokens):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_random):
-    """The embedded 6-block architecture (random weights) and a batch of its inputs."""
+    """The embedded 12-block architecture (random weights) and a batch of its inputs."""
     model = copy.deepcopy(tiny_random.model)
     g = torch.Generator().manual_seed(0)
     images = torch.randn(2, 3, 32, 32, generator=g)
@@ -146,16 +146,18 @@ def test_vit_b16_parameter_counts_match_the_paper(vit_b16):
 
 
 def test_state_dict_keys_are_the_adapter_weights_only(tiny):
-    adapter = MultiModalAdapter(layer_maps(tiny[0]), k=5, dim=8)
+    maps = layer_maps(tiny[0])
+    depth = maps["image"].depth
+    adapter = MultiModalAdapter(maps, k=5, dim=8)
     assert sorted(adapter.state_dict()) == sorted(
         [
             f"{part}.{tower}.{j}.{p}"
             for part in ("down", "up")
             for tower in ("image", "text")
-            for j in (5, 6)
+            for j in range(5, depth + 1)
             for p in ("weight", "bias")
         ]
-        + [f"shared.{j}.{p}" for j in (5, 6) for p in ("weight", "bias")]
+        + [f"shared.{j}.{p}" for j in range(5, depth + 1) for p in ("weight", "bias")]
     )
 
 

@@ -72,8 +72,8 @@ def test_captions_name_the_concept_and_never_an_unseen_name(corpus):
 
 
 def test_captions_describe_attributes():
-    """Captions mention colour, size, position, background and count when the picture shows them."""
-    seen = {"colour": 0, "size": 0, "position": 0, "background": 0, "count": 0}
+    """Captions mention colour, size, background and count when the picture shows them."""
+    seen = {"colour": 0, "size": 0, "background": 0, "count": 0}
     for i in range(400):
         rng = corpus_rng("pretrain", i)
         c = CONCEPTS[CORPUS_CONCEPTS[int(rng.integers(len(CORPUS_CONCEPTS)))]]
@@ -83,8 +83,6 @@ def test_captions_describe_attributes():
             seen["colour"] += 1
         if attrs.size and attrs.size in text:
             seen["size"] += 1
-        if attrs.position and attrs.position in text:
-            seen["position"] += 1
         if attrs.background and f"{attrs.background} background" in text:
             seen["background"] += 1
         if attrs.count > 1 and ("two " in text or "three " in text):

@@ -198,7 +198,7 @@ def test_an_overridden_protocol_default_is_recorded_as_overridden(coop_root, tmp
         )
     )
     record = json.loads((tmp_path / "run" / "train-k3.json").read_text())
-    assert run.k == 3 and record["k_source"] == "user flag"  # the recipe auto = mma-tiny here: no protocol k
+    assert run.k == 3 and record["k_source"] == "user flag"  # over the recipe's protocol k (mma-tiny: 9)
     assert record["train_sources"]["epochs"] == f"config file ({config})" and record["train_config"]["epochs"] == 2
     assert record["train_sources"]["batch_size"] == "user flag" and record["train_config"]["batch_size"] == 4
     assert record["settings"]["per_dataset"] == {}

@@ -103,6 +103,7 @@ KILLER = textwrap.dedent(
     import torch
     from mma.probe.data.reading import ImageReader
     target, n = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(int(sys.argv[3]))  # as many as this test process: float sums in the same order
     calls = [0]
     def counting(original):
         def wrapper(self, *args, **kwargs):
@@ -116,14 +117,17 @@ KILLER = textwrap.dedent(
     else:
         torch.optim.SGD.step = counting(torch.optim.SGD.step)
     from mma.cli import app
-    app(sys.argv[3:], prog_name="mma")
+    app(sys.argv[4:], prog_name="mma")
     """
 )
 
 
 def _killed(target: str, n: int, args: list[str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", KILLER, target, str(n), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", KILLER, target, str(n), str(torch.get_num_threads()), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 
@@ -143,6 +147,9 @@ def test_killed_extraction_resumes_to_the_same_store_and_tables(tmp_path):
         assert path.read_bytes() == (tmp_path / "cut" / path.relative_to(tmp_path / "full")).read_bytes()
     for name in ("layers.csv", "layers_summary.csv"):
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+
+
+LAYERS = 12 + 2  # mma-tiny: XEmbed, 12 blocks, XProj
 
 
 def _probe_cfg(out, seeds=(1, 2)):
@@ -166,7 +173,7 @@ def test_interrupted_probing_resumes_from_the_finished_seeds(tmp_path, monkeypat
 
     def flaky(*args, **kwargs):
         calls[0] += 1
-        if calls[0] == 2 * 8 + 3:  # seed 1 done (2 towers x 8 layers), seed 2 under way
+        if calls[0] == 2 * LAYERS + 3:  # seed 1 done (2 towers x every layer), seed 2 under way
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
@@ -177,7 +184,7 @@ def test_interrupted_probing_resumes_from_the_finished_seeds(tmp_path, monkeypat
     assert not (tmp_path / "cut" / "layers.csv").exists()
     calls[0] = -(10**6)  # no more interruptions; count the refits
     resumed = probe_layers(_probe_cfg(tmp_path / "cut"))
-    assert calls[0] == -(10**6) + 2 * 8  # only seed 2 was probed again
+    assert calls[0] == -(10**6) + 2 * LAYERS  # only seed 2 was probed again
     pd.testing.assert_frame_equal(resumed.summary, full.summary)
     assert (tmp_path / "cut" / "layers.csv").read_bytes() == (tmp_path / "full" / "layers.csv").read_bytes()
 

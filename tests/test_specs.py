@@ -98,9 +98,7 @@ def test_random_init_is_seeded_and_says_so():
     assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
 
 
-@pytest.mark.parametrize(
-    "fixture,depth,widths", [("vit_b32", 12, (768, 512, 512)), ("tiny_random", 6, (128, 128, 128))]
-)
+@pytest.mark.parametrize("fixture,depth,widths", [("vit_b32", 12, (768, 512, 512)), ("tiny_random", 12, (96, 96, 96))])
 def test_layer_maps(request, fixture, depth, widths):
     loaded = request.getfixturevalue(fixture)
     maps = layer_maps(loaded.model)

@@ -529,8 +529,8 @@ def _folder_dataset(root: Path, colours: dict, seed: int) -> str:
 @pytest.fixture(scope="module")
 def two_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("towers-data")
-    warm = {"red": (220, 30, 30), "yellow": (230, 220, 30), "orange": (240, 140, 20)}
-    cold = {"blue": (30, 40, 220), "green": (30, 200, 40), "cyan": (30, 210, 220)}
+    warm = {"red": (220, 30, 30), "yellow": (230, 220, 30), "orange": (240, 140, 20), "pink": (240, 60, 170)}
+    cold = {"blue": (30, 40, 220), "green": (30, 200, 40), "cyan": (30, 210, 220), "purple": (110, 40, 200)}
     return [_folder_dataset(root / "warm", warm, 0), _folder_dataset(root / "cold", cold, 1)]
 
 

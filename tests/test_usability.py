@@ -125,10 +125,10 @@ def _folder(root: Path, colours: dict, train: int, seed: int) -> str:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """Two 3-class folder datasets with 5 training images per class (15 each)."""
+    """Two 4-class folder datasets (base-to-novel needs 4) with 5 training images per class (20 each)."""
     root = tmp_path_factory.mktemp("small")
-    warm = {"red": (220, 30, 30), "yellow": (230, 220, 30), "orange": (240, 140, 20)}
-    cold = {"blue": (30, 40, 220), "green": (30, 200, 40), "cyan": (30, 210, 220)}
+    warm = {"red": (220, 30, 30), "yellow": (230, 220, 30), "orange": (240, 140, 20), "pink": (240, 60, 170)}
+    cold = {"blue": (30, 40, 220), "green": (30, 200, 40), "cyan": (30, 210, 220), "purple": (110, 40, 200)}
     return [_folder(root / "warm", warm, 5, 0), _folder(root / "cold", cold, 5, 1)]
 
 
@@ -144,16 +144,16 @@ def test_probe_caps_samples_per_dataset_says_it_once_and_shows_reuse(small, tmp_
     code, text = _run(*args, *[a for d in small for a in ("--data", d)])
     assert code == 0, text
     for name in ("warm", "cold"):
-        note = f"Dataset {name!r} has 15 training images, fewer than --samples 150: using all 15 of them."
+        note = f"Dataset {name!r} has 20 training images, fewer than --samples 150: using all 20 of them."
         assert text.count(note) == 1, text
-    assert re.search(r"extract mma-tiny:random: 100%.*30/30", text), text
+    assert re.search(r"extract mma-tiny:random: 100%.*40/40", text), text
     code, again = _run(*args, *[a for d in small for a in ("--data", d)])
     assert code == 0, again
-    assert "warm: reusing all 15 stored rows." in again and "cold: reusing all 15 stored rows." in again
+    assert "warm: reusing all 20 stored rows." in again and "cold: reusing all 20 stored rows." in again
     probes = 2 * 2 * (_depth("mma-tiny:random") + 2)  # seeds x towers x layers
     assert f"mma-tiny:random: reusing {probes} probes (2 of 2 seeds)" in again, again
     assert re.search(rf"probe mma-tiny:random: 100%.*{probes}/{probes}", again), again
-    assert re.search(r"extract mma-tiny:random: 100%.*30/30", again), again
+    assert re.search(r"extract mma-tiny:random: 100%.*40/40", again), again
 
 
 def test_an_interrupted_extraction_says_what_it_resumes(small, tmp_path, monkeypatch):
@@ -187,7 +187,11 @@ def test_probe_splits_that_cannot_work_are_refused_before_extracting(small, tmp_
     _one_line_error(code, out, "Dataset 'warm' gives 2 sample(s) to the probe, which needs at least 3 per dataset")
     two = _folder(tmp_path / "two", {"red": (220, 30, 30), "blue": (30, 40, 220)}, 5, 2)
     code, out = _run("probe", "layers", "--text-split", "by-class", "--data", two, *data, "--out", tmp_path / "b")
-    _one_line_error(code, out, "--text-split by-class needs at least 3 classes per dataset; 'two' has 2.")
+    _one_line_error(
+        code,
+        out,
+        "--text-split by-class needs at least 3 classes per dataset; 'two' has 2 (use --text-split by-sample).",
+    )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

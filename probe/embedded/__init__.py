@@ -5,7 +5,7 @@ ships its own world, in this one room:
 
 * :mod:`.corpus` — the pretraining corpus, the stand-in for web image-text pairs: about 150 concepts
   (shapes, objects, letters, digits, colours, patterns, scenes, textures) drawn in one plain look, with
-  captions that name colour, size, position, background and count besides the class noun;
+  captions that name colour, size, background and count besides the class noun;
 * :mod:`.suite` — the downstream suite (``--data builtin``): datasets of those concepts, each *shifted*
   from the corpus (cluttered photo backgrounds, outline drawings, unseen typefaces, handwriting, viewpoint,
   fog and night...), which the model never saw; ``objects`` plays ImageNet and has four shifted variants;

@@ -3,7 +3,7 @@
 Every concept the world knows (:data:`~mma.probe.embedded.concepts.CORPUS_CONCEPTS`: shapes, objects,
 letters, digits, colours, patterns, scenes, textures) drawn in the corpus look (flat colours, upright,
 uncluttered, typeset letters, typeset or handwritten digits from writers 0-59), each image with several
-captions built from what the picture shows: its colour, size, position, background colour, count and
+captions built from what the picture shows: its colour, size, background colour, count and
 the class noun, in varied phrasings ("two small red stars.", "a fish on a green background.", "the
 number seven, handwritten."), the evaluation prompt "a photo of a {}." among them.
 
@@ -122,8 +122,6 @@ def captions_for(c: Concept, a: Attributes, rng: np.random.Generator, n: int) ->
             continue
         np_ = _phrase(c, a, rng)
         extras = []
-        if a.position and rng.random() < 0.5:
-            extras.append(a.position)
         if a.background and rng.random() < 0.5:
             extras.append(f"on {_article(a.background)} {a.background} background")
         body = " ".join([np_, *extras])

@@ -15,11 +15,16 @@ deterministic on one machine.
 The record written beside the checkpoint holds the configuration, the corpus hash, the time, the
 machine, and zero-shot accuracy (prompt ``"a photo of a {}."``) of the trained model and of the same
 architecture with random weights, on every downstream dataset and on held-out corpus images per family.
+When only the downstream suite changes (its looks are calibrated on validation splits; the corpus and the
+weights stay as they are), :func:`rescore` redoes the record's suite-dependent parts (``python -m
+mma.probe.embedded.pretrain --rescore``).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import math
 import platform
 import time
@@ -33,11 +38,11 @@ import torch.nn.functional as F
 from mma.io import atomic_write_json
 from mma.seeding import seed_everything
 
-from . import EMBEDDED_NAME, embedded_config, register_config, save_embedded
+from . import EMBEDDED_NAME, WEIGHTS_PATH, embedded_config, load_embedded_state, register_config, save_embedded
 from .concepts import CONCEPTS, FAMILIES
 from .corpus import EVAL_TEMPLATE, build_corpus
 
-__all__ = ["PretrainConfig", "pretrain_tiny", "zero_shot_suite", "zero_shot_heldout"]
+__all__ = ["PretrainConfig", "pretrain_tiny", "rescore", "zero_shot_suite", "zero_shot_heldout"]
 
 
 @dataclass
@@ -249,12 +254,11 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     train_seconds = time.perf_counter() - start
 
-    zs = zero_shot_suite(model, tokenizer, cfg.suite, size=cfg.image_size)
-    zs_random = zero_shot_suite(random_model, tokenizer, cfg.suite, size=cfg.image_size)
+    suite_scores = _suite_scores(model, random_model, tokenizer, cfg)
     held = zero_shot_heldout(model, tokenizer, heldout)
     held_random = zero_shot_heldout(random_model, tokenizer, heldout)
     save_embedded(model, out, meta={"corpus": corpus.digest[:16], "seed": cfg.seed})
-    from .suite import REGISTRY
+    from .cache import source_digest
 
     record = {
         "model": EMBEDDED_NAME,
@@ -281,9 +285,8 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
         "zero_shot": {
             "template": EVAL_TEMPLATE,
             "split": "test",
-            "trained": zs,
-            "random_init": zs_random,
-            "chance": {n: 1 / len(REGISTRY[n].classes) for n in zs},
+            **suite_scores,
+            "suite_source": source_digest(),
             "heldout_corpus": held,
             "heldout_corpus_random_init": held_random,
         },
@@ -291,3 +294,62 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
     }
     atomic_write_json(out.with_suffix(".json"), record)
     return record
+
+
+def _suite_scores(model, random_model, tokenizer, cfg: PretrainConfig) -> dict:
+    """The record's zero-shot entries on the downstream suite: trained, random init and chance."""
+    from .suite import REGISTRY
+
+    zs = zero_shot_suite(model, tokenizer, cfg.suite, size=cfg.image_size)
+    return {
+        "trained": zs,
+        "random_init": zero_shot_suite(random_model, tokenizer, cfg.suite, size=cfg.image_size),
+        "chance": {n: 1 / len(REGISTRY[n].classes) for n in zs},
+    }
+
+
+def rescore(path: str | Path = WEIGHTS_PATH) -> dict:
+    """Redo the suite-dependent parts of the record beside *path* for the downstream suite as it is now.
+
+    The weights and the corpus do not change (the corpus hash is checked); the corpus-suite disjointness check
+    and the zero-shot table on the suite are recomputed, and ``suite_source`` names the suite code they
+    describe. Returns the updated record, which is written back atomically.
+    """
+    import open_clip
+
+    from mma.probe.specs import _quiet_root_logger
+
+    from .cache import source_digest
+
+    path = Path(path)
+    record = json.loads(path.with_suffix(".json").read_text())
+    values = {k: v for k, v in record["config"].items() if k in PretrainConfig.__dataclass_fields__}
+    cfg = PretrainConfig(**{**values, "suite": tuple(values["suite"]) if values.get("suite") else None})
+    torch.set_num_threads(cfg.threads)
+    register_config()
+    ctx = embedded_config()["text_cfg"]["context_length"]
+    corpus = build_corpus(cfg.corpus_size, size=cfg.image_size, captions=cfg.captions, context_length=ctx)
+    if corpus.digest[:16] != record["corpus"]["hash"]:
+        raise RuntimeError(f"the corpus changed ({corpus.digest[:16]} != {record['corpus']['hash']}); retrain instead")
+    heldout = build_corpus(cfg.heldout_size, size=cfg.image_size, part="heldout", captions=1, context_length=ctx)
+    disjoint = check_disjoint(np.concatenate([corpus.images, heldout.images]), cfg.image_size)
+    torch.manual_seed(cfg.seed)
+    with _quiet_root_logger():  # the same random init as pretrain_tiny's first model
+        random_model = open_clip.create_model(EMBEDDED_NAME)
+        model = open_clip.create_model(EMBEDDED_NAME)
+    model.load_state_dict(load_embedded_state(path))
+    tokenizer = open_clip.get_tokenizer(EMBEDDED_NAME)
+    record["corpus"]["disjoint_from_suite"] = disjoint
+    record["zero_shot"].update(_suite_scores(model, random_model, tokenizer, cfg))
+    record["zero_shot"]["suite_source"] = source_digest()
+    atomic_write_json(path.with_suffix(".json"), record)
+    return record
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Maintenance of the embedded model's record.")
+    parser.add_argument("--rescore", action="store_true", help="redo the record's suite-dependent parts")
+    parser.add_argument("path", nargs="?", default=str(WEIGHTS_PATH))
+    args = parser.parse_args()
+    if args.rescore:
+        print(json.dumps(rescore(args.path)["zero_shot"], indent=1))

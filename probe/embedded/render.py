@@ -8,7 +8,7 @@ contrast, fog, night, tint, grey). The pretraining corpus and each downstream da
 list and one look each, so a shift is a handful of named values that a reader can compare.
 
 :func:`render` returns the uint8 image and the :class:`Attributes` a caption may mention (the colour
-name, size, position, background colour, count, drawing style), each None when the caption must not
+name, size, background colour, count, drawing style), each None when the caption must not
 claim it.
 """
 
@@ -51,7 +51,6 @@ __all__ = ["Look", "Attributes", "render", "FILLS", "BACKGROUNDS"]
 FILLS = ("flat", "outline", "sketch", "silhouette", "shaded", "texture", "pixel")
 BACKGROUNDS = ("plain", "paper", "photo")
 SIZES = ("small", "large")
-POSITIONS = ("on the left", "on the right", "at the top", "at the bottom")
 DISTRACTOR_SHAPES = ("circle", "square", "triangle", "ring", "cross", "oval", "diamond")
 
 
@@ -99,7 +98,6 @@ class Attributes(NamedTuple):
 
     colour: str | None = None
     size: str | None = None
-    position: str | None = None
     background: str | None = None
     count: int = 1
     style: str | None = None  # "handwritten", "sketch", "outline" ...
@@ -219,7 +217,7 @@ def _figure_image(rng, concept: Concept, look: Look, c: int, serial: int) -> tup
     count = int(rng.choice(len(look.counts), p=np.asarray(look.counts) / sum(look.counts))) + 1
     s = rng.uniform(*look.scale) * (1.0 if count == 1 else 0.62 if count == 2 else 0.5)
     turn = concept.rotation + look.rotation
-    placed, centres = [], []
+    placed = []
     for k in range(count):
         room = max(0.0, (1 - s) * c / 2)
         if count == 1:
@@ -228,23 +226,16 @@ def _figure_image(rng, concept: Concept, look: Look, c: int, serial: int) -> tup
             a = 2 * math.pi * (k + rng.uniform(0.2, 0.8)) / count
             tx, ty = room * 0.8 * math.cos(a), room * 0.8 * math.sin(a)
         placed.append(place(layer, s, rng.uniform(-turn, turn), tx, ty))
-        centres.append((tx, ty))
     background_kind = _choice(rng, look.background)
     bg, bg_name = _background(rng, background_kind, c, fg, colour_name if named else None)
     under = [_distractor(rng, c) for _ in range(int(rng.integers(look.distractors[0], look.distractors[1] + 1)))]
     over = [_occluder(rng, c) for _ in range(1 + int(rng.random() < 0.4))] if rng.random() < look.occluders else []
     image = composite(bg, under + placed + over)
     size = None if count > 1 else ("small" if s < 0.62 else "large" if s > 0.85 else None)
-    position = None
-    if count == 1:
-        tx, ty = centres[0]
-        if max(abs(tx), abs(ty)) > 0.16 * c:
-            position = POSITIONS[(0 if tx < 0 else 1) if abs(tx) >= abs(ty) else (2 if ty < 0 else 3)]
     plain_colour = named and how in ("flat", "shaded", "outline")
     attrs = Attributes(
         colour=colour_name if plain_colour or concept.family == "colour" else None,
         size=size,
-        position=position,
         background=bg_name if not under else None,
         count=count,
         style=style,
