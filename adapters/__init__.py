@@ -1,16 +1,19 @@
-"""The Multi-Modal Adapter, putting it into a model from block k, training, protocols and checkpoints."""
+"""The Multi-Modal Adapter and the methods beside it (CoOp, CoCoOp, CLIP-Adapter, linear probe), training,
+protocols and checkpoints."""
 
 from __future__ import annotations
 
 from .checkpoint import load_adapter, read_adapter, save_adapter
 from .evaluate import accuracy, harmonic_mean
+from .methods import METHODS, get_method, parse_methods
 from .mma import MultiModalAdapter, add_adapter
 from .protocols import PROTOCOLS, evaluate_task, make_tasks, task_metrics
 from .recipes import RECIPES, resolve_recipe
 from .text_cache import TextPrefixCache
-from .train import TrainConfig, fit_adapter
+from .train import TrainConfig, fit_adapter, fit_method
 
 __all__ = [
+    "METHODS",
     "PROTOCOLS",
     "RECIPES",
     "MultiModalAdapter",
@@ -20,6 +23,9 @@ __all__ = [
     "add_adapter",
     "evaluate_task",
     "fit_adapter",
+    "fit_method",
+    "get_method",
+    "parse_methods",
     "harmonic_mean",
     "load_adapter",
     "make_tasks",

@@ -6,19 +6,21 @@ import json
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from mma.errors import MmaError, one_line
 from mma.io import atomic_write
-from mma.probe.layers import layer_maps
 from mma.probe.specs import LoadedModel
-
-from .mma import MultiModalAdapter
 
 __all__ = ["save_adapter", "read_adapter", "load_adapter"]
 
 
-def save_adapter(adapter: MultiModalAdapter, path: str | Path, meta: dict) -> Path:
-    """Write ``adapter.state_dict()`` as safetensors with ``meta`` (+ the adapter config) as JSON metadata."""
+def save_adapter(adapter: nn.Module, path: str | Path, meta: dict) -> Path:
+    """Write ``adapter.state_dict()`` as safetensors with ``meta`` (+ the adapter config) as JSON metadata.
+
+    *adapter*: any method of :data:`mma.adapters.methods.METHODS`; its config names it (``method``; MMA's has
+    no such key, as before the other methods existed).
+    """
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
@@ -44,8 +46,8 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, meta
 
 
-def load_adapter(path: str | Path, loaded: LoadedModel) -> tuple[MultiModalAdapter, dict]:
-    """Rebuild the adapter of *path* on *loaded*'s model (attached), refusing a checkpoint of another model."""
+def load_adapter(path: str | Path, loaded: LoadedModel) -> tuple[nn.Module, dict]:
+    """Rebuild the method of *path* on *loaded*'s model (attached), refusing a checkpoint of another model."""
     state, meta = read_adapter(path)
     if meta.get("weights") and meta["weights"] != loaded.weights_id:
         raise MmaError(
@@ -53,7 +55,9 @@ def load_adapter(path: str | Path, loaded: LoadedModel) -> tuple[MultiModalAdapt
             f"(weights {str(meta['weights'])[:12]!r}), not on {loaded.describe()!r}; "
             f"pass --model {meta.get('model')!r}."
         )
-    adapter = MultiModalAdapter.from_config(meta["adapter"], layer_maps(loaded.model))
+    from .methods import get_method
+
+    adapter = get_method(meta["adapter"].get("method", "mma")).restore(meta["adapter"], loaded)
     adapter.load_state_dict(state)
     param = next(loaded.model.parameters())
     adapter.to(device=param.device, dtype=param.dtype)

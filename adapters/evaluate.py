@@ -16,7 +16,7 @@ from mma.probe.data.reading import ReadReport
 from mma.probe.specs import LoadedModel
 from mma.probe.zeroshot import zero_shot_accuracy
 
-__all__ = ["accuracy", "harmonic_mean"]
+__all__ = ["accuracy", "classifier_accuracy", "harmonic_mean"]
 
 
 def accuracy(
@@ -44,6 +44,47 @@ def accuracy(
         workers=workers,
         report=report,
     )
+
+
+def classifier_accuracy(
+    loaded: LoadedModel,
+    predict,
+    dataset: ImageDataset,
+    samples: Sequence[Sample],
+    *,
+    device: torch.device = torch.device("cpu"),
+    batch_size: int = 256,
+    workers: int = 0,
+) -> float:
+    """Top-1 accuracy (%) of ``predict(images) -> logits`` on *samples* under the model's test preprocessing.
+
+    The batches are sharded over torchrun ranks and the counts summed, as for the zero-shot model; NaN if no
+    image is readable.
+    """
+    import numpy as np
+
+    from mma import distributed
+    from mma.probe.data.reading import ImageReader, collate_readable
+
+    loaded.model.eval()
+    samples = list(samples)
+    mine = [samples[i] for batch in distributed.shard_batches(np.arange(len(samples)), batch_size) for i in batch]
+    loader = torch.utils.data.DataLoader(
+        ImageReader(dataset, mine, loaded.preprocess),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_readable,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+    correct = total = 0
+    for _, images, labels, _ in loader:
+        if images is None:
+            continue
+        pred = predict(images.to(device, non_blocking=True)).argmax(dim=-1).cpu()
+        correct += int((pred == labels).sum())
+        total += len(labels)
+    correct, total = distributed.all_sum(torch.tensor([correct, total], dtype=torch.float64)).tolist()
+    return 100.0 * correct / total if total else float("nan")
 
 
 def harmonic_mean(base: float, novel: float) -> float:

@@ -104,6 +104,29 @@ def check_alpha(alpha: Any, name: str = "alpha") -> float:
     return float(alpha)
 
 
+MMA_FIELDS = (
+    "k",
+    "dim",
+    "alpha",
+    "alpha_eval",
+    "grad_scale",
+    "depth_mode",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "epochs",
+    "batch_size",
+    "shots",
+    "crop_scale_min",
+    "flip",
+    "augment",
+    "consistency",
+    "precision",
+    "workers",
+    "prefix_cache",
+)
+
+
 class MultiModalAdapter(nn.Module):
     """The MMA branches for both towers of one model; attach them with hooks, train only these weights.
 
@@ -134,6 +157,13 @@ class MultiModalAdapter(nn.Module):
     shared_of : dict[str, dict[int, int]]
         ``shared_of[tower][block]`` = the number of the shared layer that block uses.
     """
+
+    # the method interface (mma.adapters.methods)
+    name = "mma"
+    paper: dict = {}  # TrainConfig's defaults are MMA's published recipe
+    uses = MMA_FIELDS
+    names_unseen_classes = True
+    fit = None  # trained by the SGD loop of mma.adapters.train
 
     def __init__(
         self,
@@ -259,6 +289,48 @@ class MultiModalAdapter(nn.Module):
                 "was built for)."
             )
         return adapter
+
+    @classmethod
+    def build(cls, loaded, cfg, classnames=()) -> MultiModalAdapter:
+        """A fresh adapter from ``cfg`` for *loaded*'s model (frozen), on its device and dtype, not yet attached."""
+        model = loaded.model
+        maps = layer_maps(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        adapter = cls(
+            maps,
+            k=cfg.k,
+            dim=cfg.dim,
+            alpha=cfg.alpha,
+            grad_scale=cfg.grad_scale,
+            depth_mode=cfg.depth_mode,
+            model_name=str(loaded.spec),
+        )
+        ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+        if ref is not None:
+            adapter.to(device=ref.device, dtype=ref.dtype)
+        return adapter
+
+    @classmethod
+    def restore(cls, config: Mapping[str, Any], loaded) -> MultiModalAdapter:
+        """:meth:`from_config` for *loaded*'s model, frozen, on its device (the checkpoint interface)."""
+        adapter = cls.from_config(config, layer_maps(loaded.model))
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)
+        return adapter
+
+    def objective(self, loaded, classnames, template: str, cfg) -> nn.Module:
+        """The training loss (:class:`mma.adapters.train.Objective`, with the text prefix cache)."""
+        from .train import mma_objective
+
+        return mma_objective(loaded, self, classnames, template, cfg)
+
+    def can_classify(self, classnames) -> bool:
+        return True
+
+    def classifier(self, loaded, classnames, template, device):
+        """None: the hooked model is evaluated by the zero-shot code, exactly as the frozen model is."""
+        return None
 
     def num_parameters(self) -> int:
         """Number of adapter parameters (all trainable)."""

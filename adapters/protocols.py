@@ -26,7 +26,7 @@ from mma.errors import MmaError
 from mma.probe.data import ImageDataset, Sample, draw_few_shot, split_base_novel, subsample_classes
 from mma.probe.specs import LoadedModel
 
-from .evaluate import accuracy, harmonic_mean
+from .evaluate import accuracy, classifier_accuracy, harmonic_mean
 
 __all__ = [
     "PROTOCOLS",
@@ -96,6 +96,7 @@ class Task:
     train: list[Sample]
     classnames: list[str]
     evals: list[EvalSplit] = field(default_factory=list)
+    val: list[Sample] = field(default_factory=list)  # the few-shot val draw of the trained classes (linear probe)
 
 
 def check_shots(
@@ -171,7 +172,7 @@ def make_tasks(
             fs = draw_few_shot(d, shots, seed)
             if protocol == "few-shot":
                 shortfall(d)
-                tasks.append(Task(protocol, d.name, d, fs.train, list(d.classnames), [_all_classes(d)]))
+                tasks.append(Task(protocol, d.name, d, fs.train, list(d.classnames), [_all_classes(d)], list(fs.val)))
                 continue
             base, novel = split_base_novel(d.num_classes)
             shortfall(d, base)
@@ -188,6 +189,7 @@ def make_tasks(
                         EvalSplit("base", d, subsample_classes(d.test, base), base_names),
                         EvalSplit("novel", d, subsample_classes(d.test, novel), novel_names),
                     ],
+                    subsample_classes(fs.val, base),
                 )
             )
         return tasks
@@ -206,22 +208,42 @@ def make_tasks(
     evals = [_all_classes(source)] + [
         _subset_eval(source, t) if protocol == "domain-gen" else _all_classes(t) for t in targets
     ]
-    return [Task(protocol, source.name, source, fs.train, list(source.classnames), evals)]
+    return [Task(protocol, source.name, source, fs.train, list(source.classnames), evals, list(fs.val))]
 
 
 def evaluate_task(
-    loaded: LoadedModel, task: Task, device: torch.device, template: str | None = None, *, workers: int = 0
+    loaded: LoadedModel,
+    task: Task,
+    device: torch.device,
+    template: str | None = None,
+    *,
+    workers: int = 0,
+    method=None,
 ) -> dict[str, float]:
-    """Accuracy (%) of every evaluation split of *task* with the model as it is (adapter attached or not)."""
-    return {
-        e.name: accuracy(loaded, e.dataset, e.samples, e.classnames, template=template, device=device, workers=workers)
-        for e in task.evals
-    }
+    """Accuracy (%) of every evaluation split of *task*: with the model as it is (an MMA adapter attached or not),
+    or with *method*'s own classifier (:mod:`mma.adapters.methods`). A split whose classes the method cannot
+    name (the linear probe on novel classes) is left out: not applicable."""
+    accs = {}
+    for e in task.evals:
+        if method is not None and not method.can_classify(e.classnames):
+            continue
+        predict = None
+        if method is not None:
+            predict = method.classifier(loaded, e.classnames, template or e.dataset.template, device)
+        if predict is None:
+            accs[e.name] = accuracy(
+                loaded, e.dataset, e.samples, e.classnames, template=template, device=device, workers=workers
+            )
+        else:
+            accs[e.name] = classifier_accuracy(loaded, predict, e.dataset, e.samples, device=device, workers=workers)
+    return accs
 
 
 def task_metrics(task: Task, accs: dict[str, float]) -> dict[str, float]:
     """The protocol's reported numbers: base / novel / hm, accuracy, or source / targets / target_average."""
     if task.protocol == "base2novel":
+        if "novel" not in accs:  # a method that cannot name novel classes: novel and HM are not applicable
+            return {"base": accs["base"]}
         return {"base": accs["base"], "novel": accs["novel"], "hm": harmonic_mean(accs["base"], accs["novel"])}
     if task.protocol == "few-shot":
         return {"accuracy": accs[task.name]}
@@ -229,5 +251,5 @@ def task_metrics(task: Task, accs: dict[str, float]) -> dict[str, float]:
     return {
         "source": accs[task.name],
         **{f"target:{n}": v for n, v in targets.items()},
-        "target_average": float(np.mean(list(targets.values()))),
+        **({"target_average": float(np.mean(list(targets.values())))} if targets else {}),
     }

@@ -82,6 +82,7 @@ class Recipe:
     values: Mapping = field(default_factory=dict)
     protocols: Mapping[str, Mapping] = field(default_factory=dict)
     datasets: Mapping[str, Mapping] = field(default_factory=dict)
+    methods: Mapping[str, Mapping] = field(default_factory=dict)  # the other methods' values in this recipe
 
     def __post_init__(self) -> None:
         for dataset, values in self.datasets.items():
@@ -90,8 +91,15 @@ class Recipe:
                     f"recipe {self.name!r}: k cannot differ per dataset ({dataset!r}); set it per protocol"
                 )
 
-    def layers(self, protocol: str, dataset: str | None = None) -> list[tuple[str, dict]]:
-        """``(source, values)`` of this recipe for *protocol* and training *dataset*, lowest precedence first."""
+    def layers(self, protocol: str, dataset: str | None = None, method: str = "mma") -> list[tuple[str, dict]]:
+        """``(source, values)`` of this recipe for *protocol* and training *dataset*, lowest precedence first.
+
+        ``values``, ``protocols`` and ``datasets`` are MMA's; another *method* gets its ``methods`` entry only
+        (on top of its own paper's values, see :mod:`mma.adapters.methods`).
+        """
+        if method != "mma":
+            extra = self.methods.get(method)
+            return [(f"recipe {self.name} ({method})", dict(extra))] if extra else []
         out = []
         if self.values:
             out.append((f"recipe {self.name}", dict(self.values)))
@@ -111,6 +119,7 @@ class Recipe:
 
 
 _PUBLISHED_XD = {"k": 9, "epochs": 1}  # cross-dataset and domain generalisation, as released (SPEC.md section 3)
+_EMBEDDED_AUGMENTATION = {"crop_scale_min": 1.0, "flip": False}
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -125,6 +134,9 @@ RECIPES: dict[str, Recipe] = {
             values={"alpha": 0.1, "lr": 0.1, "epochs": 5, "crop_scale_min": 1.0, "flip": False},
             # the paper's own per-protocol values: mma-tiny has ViT-B/16's 12 blocks, so k = 9 means the same depth
             protocols={"cross-dataset": {"k": 9, "epochs": 1}, "domain-gen": {"k": 9, "epochs": 1}},
+            # the other methods keep their papers' optimisation; only the augmentation follows the embedded model's
+            # pretraining (unzoomed 32 px images, where flips change letters, digits and arrows), as MMA's does
+            methods={m: _EMBEDDED_AUGMENTATION for m in ("coop", "cocoop", "clip-adapter")},
         ),
     )
 }
@@ -170,6 +182,7 @@ class Settings:
     values: dict
     sources: dict
     per_dataset: dict = field(default_factory=dict)
+    method: str = "mma"
 
     def for_dataset(self, dataset: str) -> tuple[dict, dict]:
         """``(values, sources)`` for training on *dataset*."""
@@ -181,6 +194,7 @@ class Settings:
     def record(self) -> dict:
         """JSON-ready: values, their sources, and the per-dataset differences."""
         return {
+            "method": self.method,
             "recipe": self.recipe,
             "protocol": self.protocol,
             "values": self.values,
@@ -202,7 +216,8 @@ class Settings:
             for name, (value, source) in diff.items():
                 by_source.setdefault(source, []).append(f"{name}={_show(value)}")
             parts += [f"on {dataset}, {s}: {', '.join(v)}" for s, v in by_source.items()]
-        return f"Recipe {self.recipe}, {self.protocol}: " + "; ".join(parts) + "."
+        who = "" if self.method == "mma" else f" ({self.method})"
+        return f"Recipe {self.recipe}, {self.protocol}{who}: " + "; ".join(parts) + "."
 
 
 def _show(value) -> str:
@@ -225,7 +240,7 @@ def _source_rank(source: str) -> int:
     for i, prefix in enumerate(_RANKS):
         if source.startswith(prefix):
             return i
-    return len(_RANKS) + (source == PAPER_DEFAULT)
+    return len(_RANKS) + source.startswith(PAPER_DEFAULT)
 
 
 def settle(layers: list[tuple[str, Mapping]]) -> tuple[dict, dict]:

@@ -45,7 +45,7 @@ from mma.probe.extract import autocast_for
 from mma.probe.layers import layer_maps
 from mma.probe.specs import LoadedModel
 
-from .mma import MultiModalAdapter, add_adapter
+from .mma import MultiModalAdapter
 from .text_cache import TextPrefixCache
 
 __all__ = [
@@ -56,6 +56,9 @@ __all__ = [
     "optimiser_for",
     "train_transform",
     "fit_adapter",
+    "fit_method",
+    "mma_objective",
+    "schedule_for",
     "effective_batch_size",
 ]
 
@@ -83,6 +86,13 @@ class TrainConfig:
     precision: str = "fp32"
     workers: int = 0
     prefix_cache: bool = True
+    # the other methods' options (mma.adapters.methods); MMA reads none of them
+    warmup_epochs: int = 0  # epochs at a constant warmup_lr before the cosine schedule (CoOp, CoCoOp: 1)
+    warmup_lr: float = 1e-5
+    n_ctx: int = 16  # CoOp / CoCoOp: context vectors
+    ctx_init: str = ""  # CoOp / CoCoOp: words whose embeddings initialise the context ("" = N(0, 0.02))
+    reduction: int = 4  # CLIP-Adapter: bottleneck = width / reduction
+    ratio: float = 0.2  # CLIP-Adapter: residual ratio
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -115,6 +125,11 @@ class TrainConfig:
             ("crop_scale_min", 0 < self.crop_scale_min <= 1, "a float in (0, 1]"),
             ("consistency", self.consistency >= 0, "a float >= 0"),
             ("precision", self.precision in ("fp32", "fp16", "bf16"), "one of fp32, fp16, bf16"),
+            ("warmup_epochs", self.warmup_epochs >= 0, "an integer >= 0"),
+            ("warmup_lr", self.warmup_lr > 0, "a float > 0"),
+            ("n_ctx", self.n_ctx >= 1, "an integer >= 1"),
+            ("reduction", self.reduction >= 1, "an integer >= 1"),
+            ("ratio", 0 <= self.ratio <= 1, "a float in [0, 1]"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -131,7 +146,7 @@ _TYPES = {
 
 @dataclass
 class TrainResult:
-    adapter: MultiModalAdapter
+    adapter: nn.Module  # the trained method (MultiModalAdapter for MMA; see mma.adapters.methods)
     steps: int
     seconds: float
     final_loss: float
@@ -243,8 +258,24 @@ class Objective(nn.Module):
         return -((img_n * img2).sum(-1).mean() + (txt_n * txt2).sum(-1).mean())
 
 
-def optimiser_for(adapter: MultiModalAdapter, cfg: TrainConfig, device: torch.device):
-    """The recipe's SGD over the adapter's trainable parameters, and the grad scaler (active for CUDA fp16).
+def schedule_for(opt, cfg: TrainConfig):
+    """Cosine over ``epochs``, stepped per epoch; with ``warmup_epochs`` (CoOp, CoCoOp, CLIP-Adapter: 1) those
+    first epochs run at the constant ``warmup_lr`` and the cosine then runs from the full lr as if they had
+    not happened (Dassl's constant warm-up)."""
+    if not cfg.warmup_epochs:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    w, lr = cfg.warmup_epochs, cfg.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, functools.partial(_warm_cosine, w=w, ratio=cfg.warmup_lr / lr, n=cfg.epochs)
+    )
+
+
+def _warm_cosine(epoch: int, *, w: int, ratio: float, n: int) -> float:
+    return ratio if epoch < w else 0.5 * (1 + math.cos(math.pi * (epoch - w) / n))
+
+
+def optimiser_for(adapter: nn.Module, cfg: TrainConfig, device: torch.device):
+    """The recipe's SGD over the method's trainable parameters, and the grad scaler (active for CUDA fp16).
 
     On CUDA the SGD step is the fused kernel, which takes the scaler's inf check on the device: no host
     sync per step.
@@ -261,9 +292,13 @@ def _seed_all(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _fingerprint(cfg: TrainConfig, seed: int, samples: Sequence[Sample], classnames, template: str, model: str) -> str:
+def _fingerprint(
+    cfg: TrainConfig, seed: int, samples: Sequence[Sample], classnames, template: str, model: str, method: str = "mma"
+) -> str:
     """What a saved training state must match to be resumed."""
     what = [asdict(cfg), seed, [s.ref for s in samples], [s.label for s in samples], list(classnames), template, model]
+    if method != "mma":
+        what.append(method)
     return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
 
 
@@ -338,24 +373,48 @@ def fit_adapter(
     removes it once the results are safe. Under torchrun, call it on every rank. Fewer *samples* than
     ``cfg.batch_size`` train in batches of all of them (:func:`effective_batch_size`).
     """
+    return fit_method(
+        loaded, "mma", dataset, samples, classnames, cfg, seed=seed, device=device, template=template,
+        state_path=state_path,
+    )  # fmt: skip
+
+
+def fit_method(
+    loaded: LoadedModel,
+    method: str,
+    dataset: ImageDataset,
+    samples: Sequence[Sample],
+    classnames: Sequence[str],
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device = torch.device("cpu"),
+    template: str | None = None,
+    state_path: str | Path | None = None,
+    val: Sequence[Sample] = (),
+) -> TrainResult:
+    """Build a fresh *method* (a name in :data:`mma.adapters.methods.METHODS`) on ``loaded.model`` and train it.
+
+    As :func:`fit_adapter` (which is ``fit_method(loaded, "mma", ...)``): the same loop, resume and torchrun
+    rules for every method trained by SGD; a method with its own ``fit`` (the linear probe) runs that, with
+    the few-shot validation samples *val*. The method stays attached on return.
+    """
+    from .methods import get_method
+
+    kind = get_method(method)
+    if kind.fit is not None:
+        if not samples:
+            raise MmaError(f"Dataset {dataset.name!r} has no training images for this task; nothing can be fitted.")
+        return kind.fit(loaded, dataset, samples, classnames, cfg, seed=seed, device=device, val=val)
     cfg.validate()
     if not samples:
         raise MmaError(f"Dataset {dataset.name!r} has no training images for this task; nothing can be trained.")
     effective_batch_size(cfg.batch_size, len(samples), distributed.world().size)
     template = template or dataset.template
     state_path = Path(state_path) if state_path is not None else None
-    fingerprint = _fingerprint(cfg, seed, samples, classnames, template, str(loaded.spec))
+    fingerprint = _fingerprint(cfg, seed, samples, classnames, template, str(loaded.spec), method)
     gen = _seed_all(seed)
-    model = loaded.model
-    adapter = add_adapter(
-        model,
-        k=cfg.k,
-        dim=cfg.dim,
-        alpha=cfg.alpha,
-        grad_scale=cfg.grad_scale,
-        depth_mode=cfg.depth_mode,
-        model_name=str(loaded.spec),
-    )
+    adapter = kind.build(loaded, cfg, classnames).attach(loaded.model)
     _augmentation_seed(seed, distributed.world().rank)
     try:
         return _train(
@@ -366,16 +425,23 @@ def fit_adapter(
         raise
 
 
-def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
-    """The training loop of :func:`fit_adapter` (the adapter is attached; resume from *state_path* if it fits)."""
-    world = distributed.world()
+def mma_objective(loaded: LoadedModel, adapter: MultiModalAdapter, classnames, template: str, cfg: TrainConfig):
+    """MMA's training loss: the dataset's prompts, the frozen text blocks below k run once (prefix cache)."""
     model = loaded.model
-    model.eval()  # frozen trunk: no dropout / batch-norm updates; adapters have neither
+    device = next(adapter.parameters()).device
     maps = layer_maps(model)
     tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
     cacheable = cfg.prefix_cache and maps["text"].prefix_cache  # Hugging Face towers run in full
     text = TextPrefixCache(model, maps["text"], adapter.k_text, tokens) if cacheable else None
-    objective = Objective(loaded, adapter, tokens, text, cfg)
+    return Objective(loaded, adapter, tokens, text, cfg)
+
+
+def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
+    """The training loop of :func:`fit_method` (the method is attached; resume from *state_path* if it fits)."""
+    world = distributed.world()
+    model = loaded.model
+    model.eval()  # frozen trunk: no dropout / batch-norm updates; adapters have neither
+    objective = adapter.objective(loaded, classnames, template, cfg)
     step_fn = objective
     if world.many:
         ids = [device.index] if device.type == "cuda" else None
@@ -393,7 +459,7 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
         pin_memory=device.type == "cuda",
     )
     opt, scaler = optimiser_for(adapter, cfg, device)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    sched = schedule_for(opt, cfg)
     history: list[float] = []
     first_epoch = last_saved = 0
     # rank 0 decides whether to resume, so every rank runs the same epochs (and collectives)

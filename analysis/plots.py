@@ -17,7 +17,7 @@ import seaborn as sns  # noqa: E402
 
 from mma.io import atomic_write  # noqa: E402
 
-__all__ = ["plot_layers", "plot_k_sweep", "save_figure"]
+__all__ = ["plot_layers", "plot_k_sweep", "plot_methods", "save_figure"]
 
 TOWER_COLOURS = {"text": "#d62728", "image": "#1f77b4"}
 
@@ -117,12 +117,17 @@ def plot_k_sweep(
     selected_k: int | None = None,
     baseline: dict[str, float] | None = None,
     title: str | None = None,
+    others: dict[str, dict[str, float]] | None = None,
 ) -> list[Path]:
     """Base, novel and HM accuracy (mean, std band over seeds) against the first adapted block k.
 
     *results* has columns ``k``, ``metric`` (base / novel / hm) and ``value`` (one row per seed);
     *baseline* (e.g. the zero-shot model's ``{"base": .., "novel": .., "hm": ..}``) is drawn as dotted lines.
+    *others*: methods without a k (``{"coop": {"base": .., "novel": .., "hm": ..}}``); with them the figure has
+    one panel per metric, each method a horizontal line beside the curve against k.
     """
+    if others:
+        return _k_sweep_panels(results, stem, selected_k=selected_k, baseline=baseline, title=title, others=others)
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     fig, ax = plt.subplots(figsize=(6.6, 3.6))
     colours = {"base": "#1f77b4", "novel": "#ff7f0e", "hm": "#2ca02c"}
@@ -158,3 +163,86 @@ def plot_k_sweep(
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, stem, results)
+
+
+_METHOD_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#1f77b4", "#bcbd22", "#17becf")
+_METRIC_NAMES = {"hm": "HM", "target_average": "target average"}
+
+
+def _k_sweep_panels(results, stem, *, selected_k, baseline, title, others) -> list[Path]:
+    """One panel per metric: MMA against k (mean, std band), zero-shot and every other method as horizontal lines."""
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
+    metrics = ("base", "novel", "hm")
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.4), sharey=False)
+    for ax, metric in zip(axes, metrics):
+        d = results[results["metric"] == metric].groupby("k")["value"].agg(["mean", "std"]).reset_index()
+        d["std"] = d["std"].fillna(0.0)
+        ax.plot(d["k"], d["mean"], marker="o", ms=4, color="#2ca02c", label="MMA (against k)")
+        ax.fill_between(d["k"], d["mean"] - d["std"], d["mean"] + d["std"], color="#2ca02c", alpha=0.15, lw=0)
+        if baseline and metric in baseline:
+            ax.axhline(baseline[metric], color="black", ls=":", lw=1.2, label="zero-shot")
+        for (name, values), colour in zip(others.items(), _METHOD_COLOURS):
+            if metric in values:
+                ax.axhline(values[metric], color=colour, ls="--", lw=1.2, label=name)
+        if selected_k is not None:
+            ax.axvline(selected_k, color="grey", ls="-.", lw=1.0, label=f"probe-selected k={selected_k}")
+        ax.set_title(_METRIC_NAMES.get(metric, metric), fontsize=10)
+        ax.set_xlabel("first adapted block k")
+        ax.set_xticks(sorted(results["k"].unique()))
+    axes[0].set_ylabel("accuracy (%)")
+    handles, labels = [], []
+    for ax in axes:  # one legend for all panels (the linear probe has no novel / HM line)
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    axes[-1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, stem, results)
+
+
+def plot_methods(
+    averages: pd.DataFrame,
+    stem: str | Path,
+    *,
+    metrics: list[str],
+    title: str | None = None,
+    order: list[str] | None = None,
+) -> list[Path]:
+    """Grouped bars: for every metric, one bar per method (mean over seeds, std as an error bar).
+
+    *averages* has columns ``method``, ``k``, ``seed``, ``metric``, ``value`` (one row per seed; the metric already
+    averaged over datasets). A method without a metric (the linear probe's novel and HM) has no bar there.
+    *order*: the methods' order (default: as they come); zero-shot is grey, MMA green.
+    """
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
+    data = averages.copy()
+    rank = {m: i for i, m in enumerate(order or [])}
+    data = data.sort_values("method", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
+    data["label"] = [m if pd.isna(k) else f"{m} (k={int(k)})" for m, k in zip(data["method"], data["k"])]
+    labels = list(dict.fromkeys(data["label"]))
+    palette = iter(_METHOD_COLOURS)
+    colours = {
+        label: "#7f7f7f" if label == "zeroshot" else "#2ca02c" if label.startswith("mma") else next(palette, "#1f77b4")
+        for label in labels
+    }
+    fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(metrics) * max(1, len(labels)) / 3, 3.4))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        d = data[data["label"] == label].groupby("metric")["value"].agg(["mean", "std"])
+        xs = [j + (i - (len(labels) - 1) / 2) * width for j, m in enumerate(metrics) if m in d.index]
+        ys = [d.loc[m, "mean"] for m in metrics if m in d.index]
+        es = [0.0 if pd.isna(d.loc[m, "std"]) else d.loc[m, "std"] for m in metrics if m in d.index]
+        ax.bar(xs, ys, width, yerr=es, capsize=2, color=colours[label], alpha=0.85, label=label)
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([_METRIC_NAMES.get(m, m) for m in metrics])
+    ax.set_ylabel("accuracy (%), average over datasets")
+    lo = data["value"].min()
+    ax.set_ylim(max(0.0, lo - 10), min(100.0, data["value"].max() + 5))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, stem, averages)

@@ -42,6 +42,9 @@ _EXPORTS: dict[str, str] = {
     "evaluate_checkpoint": "mma.jobs.evaluate",
     "MultiModalAdapter": "mma.adapters.mma",
     "add_adapter": "mma.adapters.mma",
+    "METHODS": "mma.adapters.methods",
+    "fit_method": "mma.adapters.train",
+    "methods_table": "mma.jobs.train_selected",
     "pretrain_tiny": "mma.probe.embedded.pretrain",
 }
 

@@ -361,6 +361,11 @@ def _flags(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+_METHOD_HELP = (
+    "Methods to train and evaluate beside the zero-shot model: mma, coop, cocoop, clip-adapter, linear-probe, "
+    "zeroshot; repeatable or comma-separated (default: mma). Each uses its own paper's recipe."
+)
+
 _TRAIN_HELP = {
     "shots": "Training images per class (CoOp few-shot draw).",
     "epochs": "Training epochs (paper recipe: 5; cross-dataset and domain-gen: 1).",
@@ -389,6 +394,7 @@ def train_selected_cmd(
         ),
     ] = None,
     protocol: Annotated[str, typer.Option(help="base2novel, few-shot, cross-dataset or domain-gen.")] = "base2novel",
+    method: Annotated[list[str] | None, typer.Option("--method", help=_METHOD_HELP)] = None,
     shots: Annotated[int | None, typer.Option(help=_TRAIN_HELP["shots"])] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "1,2,3",
     epochs: Annotated[int | None, typer.Option(help=_TRAIN_HELP["epochs"])] = None,
@@ -422,7 +428,7 @@ def train_selected_cmd(
         typer.Option(help="A class with fewer than --shots training images is an error (default: use all it has)."),
     ] = False,
 ) -> None:
-    """Train the Multi-Modal Adapter from block k and evaluate a protocol.
+    """Train the Multi-Modal Adapter from block k (and, with --method, the other methods) and evaluate a protocol.
 
     k, first to last: --k; the selection of --run; k in --config; the recipe's protocol default
     (paper: 5 for base2novel, 9 with 1 epoch for cross-dataset and domain-gen); the selection in runs/probe.
@@ -455,21 +461,34 @@ def train_selected_cmd(
         train=overrides,
         config=config,
         strict=strict,
+        methods=_split_methods(method),
     )
     result = train_selected(cfg)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    _print_summary(result.summary)
+    _print_summary(result.summary, result.results)
+    k = f", k={result.k}" if result.k is not None else ""
     typer.echo(
-        f"{result.model}, k={result.k}, recipe {result.recipe}: wrote {result.out}/ (results.csv, results_summary.csv, "
+        f"{result.model}{k}, recipe {result.recipe}: wrote {result.out}/ (results.csv, results_summary.csv, "
         f"checkpoints/) in {result.seconds:.0f} s."
     )
 
 
-def _print_summary(summary) -> None:
-    from mma.jobs.train_selected import summary_table
+def _split_methods(values: list[str] | None) -> list[str]:
+    """--method A --method B, or --method A,B (checked: one sentence for an unknown name)."""
+    from mma.adapters.methods import parse_methods
+
+    return parse_methods(values)
+
+
+def _print_summary(summary, results=None) -> None:
+    from mma.jobs.train_selected import methods_table, summary_table
 
     typer.echo(summary_table(summary).to_string(index=False))
+    if results is not None and set(results["method"]) - {"mma", "zeroshot"}:  # methods beside MMA ran
+        for protocol, table in methods_table(results).items():
+            typer.echo(f"\n{protocol}: methods side by side (average over datasets; mean ± std over seeds)")
+            typer.echo(table.to_string(index=False))
 
 
 def _split_protocols(values: list[str] | None) -> list[str] | None:
@@ -498,6 +517,7 @@ def reproduce_cmd(
         typer.Option(help="base2novel, cross-dataset or domain-gen; repeatable or comma-separated (default: all)."),
     ] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (the paper: 1,2,3).")] = "1,2,3",
+    method: Annotated[list[str] | None, typer.Option("--method", help=_METHOD_HELP)] = None,
     out: Annotated[Path, typer.Option(help="Run folder: one train-selected folder per protocol, the tables.")] = Path(
         "runs/reproduce"
     ),
@@ -536,6 +556,7 @@ def reproduce_cmd(
         train=_flags(precision=precision, workers=workers),
         config=config,
         strict=strict,
+        methods=_split_methods(method),
     )
     protocols = _split_protocols(protocol)
     if protocols is not None:
@@ -551,6 +572,13 @@ def reproduce_cmd(
                 typer.echo(v.text)
         typer.echo("Published context (recalled cells are likely but unconfirmed; see comparison.md):")
         typer.echo(context_table(run.comparison, p).to_string(index=False))
+    for p, protocol_run in run.runs.items():
+        if set(protocol_run.results["method"]) - {"mma", "zeroshot"}:
+            from mma.jobs.train_selected import methods_table
+
+            for table in methods_table(protocol_run.results).values():
+                typer.echo(f"\n{p}: methods side by side, measured here (average over datasets; mean ± std over seeds)")
+                typer.echo(table.to_string(index=False))
     for note in run.notes:
         typer.echo(note)
     typer.echo(
@@ -566,6 +594,10 @@ def sweep_k_cmd(
         Path | None, typer.Option(help="Probe run folder whose selection.json gives model and the selected k.")
     ] = None,
     ks: Annotated[str | None, typer.Option("--ks", help="Comma-separated k values (default: every block).")] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", help="Other methods to draw as horizontal lines beside MMA (e.g. coop,cocoop)."),
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model spec (default: the selection's model).")
     ] = None,
@@ -597,6 +629,7 @@ def sweep_k_cmd(
         recipe=recipe,
         train=overrides,
         config=config,
+        methods=_split_methods(method),
     )
     record = sweep_k(cfg, _split_ints(ks, "--ks") if ks is not None else None)
     if record is None:  # a torchrun rank other than 0: rank 0 reports

@@ -23,3 +23,21 @@ def test_bench_gpu_smoke_run_on_the_cpu(tmp_path):
     assert all(r["steps_per_s"] > 0 for r in record["training"])
     assert all(r["capture_img_per_s"] > 0 and r["plain_img_per_s"] > 0 for r in record["extraction"])
     assert "(no autocast on cpu: same as fp32)" in done.stdout  # CPU rows are labelled honestly
+
+
+def test_bench_methods_smoke_run_prints_every_method_and_its_ratio_to_mma(tmp_path):
+    out = tmp_path / "methods.json"
+    args = ["--model", "mma-tiny:random", "--classes", "3", "--steps", "1", "--warmup", "0", "--shots", "2"]
+    args += ["--batch-size", "2", "--device", "cpu", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_methods.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = json.loads(out.read_text())
+    rows = {r["method"]: r for r in record["rows"]}
+    assert list(rows) == ["mma", "coop", "cocoop", "clip-adapter", "linear-probe"]
+    assert rows["mma"]["ratio_to_mma"] == 1.0 and all(r["step_s"] > 0 for m, r in rows.items() if m != "linear-probe")
+    assert rows["linear-probe"]["fit_s"] > 0 and "ratio to MMA" in done.stdout

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mma.adapters.mma import MultiModalAdapter
 from mma.adapters.recipes import RECIPES, Recipe, Settings, default_precision, get_recipe, settle
 from mma.adapters.train import TrainConfig
 from mma.errors import MmaError
@@ -89,7 +90,7 @@ def test_cross_dataset_defaults_to_the_published_k_epochs_and_imagenet_batch(cwd
     assert line.startswith("Recipe paper, cross-dataset: protocol default (paper, cross-dataset): k=9, epochs=1;")
     assert "on imagenet, dataset default (paper, imagenet): batch_size=128" in line
     assert "paper default: dim=32, alpha=0.001" in line and "device default (cpu): precision=fp32" in line
-    assert sorted(s.values) == sorted(f for f in TrainConfig.__dataclass_fields__)  # every value is named
+    assert sorted(s.values) == sorted(MultiModalAdapter.uses)  # every value MMA reads is named
 
 
 def test_the_protocol_default_wins_over_the_default_probe_run_and_says_so(cwd):

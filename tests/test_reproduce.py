@@ -207,7 +207,7 @@ def test_an_overridden_protocol_default_is_recorded_as_overridden(coop_root, tmp
 def test_an_interrupted_reproduction_resumes_to_the_same_tables(reproduced, coop_root, tmp_path, monkeypatch):
     import mma.adapters.train as train
 
-    original, calls = train.fit_adapter, []
+    original, calls = train.fit_method, []
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("seed"))
@@ -215,7 +215,7 @@ def test_an_interrupted_reproduction_resumes_to_the_same_tables(reproduced, coop
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "fit_adapter", counting)
+    monkeypatch.setattr(train, "fit_method", counting)
     stop_at = 9  # base-to-novel 3 datasets x 2 seeds, cross-dataset 2 seeds, then the first domain-gen training
     with pytest.raises(KeyboardInterrupt):
         reproduce(_config(coop_root, tmp_path / "run"))

@@ -12,7 +12,8 @@ __all__ = ["evaluate_checkpoint"]
 def evaluate_checkpoint(
     checkpoint: Path, *, data: list[str] | None = None, device: str = "auto", alpha_eval: float | None = None
 ) -> dict[str, float] | None:
-    """Rebuild the checkpoint's model and adapter and evaluate its protocol on its dataset (seeded draw).
+    """Rebuild the checkpoint's model and method (MMA or another of mma.adapters.methods) and evaluate its protocol
+    on its dataset (seeded draw).
 
     Without *data*, the data specs recorded in the checkpoint (the ones it was trained on; checkpoints
     written before they were recorded fall back to the built-in dataset of that name). *alpha_eval* 0 is
@@ -33,6 +34,11 @@ def evaluate_checkpoint(
     loaded = load_model(meta["model"], device=str(dev))
     adapter, meta = load_adapter(checkpoint, loaded)
     if alpha_eval is not None:
+        if not hasattr(adapter, "alpha"):
+            adapter.detach()
+            raise MmaError(
+                f"--alpha-eval applies to MMA checkpoints only; {str(checkpoint)!r} holds {meta.get('method')!r}."
+            )
         adapter.alpha = alpha_eval
     recorded = meta.get("data") or [f"builtin:{meta['dataset']}"]
     specs = data or ([recorded] if isinstance(recorded, str) else list(recorded))
@@ -45,7 +51,7 @@ def evaluate_checkpoint(
     if tasks[0].classnames != meta["classnames"]:
         raise MmaError(f"The dataset's classes differ from those the checkpoint {str(checkpoint)!r} was trained on.")
     try:
-        metrics = task_metrics(tasks[0], evaluate_task(loaded, tasks[0], dev, meta.get("template")))
+        metrics = task_metrics(tasks[0], evaluate_task(loaded, tasks[0], dev, meta.get("template"), method=adapter))
     finally:
         adapter.detach()
     return metrics if world.main else None

@@ -78,6 +78,7 @@ class ReproduceConfig:
     template: str | None = None
     strict: bool = False
     progress: bool = True
+    methods: list[str] = field(default_factory=lambda: ["mma"])  # the methods of mma.adapters.methods to run
 
 
 @dataclass
@@ -112,6 +113,9 @@ def _validate(cfg: ReproduceConfig) -> None:
         raise MmaError(f"--protocol {bad[0]!r} is not one mma reproduce runs (valid: {', '.join(REPRODUCED)}).")
     if not cfg.seeds:
         raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
+    from mma.adapters.methods import parse_methods
+
+    cfg.methods = ["mma", *(m for m in parse_methods(cfg.methods) if m != "mma")]  # MMA is what is reproduced
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise MmaError(f"--seeds {cfg.seeds} repeats a seed; give distinct seeds.")
 
@@ -235,6 +239,7 @@ def _run_protocol(cfg: ReproduceConfig, model: str, root: str, protocol: str, da
             config=cfg.config,
             progress=cfg.progress,
             strict=cfg.strict,
+            methods=list(cfg.methods),
         )
     )
 

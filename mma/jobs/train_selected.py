@@ -1,14 +1,18 @@
-"""Job 3: train the Multi-Modal Adapter from the probe-selected block k and evaluate a protocol.
+"""Job 3: train the Multi-Modal Adapter from the probe-selected block k (and the other methods of ``--method``)
+and evaluate a protocol.
 
 Run folder (``--out``)::
 
     results/<protocol>/<dataset>/seed<S>-k<K>-mma.json   one JSON per (protocol, dataset, seed, k, method)
+    results/<protocol>/<dataset>/seed<S>-<method>.json   the other methods (coop, cocoop, clip-adapter, linear-probe)
     results/<protocol>/<dataset>/zeroshot.json           the frozen model, same evaluation code
-    checkpoints/<protocol>-<dataset>-seed<S>-k<K>.safetensors   adapter weights + configs
+    checkpoints/<protocol>-<dataset>-seed<S>-k<K>.safetensors   adapter weights + configs (other methods:
+                                                                 ...-seed<S>-<method>.safetensors)
     state/<protocol>-<dataset>-seed<S>-k<K>.pt   the training state after the last finished epoch (while training)
     results.csv                                          tidy roll-up of every JSON
     results_summary.csv                                  per dataset and averaged (HM of averages, mean of HMs)
-    train-k<K>.json                                      the configuration that ran at k
+    train-k<K>.json                                      the configuration that ran at k (train-<method>.json: others)
+    methods.png / .pdf / .csv                            the methods side by side (when more than one ran)
 
 A result whose JSON exists is not recomputed, and an interrupted training run resumes from its last
 finished epoch, so an interrupted job resumes where it stopped and ends with the same numbers. Under
@@ -61,6 +65,7 @@ class TrainSelectedConfig:
     checkpoints: bool = True
     progress: bool = True
     strict: bool = False  # a class with fewer than --shots training images is an error, not "use all it has"
+    methods: list[str] = field(default_factory=lambda: ["mma"])  # mma.adapters.methods.METHODS; zeroshot always runs
 
 
 @dataclass
@@ -75,6 +80,8 @@ class TrainRun:
     adjustments: list[str] = field(default_factory=list)  # what the plan changed (fewer shots, smaller batches)
     settings: object = None  # mma.adapters.recipes.Settings: every training value and where it came from
     k_line: str = ""  # which source gave k, and which it overrode
+    methods: list[str] = field(default_factory=lambda: ["mma"])
+    method_settings: dict = field(default_factory=dict)  # method -> its Settings (the trained methods)
 
 
 DEFAULT_PROBE_RUN = Path("runs/probe")
@@ -177,51 +184,83 @@ def _without_auto(values: dict) -> dict:
     return {k: v for k, v in values.items() if not (k == "precision" and v == "auto")}
 
 
-def _layers(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type: str, dataset: str | None) -> list:
-    """Every ``(source, values)`` layer of the training values, lowest precedence first (recipes.py docstring)."""
+def _layers(
+    cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type: str, dataset: str | None, method: str = "mma"
+) -> list:
+    """Every ``(source, values)`` layer of *method*'s training values, lowest precedence first (recipes.py docstring).
+
+    A method other than MMA starts from its own paper's values (``paper default (coop)``) and reads only the
+    fields it uses; k (and the probe selection) is MMA's alone.
+    """
+    from mma.adapters.methods import get_method
     from mma.adapters.recipes import PAPER_DEFAULT, default_precision
     from mma.adapters.train import TrainConfig
 
+    kind = get_method(method)
     paper = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("k", "precision")}
     precision, precision_source = default_precision(device_type)
-    layers = [(PAPER_DEFAULT, paper), (precision_source, {"precision": precision})]
-    if selection.default_run:
+    if method == "mma":
+        layers = [(PAPER_DEFAULT, paper)]
+    else:
+        layers = [(f"{PAPER_DEFAULT} ({method})", {**paper, **kind.paper})]
+    layers.append((precision_source, {"precision": precision}))
+    if selection.default_run and method == "mma":
         layers.append(selection.default_run)
-    layers += recipe.layers(cfg.protocol, dataset)
+    layers += recipe.layers(cfg.protocol, dataset, method)
     config = _without_auto(read_config_file(cfg.config))
     if config:
         layers.append((f"config file ({cfg.config})", config))
-    if selection.run:
+    if selection.run and method == "mma":
         layers.append(selection.run)
-    user = _without_auto({**cfg.train, **({"k": cfg.k} if cfg.k is not None else {})})
+    user = _without_auto({**cfg.train, **({"k": cfg.k} if cfg.k is not None and method == "mma" else {})})
     if user:
         layers.append((USER_FLAG, user))
     return layers
 
 
-def _settle(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type: str, datasets=()):
-    """The :class:`~mma.adapters.recipes.Settings` of the run: shared values, then what differs per training dataset."""
+def _only_used(layers: list, method: str) -> list:
+    """The layers cut to the TrainConfig fields *method* reads (an unknown field is still an error)."""
+    from mma.adapters.methods import get_method
+    from mma.adapters.train import TrainConfig
+
+    known = set(asdict(TrainConfig()))
+    for _, values in layers:
+        TrainConfig.from_dict({k: v for k, v in values.items() if k not in known} or {})
+    uses = set(get_method(method).uses)
+    return [(source, {k: v for k, v in values.items() if k in uses}) for source, values in layers]
+
+
+def _settle(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type: str, datasets=(), method="mma"):
+    """The :class:`~mma.adapters.recipes.Settings` of *method*: shared values, then what differs per training
+    dataset."""
     from mma.adapters.recipes import Settings, settle
     from mma.adapters.train import TrainConfig
 
-    values, sources = settle(_layers(cfg, recipe, selection, device_type, None))
+    values, sources = settle(_only_used(_layers(cfg, recipe, selection, device_type, None, method), method))
     order = list(asdict(TrainConfig()))  # name the values in TrainConfig's field order
     values = dict(sorted(values.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
-    if "k" not in values:
+    if "k" not in values and method == "mma":
         why = selection.why_none or "no probe run was named"
         raise MmaError(
             f"No k was given: recipe {recipe.name!r} has no k for --protocol {cfg.protocol} and {why}; pass --k, or "
             "--run PROBE_RUN (a folder with selection.json)."
         )
-    TrainConfig.from_dict(values).validate()  # one sentence for an unknown option or a value out of range
+    _validate_values(values, method)
     per_dataset = {}
     for name in datasets:
-        v, s = settle(_layers(cfg, recipe, selection, device_type, name))
+        v, s = settle(_only_used(_layers(cfg, recipe, selection, device_type, name, method), method))
         diff = {f: (v[f], s[f]) for f in v if f not in values or v[f] != values[f] or s[f] != sources[f]}
         if diff:
-            TrainConfig.from_dict(v).validate()
+            _validate_values(v, method)
             per_dataset[name] = diff
-    return Settings(recipe.name, cfg.protocol, values, sources, per_dataset)
+    return Settings(recipe.name, cfg.protocol, values, sources, per_dataset, method)
+
+
+def _validate_values(values: dict, method: str) -> None:
+    """One sentence for an unknown option or a value out of range (a method's own options checked too)."""
+    from mma.adapters.train import TrainConfig
+
+    TrainConfig.from_dict(values).validate()
 
 
 def k_line(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type: str) -> str:
@@ -236,8 +275,15 @@ def k_line(cfg: TrainSelectedConfig, recipe, selection: _Selection, device_type:
     return line + "."
 
 
-def _json_path(out: Path, protocol: str, dataset: str, seed: int, k: int) -> Path:
-    return out / "results" / protocol / dataset / f"seed{seed}-k{k}-mma.json"
+def _json_path(out: Path, protocol: str, dataset: str, seed: int, k: int | None, method: str = "mma") -> Path:
+    """``seed<S>-k<K>-mma.json`` for MMA (one per k), ``seed<S>-<method>.json`` for the methods without a k."""
+    name = f"seed{seed}-k{k}-mma.json" if method == "mma" else f"seed{seed}-{method}.json"
+    return out / "results" / protocol / dataset / name
+
+
+def _stem(protocol: str, dataset: str, seed: int, k: int | None, method: str) -> str:
+    """Checkpoint and state file stem (MMA's names kept as they were: one per k)."""
+    return f"{protocol}-{dataset}-seed{seed}-k{k}" if method == "mma" else f"{protocol}-{dataset}-seed{seed}-{method}"
 
 
 def _reusable(path: Path, weights: str, train_config: dict) -> bool:
@@ -261,9 +307,10 @@ class Resolved:
 
     model: str
     recipe: object  # mma.adapters.recipes.Recipe
-    settings: object  # mma.adapters.recipes.Settings
-    k_line: str
+    settings: object  # mma.adapters.recipes.Settings of MMA (else of the first trained method; None: zero-shot only)
+    k_line: str  # "" when MMA is not among the methods
     selection: _Selection
+    method_settings: dict = field(default_factory=dict)  # every trained method -> its Settings
 
 
 def resolve_settings(cfg: TrainSelectedConfig, *, device_type: str, datasets=()) -> Resolved:
@@ -281,12 +328,24 @@ def resolve_settings(cfg: TrainSelectedConfig, *, device_type: str, datasets=())
 
     if cfg.protocol not in PROTOCOLS:
         raise MmaError(f"--protocol {cfg.protocol!r} is not valid (valid: {', '.join(PROTOCOLS)}).")
+    methods = trained_methods(cfg)
     selection = _selection_layers(cfg)
     spec = parse_model_spec(selection.model)
-    check_mma_support(spec.name)  # "MMA needs transformer blocks", before any weights are loaded
+    if "mma" in methods:
+        check_mma_support(spec.name)  # "MMA needs transformer blocks", before any weights are loaded
     recipe = get_recipe(cfg.recipe, str(spec))
-    settings = _settle(cfg, recipe, selection, device_type, datasets)
-    return Resolved(str(spec), recipe, settings, k_line(cfg, recipe, selection, device_type), selection)
+    by_method = {m: _settle(cfg, recipe, selection, device_type, datasets, m) for m in methods}
+    line = k_line(cfg, recipe, selection, device_type) if "mma" in methods else ""
+    settings = next(iter(by_method.values()), None)
+    return Resolved(str(spec), recipe, settings, line, selection, by_method)
+
+
+def trained_methods(cfg: TrainSelectedConfig) -> list[str]:
+    """The trained methods of ``cfg.methods`` (checked; MMA first), without ``zeroshot``, which always runs."""
+    from mma.adapters.methods import ZERO_SHOT, parse_methods
+
+    methods = parse_methods(cfg.methods)
+    return sorted((m for m in methods if m != ZERO_SHOT), key=lambda m: m != "mma")
 
 
 def train_selected(cfg: TrainSelectedConfig) -> TrainRun | None:
@@ -345,11 +404,11 @@ def _plan(cfg: TrainSelectedConfig, datasets: list, settings, world) -> tuple[di
     for seed in cfg.seeds:
         tasks_by_seed[seed] = []
         for group in groups:  # each training dataset with its own shots (a recipe may set them per dataset)
-            shots = settings.for_dataset(group[0].name)[0]["shots"]
+            shots = settings.for_dataset(group[0].name)[0]["shots"] if settings is not None else _DEFAULT_SHOTS
             tasks_by_seed[seed] += make_tasks(
                 cfg.protocol, group, shots=shots, seed=seed, strict=cfg.strict, notes=notes
             )
-    for tasks in tasks_by_seed.values():
+    for tasks in tasks_by_seed.values() if settings is not None and "batch_size" in settings.values else ():
         for task in tasks:
             batch_size = settings.for_dataset(task.name)[0]["batch_size"]
             if batch_size % world.size:
@@ -367,6 +426,9 @@ def _plan(cfg: TrainSelectedConfig, datasets: list, settings, world) -> tuple[di
     return tasks_by_seed, notes, skipped
 
 
+_DEFAULT_SHOTS = 16  # the zero-shot model alone still draws its (unused) shots: evaluation is the same
+
+
 def _train_config(settings, dataset: str):
     """The TrainConfig and the value sources for training on *dataset*."""
     from mma.adapters.train import TrainConfig
@@ -376,24 +438,88 @@ def _train_config(settings, dataset: str):
 
 
 def _run(cfg, spec, resolved: Resolved, world, device, out: Path, start) -> TrainRun | None:
+    """Load, plan what is left, evaluate the zero-shot model, train and evaluate every method, summarise."""
     from tqdm.auto import tqdm
 
-    from mma.adapters.checkpoint import save_adapter
-    from mma.adapters.protocols import evaluate_task, task_metrics
-    from mma.adapters.train import fit_adapter
-    from mma.probe.layers import layer_maps
     from mma.probe.specs import load_model
 
     show = cfg.progress and world.main
     datasets, data_specs = _load(cfg)
     recipe, k_text = resolved.recipe, resolved.k_line
-    settings = _settle(cfg, recipe, resolved.selection, device.type, _training_datasets(cfg.protocol, datasets))
-    tasks_by_seed, adjustments, skipped = _plan(cfg, datasets, settings, world)
-    k = int(settings.values["k"])
+    methods = trained_methods(cfg)
+    training = _training_datasets(cfg.protocol, datasets)
+    by_method = {m: _settle(cfg, recipe, resolved.selection, device.type, training, m) for m in methods}
+    adjustments: list[str] = []
+    plans = {}
+    for m in methods or [None]:
+        tasks, notes, skipped = _plan(cfg, datasets, by_method.get(m), world)
+        plans[m] = tasks
+        adjustments += [n for n in notes if n not in adjustments]
+    tasks_by_seed = next(iter(plans.values()))  # the zero-shot model's tasks (its evaluation splits)
+    k = int(by_method["mma"].values["k"]) if "mma" in by_method else None
     if show:
         for note in adjustments:
             tqdm.write(note)
     loaded = load_model(spec, device=str(device))
+    if k is not None:
+        _check_k(loaded, spec, k)
+    if show:  # where k and every other training value came from
+        if k_text:
+            tqdm.write(k_text)
+        for settings in by_method.values():
+            tqdm.write(settings.line())
+    for m, settings in by_method.items():
+        if world.main:
+            record = _record(cfg, data_specs, skipped, spec, recipe, settings, k_text, out, world, adjustments, m)
+            atomic_write_json(out / (f"train-k{k}.json" if m == "mma" else f"train-{m}.json"), record)
+    # rank 0 decides what is left to do, so every rank runs the same trainings and evaluations
+    zero_shot_todo, runs_todo = distributed.broadcast(_todo(out, cfg.protocol, plans, k, loaded, by_method))
+    if world.main:
+        for name, why in skipped.items():
+            atomic_write_json(
+                out / "results" / cfg.protocol / name / "skipped.json",
+                {"protocol": cfg.protocol, "dataset": name, "reason": why},
+            )
+    total = sum(len(t) for tasks in plans.values() for t in tasks.values()) if methods else 0
+    desc = f"train MMA k={k}" if methods == ["mma"] else f"train {', '.join(methods) or 'nothing'}"
+    with tqdm(total=total, desc=desc, unit="run", disable=not show) as bar:
+        if total > len(runs_todo):
+            bar.update(total - len(runs_todo))
+            bar.write(f"resuming: {total - len(runs_todo)} of {total} runs already done.")
+        _zero_shot(cfg, loaded, tasks_by_seed, zero_shot_todo, by_method, spec, device, out, world, bar)
+        for method, seed, ti in runs_todo:
+            task = plans[method][seed][ti]
+            bar.set_postfix_str(f"{method} {task.name} seed {seed}")
+            _train_one(cfg, loaded, method, task, seed, k, by_method[method], spec, recipe, data_specs, device, out)
+            bar.update(1)
+    distributed.barrier()
+    if not world.main:
+        return None
+    if (out / "state").is_dir() and not any((out / "state").iterdir()):
+        (out / "state").rmdir()
+    results, summary = summarise_results(out)
+    if len(set(results["method"])) > 1 and methods:
+        _method_figure(out, results, cfg.protocol)
+    return TrainRun(
+        out,
+        str(spec),
+        k,
+        recipe.name,
+        results,
+        summary,
+        time.perf_counter() - start,
+        adjustments,
+        by_method.get("mma", next(iter(by_method.values()), None)),
+        k_text,
+        ["zeroshot", *methods],
+        by_method,
+    )
+
+
+def _check_k(loaded, spec, k: int) -> None:
+    """MMA's towers must be transformers and k within the shallower tower's blocks."""
+    from mma.probe.layers import layer_maps
+
     maps = layer_maps(loaded.model)
     convolutional = [t for t, m in maps.items() if not m.transformer]
     if convolutional:  # an hf-hub: / local-dir: model whose config could not be read before loading
@@ -404,17 +530,16 @@ def _run(cfg, spec, resolved: Resolved, world, device, out: Path, start) -> Trai
     depth = min(m.depth for m in maps.values())
     if not 1 <= k <= depth:
         raise MmaError(f"k={k} is out of range for {str(spec)!r} (valid: 1..{depth}).")
-    if show:  # where k and every other training value came from
-        tqdm.write(k_text)
-        tqdm.write(settings.line())
+
+
+def _record(cfg, data_specs, skipped, spec, recipe, settings, k_text, out, world, adjustments, method) -> dict:
+    """``train-k<K>.json`` (MMA) or ``train-<method>.json``: the configuration that ran, every value's source."""
     record = {
         **asdict(cfg),
+        "method": method,
         "data": cfg.data or list(dict.fromkeys(data_specs.values())),
         "skipped": skipped,
         "model": str(spec),
-        "k": k,
-        "k_source": settings.sources["k"],
-        "k_line": k_text,
         "recipe": recipe.name,
         "recipe_line": settings.line(),
         "train_config": asdict(_train_config(settings, "")[0]),  # the values shared by every training dataset
@@ -424,110 +549,104 @@ def _run(cfg, spec, resolved: Resolved, world, device, out: Path, start) -> Trai
         "processes": world.size,
         "adjustments": adjustments,
     }
-    # rank 0 decides what is left to do, so every rank runs the same trainings and evaluations
-    zero_shot_todo, runs_todo = distributed.broadcast(_todo(out, cfg.protocol, tasks_by_seed, k, loaded, settings))
-    if world.main:
-        atomic_write_json(out / f"train-k{k}.json", record)
-        for name, why in skipped.items():
+    if method == "mma":
+        record.update(k=int(settings.values["k"]), k_source=settings.sources["k"], k_line=k_text)
+    return record
+
+
+def _zero_shot(cfg, loaded, tasks_by_seed, todo, by_method, spec, device, out, world, bar) -> None:
+    """The frozen model, once per task: it has no seed."""
+    from mma.adapters.protocols import evaluate_task, task_metrics
+
+    for ti in todo:
+        task = tasks_by_seed[cfg.seeds[0]][ti]
+        bar.set_postfix_str(f"zero-shot {task.name}")
+        settings = by_method.get("mma", next(iter(by_method.values()), None))
+        workers = _train_config(settings, task.name)[0].workers if settings is not None else 0
+        metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template, workers=workers))
+        if world.main:
             atomic_write_json(
-                out / "results" / cfg.protocol / name / "skipped.json",
-                {"protocol": cfg.protocol, "dataset": name, "reason": why},
-            )
-    total = sum(len(t) for t in tasks_by_seed.values())
-    with tqdm(total=total, desc=f"train MMA k={k}", unit="run", disable=not show) as bar:
-        if total > len(runs_todo):
-            bar.update(total - len(runs_todo))
-            bar.write(f"resuming: {total - len(runs_todo)} of {total} runs already done.")
-        for ti in zero_shot_todo:  # the frozen model, once per task: it has no seed
-            task = tasks_by_seed[cfg.seeds[0]][ti]
-            bar.set_postfix_str(f"zero-shot {task.name}")
-            workers = _train_config(settings, task.name)[0].workers
-            metrics = task_metrics(task, evaluate_task(loaded, task, device, cfg.template, workers=workers))
-            if world.main:
-                atomic_write_json(
-                    out / "results" / cfg.protocol / task.name / "zeroshot.json",
-                    {
-                        "protocol": cfg.protocol,
-                        "dataset": task.name,
-                        "seed": None,
-                        "k": None,
-                        "method": "zeroshot",
-                        "model": str(spec),
-                        "weights": loaded.weights_id,
-                        "metrics": metrics,
-                    },
-                )
-        for seed, ti in runs_todo:
-            task = tasks_by_seed[seed][ti]
-            bar.set_postfix_str(f"{task.name} seed {seed}")
-            stem = f"{cfg.protocol}-{task.name}-seed{seed}-k{k}"
-            state = out / "state" / f"{stem}.pt"
-            train_cfg, train_sources = _train_config(settings, task.name)
-            result = fit_adapter(
-                loaded,
-                task.dataset,
-                task.train,
-                task.classnames,
-                train_cfg,
-                seed=seed,
-                device=device,
-                template=cfg.template,
-                state_path=state,
-            )
-            try:
-                accs = evaluate_task(loaded, task, device, cfg.template, workers=train_cfg.workers)
-                metrics = task_metrics(task, accs)
-            finally:
-                result.adapter.detach()
-            if world.main:
-                meta = {
+                out / "results" / cfg.protocol / task.name / "zeroshot.json",
+                {
                     "protocol": cfg.protocol,
                     "dataset": task.name,
-                    "seed": seed,
-                    "k": k,
-                    "method": "mma",
+                    "seed": None,
+                    "k": None,
+                    "method": "zeroshot",
                     "model": str(spec),
                     "weights": loaded.weights_id,
-                    "classnames": task.classnames,
-                    "recipe": recipe.name,
-                    "train_config": asdict(train_cfg),
-                    "train_sources": train_sources,
-                    "template": cfg.template or task.dataset.template,
-                    # the data specs that load this task's datasets again (mma evaluate --checkpoint)
-                    "data": list(dict.fromkeys(data_specs[e.dataset.name] for e in task.evals))
-                    if cfg.protocol in ("cross-dataset", "domain-gen")
-                    else [data_specs[task.name]],
-                }
-                ckpt = out / "checkpoints" / f"{stem}.safetensors" if cfg.checkpoints else None
-                if ckpt is not None:
-                    save_adapter(result.adapter, ckpt, meta)
-                atomic_write_json(
-                    _json_path(out, cfg.protocol, task.name, seed, k),
-                    {
-                        **meta,
-                        "metrics": metrics,
-                        "train": {
-                            "steps": result.steps,
-                            "seconds": round(result.seconds, 2),
-                            "final_loss": result.final_loss,
-                            "trainable_parameters": result.adapter.num_parameters(),
-                            "processes": world.size,
-                            "batch_size": result.batch_size,
-                        },
-                        "checkpoint": str(ckpt) if ckpt else None,
-                    },
-                )
-                state.unlink(missing_ok=True)  # the result is safe; the epoch state is no longer needed
-            bar.update(1)
-    distributed.barrier()
-    if not world.main:
-        return None
-    if (out / "state").is_dir() and not any((out / "state").iterdir()):
-        (out / "state").rmdir()
-    results, summary = summarise_results(out)
-    return TrainRun(
-        out, str(spec), k, recipe.name, results, summary, time.perf_counter() - start, adjustments, settings, k_text
+                    "metrics": metrics,
+                },
+            )
+
+
+def _train_one(cfg, loaded, method, task, seed, k, settings, spec, recipe, data_specs, device, out) -> None:
+    """Train *method* on one task and seed, evaluate it, write its checkpoint and result JSON (rank 0)."""
+    from mma.adapters.checkpoint import save_adapter
+    from mma.adapters.protocols import evaluate_task, task_metrics
+    from mma.adapters.train import fit_method
+
+    world = distributed.world()
+    stem = _stem(cfg.protocol, task.name, seed, k, method)
+    state = out / "state" / f"{stem}.pt"
+    train_cfg, train_sources = _train_config(settings, task.name)
+    result = fit_method(
+        loaded,
+        method,
+        task.dataset,
+        task.train,
+        task.classnames,
+        train_cfg,
+        seed=seed,
+        device=device,
+        template=cfg.template,
+        state_path=state,
+        val=task.val,
     )
+    try:
+        accs = evaluate_task(loaded, task, device, cfg.template, workers=train_cfg.workers, method=result.adapter)
+        metrics = task_metrics(task, accs)
+    finally:
+        result.adapter.detach()
+    if not world.main:
+        return
+    meta = {
+        "protocol": cfg.protocol,
+        "dataset": task.name,
+        "seed": seed,
+        "k": k if method == "mma" else None,
+        "method": method,
+        "model": str(spec),
+        "weights": loaded.weights_id,
+        "classnames": task.classnames,
+        "recipe": recipe.name,
+        "train_config": asdict(train_cfg),
+        "train_sources": train_sources,
+        "template": cfg.template or task.dataset.template,
+        # the data specs that load this task's datasets again (mma evaluate --checkpoint)
+        "data": list(dict.fromkeys(data_specs[e.dataset.name] for e in task.evals))
+        if cfg.protocol in ("cross-dataset", "domain-gen")
+        else [data_specs[task.name]],
+    }
+    ckpt = out / "checkpoints" / f"{stem}.safetensors" if cfg.checkpoints else None
+    if ckpt is not None:
+        save_adapter(result.adapter, ckpt, meta)
+    train = {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "final_loss": result.final_loss,
+        "trainable_parameters": result.adapter.num_parameters(),
+        "processes": world.size,
+        "batch_size": result.batch_size,
+    }
+    for name in ("C", "val_accuracy"):  # what the linear probe chose
+        if isinstance(getattr(result.adapter, name, None), float):
+            train[name] = getattr(result.adapter, name)
+    atomic_write_json(
+        _json_path(out, cfg.protocol, task.name, seed, k, method),
+        {**meta, "metrics": metrics, "train": train, "checkpoint": str(ckpt) if ckpt else None},
+    )
+    state.unlink(missing_ok=True)  # the result is safe; the epoch state is no longer needed
 
 
 def _zero_shot_done(folder: Path, weights: str) -> bool:
@@ -536,18 +655,22 @@ def _zero_shot_done(folder: Path, weights: str) -> bool:
     return path.is_file() and read_json(path).get("weights") == weights
 
 
-def _todo(out: Path, protocol: str, tasks_by_seed: dict, k: int, loaded, settings) -> tuple[list, list]:
-    """Task indices still lacking a zero-shot result, and (seed, task index) pairs still lacking an MMA result."""
-    first = next(iter(tasks_by_seed.values()))
+def _todo(out: Path, protocol: str, plans: dict, k, loaded, by_method: dict) -> tuple[list, list]:
+    """Task indices still lacking a zero-shot result, and (method, seed, task index) still lacking a result."""
+    first = next(iter(next(iter(plans.values())).values()))
     zero_shot = [
         i for i, t in enumerate(first) if not _zero_shot_done(out / "results" / protocol / t.name, loaded.weights_id)
     ]
     runs = [
-        (seed, i)
+        (method, seed, i)
+        for method, tasks_by_seed in plans.items()
+        if method is not None
         for seed, tasks in tasks_by_seed.items()
         for i, t in enumerate(tasks)
         if not _reusable(
-            _json_path(out, protocol, t.name, seed, k), loaded.weights_id, asdict(_train_config(settings, t.name)[0])
+            _json_path(out, protocol, t.name, seed, k, method),
+            loaded.weights_id,
+            asdict(_train_config(by_method[method], t.name)[0]),
         )
     ]
     return zero_shot, runs
@@ -667,12 +790,15 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     ordered = [m for m in METRIC_ORDER if m in metrics]
     ordered += sorted(m for m in metrics if m not in METRIC_ORDER)
     headline = next((m for m in ("hm", "accuracy", "target_average") if m in metrics), None)
+    from mma.adapters.methods import METHOD_NAMES
+
     rows = []
     keys = ["protocol", "method", "k", "dataset"]
-    order = {"zeroshot": 0}
+    order = {m: i for i, m in enumerate(METHOD_NAMES)}
     groups = summary.groupby(keys, dropna=False, sort=False)
     for (protocol, method, k, dataset), g in sorted(
-        groups, key=lambda kv: (kv[0][0], order.get(kv[0][1], 1), kv[0][1], str(kv[0][2]), kv[0][3] == "average")
+        groups,
+        key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][1], str(kv[0][2]), kv[0][3] == "average"),
     ):
         by_metric = g.set_index("metric")
         row = {"protocol": protocol, "method": method, "k": "-" if pd.isna(k) else str(int(k)), "dataset": dataset}
@@ -691,6 +817,93 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     if table["protocol"].nunique() == 1:
         table = table.drop(columns="protocol")
     return table
+
+
+#: the averaged metrics each protocol's side-by-side table shows
+_SIDE_BY_SIDE = {
+    "base2novel": ("base", "novel", "hm"),
+    "few-shot": ("accuracy",),
+    "cross-dataset": ("source", "target_average"),
+    "domain-gen": ("source", "target_average"),
+}
+
+
+def method_averages(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (protocol, method, k, seed): each metric averaged over the datasets, and base-to-novel's HM of those.
+
+    Tidy: columns protocol, method, k, seed, metric, value (the zero-shot model: seed blank). A method that
+    cannot name novel classes (the linear probe) has base only.
+    """
+    keep = results[~results["metric"].str.startswith("target:") & (results["metric"] != "hm")]
+    keys = ["protocol", "method", "k", "seed"]
+    rows = []
+    for key, g in keep.groupby(keys, dropna=False, sort=False):
+        means = g.groupby("metric")["value"].mean()
+        if {"base", "novel"} <= set(means.index):
+            b, n = means["base"], means["novel"]
+            means["hm"] = 0.0 if b + n == 0 else 2 * b * n / (b + n)
+        rows += [dict(zip(keys, key), metric=m, value=float(v)) for m, v in means.items()]
+    tidy = pd.DataFrame(rows, columns=[*keys, "metric", "value"])
+    return tidy.astype({"seed": "Int64", "k": "Int64"})
+
+
+def methods_table(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per protocol, one row per method: the dataset-averaged metrics, "mean ± std" over seeds ("n/a" where a
+    method cannot name the classes), and the headline metric's difference to the zero-shot model.
+
+    Base-to-novel's HM is the HM of the seed-averaged base and novel (the papers' convention); its std is the
+    spread of the per-seed HMs.
+    """
+    from mma.adapters.methods import METHOD_NAMES
+
+    order = {m: i for i, m in enumerate(METHOD_NAMES)}
+    avg = method_averages(results)
+    tables = {}
+    for protocol, p in avg.groupby("protocol", sort=True):
+        metrics = [m for m in _SIDE_BY_SIDE.get(protocol, sorted(set(p["metric"]))) if m in set(p["metric"])]
+        headline = metrics[-1] if metrics else None
+        means: dict = {}
+        rows = []
+        groups = sorted(p.groupby(["method", "k"], dropna=False), key=lambda kv: order.get(kv[0][0], len(order)))
+        for (method, k), g in groups:
+            label = method if pd.isna(k) else f"{method} (k={int(k)})"
+            stats = g.groupby("metric")["value"].agg(["mean", "std", "count"])
+            if {"base", "novel"} <= set(stats.index):
+                b, n = stats.loc["base", "mean"], stats.loc["novel", "mean"]
+                stats.loc["hm", "mean"] = 0.0 if b + n == 0 else 2 * b * n / (b + n)
+            row = {"method": label, "seeds": int(stats["count"].max()) if g["seed"].notna().any() else "-"}
+            for m in metrics:
+                if m not in stats.index:
+                    row[m] = "n/a"
+                    continue
+                mean, std, count = stats.loc[m, "mean"], stats.loc[m, "std"], stats.loc[m, "count"]
+                row[m] = f"{mean:.1f}" if count <= 1 or pd.isna(std) else f"{mean:.1f} ± {std:.1f}"
+                means[(method, m)] = mean
+            rows.append(row)
+        if headline is not None and (ZERO_SHOT_NAME, headline) in means:
+            base = means[(ZERO_SHOT_NAME, headline)]
+            for row, ((method, _k), _g) in zip(rows, groups):
+                value = means.get((method, headline))
+                row[f"{headline} vs zero-shot"] = (
+                    "" if value is None or method == ZERO_SHOT_NAME else f"{value - base:+.1f}"
+                )
+        tables[protocol] = pd.DataFrame(rows)
+    return tables
+
+
+ZERO_SHOT_NAME = "zeroshot"
+
+
+def _method_figure(out: Path, results: pd.DataFrame, protocol: str) -> None:
+    """``methods.png`` / ``.pdf`` / ``.csv``: every method's dataset-averaged metrics side by side (mean, std)."""
+    from mma.adapters.methods import METHOD_NAMES
+    from mma.analysis.plots import plot_methods
+
+    avg = method_averages(results[results["protocol"] == protocol])
+    metrics = [m for m in _SIDE_BY_SIDE.get(protocol, ()) if m in set(avg["metric"])]
+    if metrics:
+        data = avg[avg["metric"].isin(metrics)]
+        plot_methods(data, Path(out) / "methods", metrics=metrics, title=protocol, order=list(METHOD_NAMES))
 
 
 def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | None:
@@ -719,8 +932,10 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
         depth = min(m.depth for m in layer_maps(load_model(parse_model_spec(model_spec)).model).values())
         ks = list(range(1, depth + 1))
     runs = []
+    methods = ["mma", *(m for m in trained_methods(cfg) if m != "mma")]  # the others train once, at the first k
     for k in ks:
-        runs.append(train_selected(TrainSelectedConfig(**{**asdict(cfg), "k": k, "model": model_spec, "run": None})))
+        one = {**asdict(cfg), "k": k, "model": model_spec, "run": None, "methods": methods}
+        runs.append(train_selected(TrainSelectedConfig(**one)))
     if not distributed.world().main:
         return None
     results = runs[-1].results
@@ -740,12 +955,19 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
     if {"base", "novel"} <= set(zs_avg.index):
         b, n = zs_avg["base"], zs_avg["novel"]
         baseline = {"base": b, "novel": n, "hm": 2 * b * n / (b + n)}
+    others = {}
+    for method, g in method_averages(results[~results["method"].isin(["mma", "zeroshot"])]).groupby("method"):
+        others[method] = g.groupby("metric")["value"].mean().to_dict()
+        if {"base", "novel"} <= set(others[method]):  # the HM of the seed-averaged base and novel
+            b, n = others[method]["base"], others[method]["novel"]
+            others[method]["hm"] = 2 * b * n / (b + n) if b + n else 0.0
     plot_k_sweep(
         tidy,
         Path(cfg.out) / "k_sweep",
         selected_k=selected,
         baseline=baseline,
         title=f"{model_spec or 'mma-tiny'}: MMA base-to-novel vs first adapted block k",
+        others=others or None,
     )
     hm = tidy[tidy["metric"] == "hm"].groupby("k")["value"].mean()
     best_k = int(hm.idxmax())
@@ -762,6 +984,7 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
             if v["k"] in hm.index
         },
         "zero_shot": {m: float(v) for m, v in baseline.items()} if baseline else None,
+        "methods": {m: {k: float(v) for k, v in vals.items()} for m, vals in others.items()},
     }
     atomic_write_json(Path(cfg.out) / "k_sweep.json", record)
     return record

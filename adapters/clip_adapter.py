@@ -1,0 +1,101 @@
+"""CLIP-Adapter (Gao et al., IJCV 2023): a residual bottleneck MLP on the frozen model's image feature.
+
+With ``f`` the image feature (the model's own ``encode_image``), ``d`` its width and ``r`` the reduction::
+
+    a      = relu(W2 relu(W1 f))          # W1: d -> d / r, W2: d / r -> d, no biases
+    f'     = ratio * a + (1 - ratio) * f  # residual blending
+    logits = exp(logit_scale) * cos(f', t_c)
+
+``t_c``: the frozen text feature of the dataset's prompt for class ``c`` (computed once). Defaults from the
+paper and its released code (github.com/gaopengcuhk/CLIP-Adapter): reduction 4, ratio 0.2, PyTorch's default
+initialisation of both layers. ViT-B/16 (d = 512): 2 x 512 x 128 = 131,072 trainable parameters.
+The released trainer runs in Dassl with CoOp's optimiser settings, which are the defaults here: SGD lr 0.002,
+batch 32, 200 epochs, cosine with one warm-up epoch at a constant 1e-5. The model is never changed: the
+adapter acts on the returned features, so ``attach`` / ``detach`` have nothing to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mma.errors import MmaError
+
+from .method_base import COMMON_FIELDS, MethodBase, freeze, model_device_dtype
+
+__all__ = ["ClipAdapter"]
+
+
+class ClipAdapter(MethodBase):
+    """The residual feature adapter on the image side; ``reduction`` and ``ratio`` as in the paper."""
+
+    name: ClassVar[str] = "clip-adapter"
+    paper: ClassVar[dict] = {
+        "lr": 0.002,
+        "batch_size": 32,
+        "epochs": 200,
+        "warmup_epochs": 1,
+        "warmup_lr": 1e-5,
+        "reduction": 4,
+        "ratio": 0.2,
+    }
+    uses: ClassVar[tuple[str, ...]] = (*COMMON_FIELDS, "reduction", "ratio")
+
+    def __init__(self, *, embed_dim: int, reduction: int = 4, ratio: float = 0.2) -> None:
+        super().__init__()
+        if isinstance(reduction, bool) or not isinstance(reduction, int) or not 1 <= reduction <= embed_dim:
+            raise MmaError(f"reduction={reduction!r} is out of range (valid: 1..{embed_dim}; the paper's is 4).")
+        if not 0 <= ratio <= 1:
+            raise MmaError(f"ratio={ratio!r} is out of range (valid: a float in [0, 1]; the paper's is 0.2).")
+        self.embed_dim, self.reduction, self.ratio = embed_dim, reduction, float(ratio)
+        hidden = embed_dim // reduction
+        self.fc = nn.Sequential(
+            nn.Linear(embed_dim, hidden, bias=False),
+            nn.ReLU(),
+            nn.Linear(hidden, embed_dim, bias=False),
+            nn.ReLU(),
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.name, "embed_dim": self.embed_dim, "reduction": self.reduction, "ratio": self.ratio}
+
+    @classmethod
+    def build(cls, loaded, cfg, classnames=()) -> ClipAdapter:
+        from .coop import _embed_dim
+
+        freeze(loaded.model)
+        method = cls(embed_dim=_embed_dim(loaded), reduction=cfg.reduction, ratio=cfg.ratio)
+        return method.to(*model_device_dtype(loaded.model))
+
+    @classmethod
+    def restore(cls, config: Mapping[str, Any], loaded) -> ClipAdapter:
+        from .coop import _embed_dim
+
+        if config["embed_dim"] != _embed_dim(loaded):
+            raise MmaError(
+                f"The clip-adapter checkpoint was trained on {config['embed_dim']}-wide features, but this model's "
+                f"are {_embed_dim(loaded)} wide (valid: the model it was built for)."
+            )
+        freeze(loaded.model)
+        method = cls(embed_dim=config["embed_dim"], reduction=config["reduction"], ratio=config["ratio"])
+        return method.to(*model_device_dtype(loaded.model))
+
+    def adapt(self, features: torch.Tensor) -> torch.Tensor:
+        """``ratio * adapter(f) + (1 - ratio) * f`` (unnormalised)."""
+        f = features.to(self.fc[0].weight.dtype)
+        return self.ratio * self.fc(f) + (1 - self.ratio) * f
+
+    def head(self, loaded, classnames, template, device, *, train: bool):
+        tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
+        with torch.no_grad():
+            return {"text": F.normalize(loaded.model.encode_text(tokens).float(), dim=-1)}
+
+    def logits(self, model, images, head, *, train: bool) -> torch.Tensor:
+        with torch.no_grad():
+            f = model.encode_image(images).float()
+        img = F.normalize(self.adapt(f).float(), dim=-1)
+        return float(model.logit_scale.exp()) * img @ head["text"].T

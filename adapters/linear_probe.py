@@ -1,0 +1,186 @@
+"""CoOp's "linear probe CLIP": logistic regression on the frozen model's final image features.
+
+The recipe of the CoOp paper's baseline (its ``lpclip`` scripts, read at github.com/KaiyangZhou/CoOp): the
+features are ``encode_image`` of the training shots and of the few-shot validation split under the test-time
+preprocessing (no augmentation, no normalisation); an L2-regularised multinomial logistic regression (lbfgs, at
+most 1,000 iterations) is fitted for ``C`` in 1e-6, 1e-4, ..., 1e6, the best ``C`` on the validation split is
+refined by a search in log C between a tenth and ten times it (8 halvings, keeping the better end each time),
+and the classifier fitted on the training shots at the best ``C`` is evaluated. Ties go to the smaller ``C``.
+
+It has a weight per training class and nothing else, so it cannot name a class it was not trained on: novel
+classes, and other datasets' classes, are "not applicable" (the papers leave those cells empty). A shifted
+variant whose classes are among the trained ones (domain generalisation) is evaluated on those columns.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from mma.errors import MmaError
+
+from .method_base import MethodBase, freeze, model_device_dtype
+
+__all__ = ["LinearProbeMethod", "SEARCH_CS", "choose_c"]
+
+#: The initial grid of inverse L2 strengths, as CoOp's linear probe searches it.
+SEARCH_CS = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
+SEARCH_STEPS = 8
+
+
+def _fit_lr(C: float, X: np.ndarray, y: np.ndarray):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=1000).fit(X, y)
+
+
+def choose_c(
+    X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *, steps: int = SEARCH_STEPS
+) -> tuple[float, float, list[tuple[float, float]]]:
+    """``(C, val accuracy, every (C, accuracy) scored)``: the grid, then the search in log C around its best."""
+    scored: dict[float, float] = {}
+
+    def score(C: float) -> float:
+        if C not in scored:
+            scored[C] = float((_fit_lr(C, X_train, y_train).predict(X_val) == y_val).mean())
+        return scored[C]
+
+    for C in SEARCH_CS:
+        score(C)
+    peak = max(SEARCH_CS, key=lambda c: (scored[c], -c))
+    left, right = peak / 10, peak * 10
+    for _ in range(steps):
+        mid = math.sqrt(left * right)
+        if score(left) < score(right):
+            left = mid
+        else:
+            right = mid
+    best = max(scored, key=lambda c: (scored[c], -c))
+    return best, scored[best], list(scored.items())
+
+
+class LinearProbeMethod(MethodBase):
+    """A linear classifier over the trained classes on ``encode_image`` features; ``weight`` / ``bias`` buffers."""
+
+    name: ClassVar[str] = "linear-probe"
+    paper: ClassVar[dict] = {}
+    uses: ClassVar[tuple[str, ...]] = ("shots", "precision", "workers")
+    names_unseen_classes: ClassVar[bool] = False
+
+    def __init__(self, *, embed_dim: int, classnames: Sequence[str], C: float = float("nan")) -> None:
+        super().__init__()
+        self.embed_dim, self.classnames, self.C = embed_dim, list(classnames), float(C)
+        self.register_buffer("weight", torch.zeros(len(self.classnames), embed_dim))
+        self.register_buffer("bias", torch.zeros(len(self.classnames)))
+
+    def num_parameters(self) -> int:
+        """The classifier's weights and biases (fitted, not trained by SGD)."""
+        return self.weight.numel() + self.bias.numel()
+
+    def config(self) -> dict[str, Any]:
+        return {"method": self.name, "embed_dim": self.embed_dim, "classnames": self.classnames, "C": self.C}
+
+    @classmethod
+    def build(cls, loaded, cfg, classnames: Sequence[str] = ()) -> LinearProbeMethod:
+        from .coop import _embed_dim
+
+        freeze(loaded.model)
+        return cls(embed_dim=_embed_dim(loaded), classnames=classnames).to(model_device_dtype(loaded.model)[0])
+
+    @classmethod
+    def restore(cls, config: Mapping[str, Any], loaded) -> LinearProbeMethod:
+        from .coop import _embed_dim
+
+        if config["embed_dim"] != _embed_dim(loaded):
+            raise MmaError(
+                f"The linear-probe checkpoint was fitted on {config['embed_dim']}-wide features, but this model's "
+                f"are {_embed_dim(loaded)} wide (valid: the model it was fitted for)."
+            )
+        freeze(loaded.model)
+        method = cls(embed_dim=config["embed_dim"], classnames=config["classnames"], C=config["C"])
+        return method.to(model_device_dtype(loaded.model)[0])
+
+    def can_classify(self, classnames: Sequence[str]) -> bool:
+        return self.columns(classnames) is not None
+
+    def columns(self, classnames: Sequence[str]) -> list[int] | None:
+        """The classifier rows of *classnames*, or None if one of them was not trained (not applicable)."""
+        index = {c: i for i, c in enumerate(self.classnames)}
+        if any(c not in index for c in classnames):
+            return None
+        return [index[c] for c in classnames]
+
+    def head(self, loaded, classnames, template, device, *, train: bool):
+        return {"columns": self.columns(classnames)}
+
+    def logits(self, model, images, head, *, train: bool) -> torch.Tensor:
+        with torch.no_grad():
+            f = model.encode_image(images).float()
+            out = f @ self.weight.float().T + self.bias.float()
+        return out[:, head["columns"]]
+
+    def classifier(self, loaded, classnames, template, device):
+        if self.columns(classnames) is None:
+            raise MmaError(f"linear-probe cannot classify classes it was not fitted on ({list(classnames)[:3]}...).")
+        return super().classifier(loaded, classnames, template, device)
+
+    def load_fit(self, clf, C: float) -> None:
+        """Copy a fitted scikit-learn classifier in (a binary one as logits ``[0, z]``)."""
+        coef, intercept = np.asarray(clf.coef_, dtype=np.float32), np.asarray(clf.intercept_, dtype=np.float32)
+        if coef.shape[0] == 1 and len(self.classnames) == 2:
+            coef = np.concatenate([np.zeros_like(coef), coef])
+            intercept = np.concatenate([np.zeros_like(intercept), intercept])
+        weight = torch.zeros_like(self.weight)
+        bias = torch.full_like(self.bias, -1e4)  # a class without training images is never predicted
+        classes = [int(c) for c in clf.classes_] if coef.shape[0] > 1 else [0, 1]
+        weight[classes] = torch.from_numpy(coef).to(weight)
+        bias[classes] = torch.from_numpy(intercept).to(bias)
+        self.weight.copy_(weight)
+        self.bias.copy_(bias)
+        self.C = float(C)
+
+    @staticmethod
+    def fit(loaded, dataset, samples, classnames, cfg, *, seed, device, template=None, state_path=None, val=()):
+        """Extract the features of *samples* and *val*, choose C on val (on the training shots if val is empty),
+        fit at that C on the training shots. Deterministic; every torchrun rank fits the same classifier."""
+        from .train import TrainResult
+
+        start = time.perf_counter()
+        method = LinearProbeMethod.build(loaded, cfg, classnames)
+        X, y = _features(loaded, dataset, samples, device, cfg.workers)
+        if len(np.unique(y)) < 2:
+            raise MmaError(f"linear-probe needs training images of at least 2 classes in {dataset.name!r}.")
+        Xv, yv = _features(loaded, dataset, list(val), device, cfg.workers) if val else (X, y)
+        C, val_acc, path = choose_c(X, y, Xv, yv)
+        method.load_fit(_fit_lr(C, X, y), C)
+        method.val_accuracy, method.path = 100 * val_acc, path
+        return TrainResult(method, len(path), time.perf_counter() - start, float("nan"), [], len(samples))
+
+
+def _features(loaded, dataset, samples, device, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised ``encode_image`` features (float64) and labels under the test-time preprocessing."""
+    from mma.probe.data.reading import ImageReader, collate_readable
+
+    reader = ImageReader(dataset, samples, loaded.preprocess)
+    loader = torch.utils.data.DataLoader(reader, batch_size=256, num_workers=workers, collate_fn=collate_readable)
+    feats, labels = [], []
+    with torch.no_grad():
+        for _, images, y, _ in loader:
+            if images is None:
+                continue
+            feats.append(loaded.model.encode_image(images.to(device)).float().cpu())
+            labels.append(y)
+    if not feats:
+        raise MmaError(f"No readable images in dataset {dataset.name!r} for the linear probe.")
+    return torch.cat(feats).double().numpy(), torch.cat(labels).numpy()

@@ -1,0 +1,165 @@
+"""Training time per step of every method beside MMA's, measured side by side in one run.
+
+Each method trains with its own paper's batch size (MMA 16, CoOp 32, CoCoOp 1, CLIP-Adapter 32) through the very
+objective ``mma train-selected`` uses (:meth:`objective` of :mod:`mma.adapters.methods`: MMA with its text
+prefix cache, CoOp and CoCoOp through the frozen text tower, CLIP-Adapter on the image feature), SGD, fp32 on
+the CPU and fp16 autocast with a grad scaler on CUDA, random images and labels. The time per step is the
+median of ``--steps`` timed steps after ``--warmup`` steps; the ratio is to MMA's step in the same run. The
+linear probe takes no SGD steps: its row is one whole fit (features of ``shots x classes`` images, the C search,
+the final fit), shown apart.
+
+    python benchmarks/bench_methods.py                                      # both models below
+    python benchmarks/bench_methods.py --model mma-tiny --classes 5         # the embedded default
+    python benchmarks/bench_methods.py --model ViT-B-16:random --classes 50 --steps 2 --warmup 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+PAPER_BATCH = {"mma": 16, "coop": 32, "cocoop": 1, "clip-adapter": 32}
+METHODS = ("mma", "coop", "cocoop", "clip-adapter", "linear-probe")
+
+
+def _config(name: str, k: int, device: torch.device, batch: int | None):
+    from mma.adapters.methods import get_method
+    from mma.adapters.train import TrainConfig
+
+    values = {**get_method(name).paper, "k": k, "precision": "fp16" if device.type == "cuda" else "fp32"}
+    if batch is not None:
+        values["batch_size"] = batch
+    elif name in PAPER_BATCH:
+        values["batch_size"] = PAPER_BATCH[name]
+    return TrainConfig(**values)
+
+
+def step_times(loaded, name: str, cfg, classnames, device, steps: int, warmup: int) -> list[float]:
+    """Seconds of each timed SGD step of *name* on random images (the training loop's own step)."""
+    from mma.adapters.methods import get_method
+    from mma.adapters.train import optimiser_for
+    from mma.probe.extract import autocast_for
+
+    torch.manual_seed(0)
+    method = get_method(name).build(loaded, cfg, classnames).attach(loaded.model)
+    try:
+        objective = method.objective(loaded, classnames, "a photo of a {}.", cfg)
+        opt, scaler = optimiser_for(method, cfg, device)
+        g = torch.Generator().manual_seed(0)
+        size = loaded.image_size
+        images = torch.randn(cfg.batch_size, 3, size, size, generator=g).to(device)
+        labels = torch.randint(0, len(classnames), (cfg.batch_size,), generator=g).to(device)
+        times = []
+        for i in range(warmup + steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            with autocast_for(device, cfg.precision):
+                loss = objective(images, labels)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+        return times
+    finally:
+        method.detach()
+
+
+def linear_probe_fit(loaded, classnames, shots: int, device) -> float:
+    """Seconds of one linear-probe fit on ``shots`` random images per class (4 per class for validation)."""
+    import numpy as np
+
+    from mma.adapters.linear_probe import LinearProbeMethod, _fit_lr, choose_c
+
+    g = torch.Generator().manual_seed(0)
+    size = loaded.image_size
+    start = time.perf_counter()
+    feats = {}
+    for split, per_class in (("train", shots), ("val", min(shots, 4))):
+        n = per_class * len(classnames)
+        out = []
+        with torch.no_grad():
+            for i in range(0, n, 64):
+                images = torch.randn(min(64, n - i), 3, size, size, generator=g).to(device)
+                out.append(loaded.model.encode_image(images).float().cpu())
+        feats[split] = (torch.cat(out).double().numpy(), np.repeat(np.arange(len(classnames)), per_class))
+    C, _, _ = choose_c(*feats["train"], *feats["val"])
+    method = LinearProbeMethod(embed_dim=feats["train"][0].shape[1], classnames=classnames)
+    method.load_fit(_fit_lr(C, *feats["train"]), C)
+    return time.perf_counter() - start
+
+
+def bench(model: str, classes: int, k: int, steps: int, warmup: int, shots: int, device: str, batch, methods):
+    from mma.probe import load_model
+    from mma.probe.extract import resolve_device
+
+    dev = resolve_device(device)
+    loaded = load_model(model, device=str(dev))
+    classnames = [f"class number {i}" for i in range(classes)]
+    rows = []
+    for name in methods:
+        if name == "linear-probe":
+            rows.append({"method": name, "batch": None, "fit_s": linear_probe_fit(loaded, classnames, shots, dev)})
+            continue
+        cfg = _config(name, k, dev, batch)
+        times = step_times(loaded, name, cfg, classnames, dev, steps, warmup)
+        rows.append({"method": name, "batch": cfg.batch_size, "step_s": statistics.median(times), "times": times})
+    mma = next((r["step_s"] for r in rows if r["method"] == "mma"), None)
+    for r in rows:
+        if "step_s" in r and mma:
+            r["ratio_to_mma"] = r["step_s"] / mma
+            r["per_image_ratio_to_mma"] = (r["step_s"] / r["batch"]) / (mma / PAPER_BATCH.get("mma", 16))
+    return {"model": model, "device": str(dev), "classes": classes, "k": k, "rows": rows}
+
+
+def _print(record: dict) -> None:
+    print(f"\n{record['model']} on {record['device']}, {record['classes']} classes, MMA k = {record['k']}:")
+    print(f"{'method':<14}{'batch':>6}{'s / step':>11}{'ratio to MMA':>14}{'per image, ratio':>18}")
+    for r in record["rows"]:
+        if "step_s" in r:
+            print(
+                f"{r['method']:<14}{r['batch']:>6}{r['step_s']:>11.4f}{r.get('ratio_to_mma', float('nan')):>14.2f}"
+                f"{r.get('per_image_ratio_to_mma', float('nan')):>18.2f}"
+            )
+        else:
+            print(f"{r['method']:<14}{'-':>6}{'(one whole fit: ' + format(r['fit_s'], '.2f') + ' s)':>43}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", help="repeatable (default: mma-tiny and ViT-B-16:random)")
+    p.add_argument("--classes", type=int, action="append", help="per --model (default: 5 for mma-tiny, 50 else)")
+    p.add_argument("--k", type=int, default=None, help="MMA's first adapted block (default: 3 on mma-tiny, else 5)")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="one batch for every method instead of the papers'")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="also write the measurements here")
+    args = p.parse_args()
+    models = args.model or ["mma-tiny", "ViT-B-16:random"]
+    records = []
+    for i, model in enumerate(models):
+        tiny = model.split(":")[0] == "mma-tiny"
+        classes = args.classes[i] if args.classes and i < len(args.classes) else (5 if tiny else 50)
+        k = args.k or (3 if tiny else 5)
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        record = bench(model, classes, k, args.steps, args.warmup, args.shots, args.device, args.batch_size, methods)
+        _print(record)
+        records.append(record)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(records, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
