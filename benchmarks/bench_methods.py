@@ -16,11 +16,12 @@ the final fit), shown apart.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
+
+from mma.io import atomic_write_json
 
 PAPER_BATCH = {"mma": 16, "coop": 32, "cocoop": 1, "clip-adapter": 32}
 METHODS = ("mma", "coop", "cocoop", "clip-adapter", "linear-probe")
@@ -157,8 +158,7 @@ def main() -> None:
         _print(record)
         records.append(record)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(records, fh, indent=2)
+        atomic_write_json(args.json, records)
 
 
 if __name__ == "__main__":
