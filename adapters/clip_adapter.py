@@ -25,7 +25,15 @@ from torch import nn
 
 from mma.errors import MmaError
 
-from .method_base import COMMON_FIELDS, MethodBase, freeze, model_device_dtype
+from .method_base import (
+    COMMON_FIELDS,
+    WARMUP,
+    MethodBase,
+    check_feature_width,
+    feature_width,
+    freeze,
+    model_device_dtype,
+)
 
 __all__ = ["ClipAdapter"]
 
@@ -38,8 +46,7 @@ class ClipAdapter(MethodBase):
         "lr": 0.002,
         "batch_size": 32,
         "epochs": 200,
-        "warmup_epochs": 1,
-        "warmup_lr": 1e-5,
+        **WARMUP,
         "reduction": 4,
         "ratio": 0.2,
     }
@@ -65,21 +72,13 @@ class ClipAdapter(MethodBase):
 
     @classmethod
     def build(cls, loaded, cfg, classnames=()) -> ClipAdapter:
-        from .coop import _embed_dim
-
         freeze(loaded.model)
-        method = cls(embed_dim=_embed_dim(loaded), reduction=cfg.reduction, ratio=cfg.ratio)
+        method = cls(embed_dim=feature_width(loaded), reduction=cfg.reduction, ratio=cfg.ratio)
         return method.to(*model_device_dtype(loaded.model))
 
     @classmethod
     def restore(cls, config: Mapping[str, Any], loaded) -> ClipAdapter:
-        from .coop import _embed_dim
-
-        if config["embed_dim"] != _embed_dim(loaded):
-            raise MmaError(
-                f"The clip-adapter checkpoint was trained on {config['embed_dim']}-wide features, but this model's "
-                f"are {_embed_dim(loaded)} wide (valid: the model it was built for)."
-            )
+        check_feature_width(cls.name, config, loaded)
         freeze(loaded.model)
         method = cls(embed_dim=config["embed_dim"], reduction=config["reduction"], ratio=config["ratio"])
         return method.to(*model_device_dtype(loaded.model))

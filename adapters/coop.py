@@ -36,12 +36,11 @@ from torch import nn
 
 from mma.errors import MmaError
 
-from .method_base import COMMON_FIELDS, MethodBase, freeze, model_device_dtype
+from .method_base import COMMON_FIELDS, WARMUP, MethodBase, feature_width, freeze, model_device_dtype
 
 __all__ = ["CoOp", "CoCoOp", "token_embedding", "prompt_texts"]
 
 _PLACEHOLDER = "X"
-_WARMUP = {"warmup_epochs": 1, "warmup_lr": 1e-5}
 # images per evaluation chunk of CoCoOp: every image encodes every class's prompt
 _PROMPTS_PER_CHUNK = 4096
 
@@ -116,7 +115,7 @@ class _PromptLearner(MethodBase):
     @classmethod
     def _sizes(cls, loaded) -> tuple[int, int]:
         emb = token_embedding(loaded.model, str(loaded.spec))
-        return emb.weight.shape[1], _embed_dim(loaded)
+        return emb.weight.shape[1], feature_width(loaded)
 
     @classmethod
     def build(cls, loaded, cfg, classnames: Sequence[str] = ()) -> _PromptLearner:
@@ -164,13 +163,6 @@ class _PromptLearner(MethodBase):
             return model.encode_text(tokens)
 
 
-def _embed_dim(loaded) -> int:
-    """The width of the features the model returns (one short text through the frozen text tower)."""
-    model = loaded.model
-    with torch.no_grad():
-        return int(model.encode_text(loaded.tokenizer(["a"]).to(model_device_dtype(model)[0])).shape[-1])
-
-
 def _scale(model: nn.Module) -> float:
     return float(model.logit_scale.exp())
 
@@ -185,7 +177,7 @@ class CoOp(_PromptLearner):
         "epochs": 200,
         "n_ctx": 16,
         "ctx_init": "",
-        **_WARMUP,
+        **WARMUP,
     }
 
     def head(self, loaded, classnames, template, device, *, train: bool):
@@ -213,7 +205,7 @@ class CoCoOp(_PromptLearner):
         "epochs": 10,
         "n_ctx": 4,
         "ctx_init": "a photo of a",
-        **_WARMUP,
+        **WARMUP,
     }
     meta_reduction: ClassVar[int] = 16  # the official hidden width: embedding width // 16
 

@@ -24,7 +24,7 @@ import torch
 
 from mma.errors import MmaError
 
-from .method_base import MethodBase, freeze, model_device_dtype
+from .method_base import MethodBase, check_feature_width, feature_width, freeze, model_device_dtype
 
 __all__ = ["LinearProbeMethod", "SEARCH_CS", "choose_c"]
 
@@ -93,20 +93,12 @@ class LinearProbeMethod(MethodBase):
 
     @classmethod
     def build(cls, loaded, cfg, classnames: Sequence[str] = ()) -> LinearProbeMethod:
-        from .coop import _embed_dim
-
         freeze(loaded.model)
-        return cls(embed_dim=_embed_dim(loaded), classnames=classnames).to(model_device_dtype(loaded.model)[0])
+        return cls(embed_dim=feature_width(loaded), classnames=classnames).to(model_device_dtype(loaded.model)[0])
 
     @classmethod
     def restore(cls, config: Mapping[str, Any], loaded) -> LinearProbeMethod:
-        from .coop import _embed_dim
-
-        if config["embed_dim"] != _embed_dim(loaded):
-            raise MmaError(
-                f"The linear-probe checkpoint was fitted on {config['embed_dim']}-wide features, but this model's "
-                f"are {_embed_dim(loaded)} wide (valid: the model it was fitted for)."
-            )
+        check_feature_width(cls.name, config, loaded, fitted=True)
         freeze(loaded.model)
         method = cls(embed_dim=config["embed_dim"], classnames=config["classnames"], C=config["C"])
         return method.to(model_device_dtype(loaded.model)[0])

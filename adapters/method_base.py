@@ -43,7 +43,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ZERO_SHOT", "MethodBase", "ClassifierObjective", "COMMON_FIELDS", "freeze", "model_device_dtype"]
+from mma.errors import MmaError
+
+__all__ = [
+    "ZERO_SHOT",
+    "MethodBase",
+    "ClassifierObjective",
+    "COMMON_FIELDS",
+    "WARMUP",
+    "freeze",
+    "model_device_dtype",
+    "feature_width",
+    "check_feature_width",
+]
 
 ZERO_SHOT = "zeroshot"
 
@@ -63,6 +75,8 @@ COMMON_FIELDS = (
     "warmup_epochs",
     "warmup_lr",
 )
+#: the constant warm-up epoch of CoOp's Dassl configs, which CoCoOp and CLIP-Adapter's trainer share
+WARMUP = {"warmup_epochs": 1, "warmup_lr": 1e-5}
 
 
 def freeze(model: nn.Module) -> None:
@@ -77,6 +91,24 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     if ref is None:
         return torch.device("cpu"), torch.float32
     return ref.device, ref.dtype
+
+
+def feature_width(loaded) -> int:
+    """The width of the features the model returns (one short text through the frozen text tower)."""
+    model = loaded.model
+    with torch.no_grad():
+        return int(model.encode_text(loaded.tokenizer(["a"]).to(model_device_dtype(model)[0])).shape[-1])
+
+
+def check_feature_width(name: str, config, loaded, *, fitted: bool = False) -> None:
+    """Refuse a checkpoint of method *name* whose ``embed_dim`` is not this model's feature width."""
+    width = feature_width(loaded)
+    if config["embed_dim"] != width:
+        done, made = ("fitted", "fitted") if fitted else ("trained", "built")
+        raise MmaError(
+            f"The {name} checkpoint was {done} on {config['embed_dim']}-wide features, but this model's "
+            f"are {width} wide (valid: the model it was {made} for)."
+        )
 
 
 class MethodBase(nn.Module):
