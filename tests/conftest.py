@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -40,3 +42,22 @@ def vit_b32():
     from mma.probe import load_model
 
     return load_model("ViT-B-32")
+
+
+def _run_cli(args: list[str], processes: int = 1) -> subprocess.CompletedProcess:
+    """Run the CLI in 1 process, or under torchrun with *processes* gloo ranks (one thread each, as torchrun sets)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "mma"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        launcher += ["-m", "mma"]
+    done = subprocess.run(launcher + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    return done
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(args, processes=1)``: the CLI as a subprocess, under torchrun when *processes* > 1."""
+    return _run_cli

@@ -6,9 +6,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -344,7 +341,7 @@ def test_every_method_on_a_fake_coop_tree(tmp_path):
     pd.testing.assert_frame_equal(again.results, run.results)
 
 
-def test_every_method_runs_unchanged_under_torchrun(tmp_path):
+def test_every_method_runs_unchanged_under_torchrun(tmp_path, run_cli):
     """2 gloo ranks give the one-process table (augmentation off). CoOp's gradient reaches the text side and
     CLIP-Adapter's the image side through the same DDP-wrapped objective CoCoOp uses; the linear probe fits the
     same classifier on every rank."""
@@ -353,25 +350,10 @@ def test_every_method_runs_unchanged_under_torchrun(tmp_path):
     args = ["train-selected", "--k", "3", "--data", "builtin:colors", "--seeds", "1", "--device", "cpu"]
     args += ["--method", "coop,clip-adapter,linear-probe", "--epochs", "2", "--shots", "2"]
     args += ["--batch-size", "2", "--config", str(config)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     tables = []
     for processes in (1, 2):
-        launcher = [sys.executable, "-m", "mma"]
-        if processes > 1:
-            launcher = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                "--nproc_per_node=2",
-                "-m",
-                "mma",
-            ]
         out = tmp_path / f"p{processes}"
-        done = subprocess.run(
-            launcher + args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        done = run_cli(args + ["--out", str(out)], processes)
         assert done.stdout.count("methods side by side") == 1  # rank 0 alone reports
         tables.append(pd.read_csv(out / "results.csv"))
     pd.testing.assert_frame_equal(tables[0], tables[1], atol=1e-3, rtol=0)

@@ -27,19 +27,6 @@ PROBE = [
 TRAIN = ["train-selected", "--k", "4", "--data", "builtin:colors,scenes", "--seeds", "1", "--device", "cpu"]
 
 
-def _mma(args: list[str], processes: int) -> subprocess.CompletedProcess:
-    """Run the CLI in 1 process, or under torchrun with *processes* gloo ranks (one thread each, as torchrun sets)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "mma"]
-    if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        launcher += ["-m", "mma"]
-    done = subprocess.run(launcher + args, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
-    return done
-
-
 def test_aligned_batches_split_the_pending_rows_exactly_once_over_ranks():
     pending = np.array([0, 1, 2, 5, 6, 7, 8, 9, 16, 17, 40])
     batches = distributed.shard_batches(pending, 4, distributed.World())
@@ -74,9 +61,9 @@ def _stores(out: Path) -> dict[str, dict]:
     }
 
 
-def test_store_from_two_ranks_equals_the_store_from_one_process(tmp_path):
-    _mma(PROBE + ["--out", str(tmp_path / "one")], 1)
-    two = _mma(PROBE + ["--out", str(tmp_path / "two")], 2)
+def test_store_from_two_ranks_equals_the_store_from_one_process(tmp_path, run_cli):
+    run_cli(PROBE + ["--out", str(tmp_path / "one")], 1)
+    two = run_cli(PROBE + ["--out", str(tmp_path / "two")], 2)
     one_store, two_store = _stores(tmp_path / "one"), _stores(tmp_path / "two")
     assert len(one_store) == 6 and one_store == two_store  # 3 datasets x (image, text), byte for byte
     for name in ("layers.csv", "layers_summary.csv"):
@@ -85,17 +72,17 @@ def test_store_from_two_ranks_equals_the_store_from_one_process(tmp_path):
     assert not list((tmp_path / "two" / "store").rglob("progress-*.json"))  # folded into the manifests
 
 
-def test_two_rank_training_equals_one_process_and_resumes_after_a_killed_rank(tmp_path):
+def test_two_rank_training_equals_one_process_and_resumes_after_a_killed_rank(tmp_path, run_cli):
     config = tmp_path / "train.json"
     config.write_text(json.dumps({"augment": False, "epochs": 2, "shots": 4, "batch_size": 8}))
     for n in (1, 2):
-        _mma(TRAIN + ["--config", str(config), "--out", str(tmp_path / f"p{n}")], n)
+        run_cli(TRAIN + ["--config", str(config), "--out", str(tmp_path / f"p{n}")], n)
     # rank 1 killed in scenes' epoch 2 (colors: 3 steps per epoch, scenes: 2), then 2 ranks resume
     cut = TRAIN + ["--config", str(config), "--out", str(tmp_path / "cut")]
     _kill_rank_1(tmp_path, "step", 3 * 2 + 2 + 1, cut)
     (state,) = (tmp_path / "cut" / "state").iterdir()
     assert "scenes" in state.name and torch.load(state, weights_only=True)["epoch"] == 1
-    _mma(cut, 2)
+    run_cli(cut, 2)
     for path in sorted((tmp_path / "p2" / "checkpoints").iterdir()):
         assert path.read_bytes() == (tmp_path / "cut" / "checkpoints" / path.name).read_bytes()
     ckpts = sorted((tmp_path / "p1" / "checkpoints").iterdir())
@@ -209,13 +196,13 @@ def _kill_rank_1(tmp_path, target: str, n: int, args: list[str]) -> None:
     assert done.returncode != 0  # torchrun stops rank 0 once rank 1 died
 
 
-def test_a_killed_rank_leaves_a_store_one_process_finishes_identically(tmp_path):
+def test_a_killed_rank_leaves_a_store_one_process_finishes_identically(tmp_path, run_cli):
     args = ["probe", "layers", "--model", "mma-tiny:random", "--data", "builtin:colors,scenes", "--samples", "24"]
     args += ["--seeds", "1", "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "cut")]
     _kill_rank_1(tmp_path, "read", 12, args)  # rank 1 reads 8 images per dataset: it dies in its scenes batch
     (scenes,) = (tmp_path / "cut" / "store").glob("scenes-image-*")
     assert not json.loads((scenes / "manifest.json").read_text())["done"]  # rank 1's batch never arrived
-    _mma(args, 1)  # resumed by one process (one thread, as each torchrun rank had: CPU sums round per thread count)
-    _mma(args[:-1] + [str(tmp_path / "full")], 1)
+    run_cli(args, 1)  # resumed by one process (one thread, as each torchrun rank had: CPU sums round per thread count)
+    run_cli(args[:-1] + [str(tmp_path / "full")], 1)
     assert _stores(tmp_path / "cut") == _stores(tmp_path / "full")
     assert (tmp_path / "cut" / "layers.csv").read_bytes() == (tmp_path / "full" / "layers.csv").read_bytes()

@@ -9,10 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -298,31 +295,16 @@ def test_protocol_plans_need_imagenet_and_a_target():
 # -- torchrun ------------------------------------------------------------------------------------------------
 
 
-def test_reproduce_runs_unchanged_under_torchrun(coop_root, tmp_path):
+def test_reproduce_runs_unchanged_under_torchrun(coop_root, tmp_path, run_cli):
     """2 gloo ranks give the tables one process gives (augmentation off: the same adapter up to rounding)."""
     config = tmp_path / "noaug.json"
     config.write_text('{"augment": false}')
     args = ["reproduce", "--model", MODEL, "--data", f"coop:{coop_root}:imagenet,imagenetv2", "--protocol"]
     args += ["domain-gen", "--seeds", "1", "--device", "cpu", "--config", str(config)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     tables = []
     for processes in (1, 2):
-        launcher = [sys.executable, "-m", "mma"]
-        if processes > 1:
-            launcher = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                "--nproc_per_node=2",
-                "-m",
-                "mma",
-            ]
         out = tmp_path / f"p{processes}"
-        done = subprocess.run(
-            launcher + args + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        done = run_cli(args + ["--out", str(out)], processes)
         assert done.stdout.count("domain-gen: measured beside published") == 1  # rank 0 alone reports
         tables.append(pd.read_csv(out / "comparison.csv"))
     pd.testing.assert_frame_equal(tables[0], tables[1])
