@@ -7,6 +7,8 @@ papers report). The candidate with the highest validation HM wins. No test image
 
     python figures/recipe_search.py --k 4 --seeds 1 --out figures/recipe_search.csv
 
+``--shard I/N`` evaluates every N-th candidate from the I-th (and the zero-shot row in shard 0 only), so two
+cores can share the search; the shards' tables concatenate into the whole one (``--merge A B --out C``).
 The table (one row per candidate, with validation base / novel / HM and the zero-shot model's) is written
 to ``--out``; the README quotes it.
 """
@@ -19,7 +21,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -76,26 +77,40 @@ def main() -> None:
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--data", default="builtin")
     ap.add_argument("--out", type=Path, default=Path("figures/recipe_search.csv"))
+    ap.add_argument("--shard", default="0/1", help="I/N: evaluate candidates I, I+N, I+2N, ...")
+    ap.add_argument("--merge", nargs="+", type=Path, help="concatenate these shard tables into --out and stop")
     args = ap.parse_args()
+    if args.merge:
+        table = pd.concat([pd.read_csv(p) for p in args.merge], ignore_index=True)
+        _report(table.sort_values("recipe", key=lambda r: r != "zero-shot", kind="stable"), args.out)
+        return
+    shard, shards = (int(v) for v in args.shard.split("/"))
     torch.set_num_threads(int(os.environ.get("MMA_THREADS", "2")))
     seeds = [int(s) for s in args.seeds.split(",")]
     loaded = load_model()
     datasets = load_datasets(args.data)
-    rows = [{"recipe": "zero-shot", **evaluate_recipe(loaded, datasets, {}, seeds, args.k)}]
+    rows = [{"recipe": "zero-shot", **evaluate_recipe(loaded, datasets, {}, seeds, args.k)}] if shard == 0 else []
     paper = {"alpha": 0.001, "lr": 0.0015, "epochs": 5, "crop_scale_min": 0.08, "flip": True}
     grid = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
     candidates = [("paper", paper)] + [(" ".join(f"{k}={v}" for k, v in c.items()), c) for c in grid + list(EXTRA)]
-    for name, values in candidates:
+    for name, values in candidates[shard::shards]:
         start = time.perf_counter()
         rows.append({"recipe": name, **values, **evaluate_recipe(loaded, datasets, values, seeds, args.k)})
         rows[-1]["seconds"] = round(time.perf_counter() - start, 1)
         print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     table = pd.DataFrame(rows)
     table["k"], table["seeds"] = args.k, args.seeds
-    table.to_csv(args.out, index=False)
-    best = table[table["recipe"] != "zero-shot"].sort_values("val_hm", ascending=False).iloc[0]
-    print(f"best on validation HM: {best['recipe']} ({best['val_hm']:.1f}; zero-shot {rows[0]['val_hm']:.1f})")
-    print(np.round(table[["val_base", "val_novel", "val_hm"]].to_numpy(), 1))
+    _report(table, args.out)
+
+
+def _report(table: pd.DataFrame, out: Path) -> None:
+    table.to_csv(out, index=False)
+    tried = table[table["recipe"] != "zero-shot"].sort_values("val_hm", ascending=False)
+    zero = table.loc[table["recipe"] == "zero-shot", "val_hm"]
+    if len(tried) and len(zero):
+        best = tried.iloc[0]
+        print(f"best on validation HM: {best['recipe']} ({best['val_hm']:.1f}; zero-shot {zero.iloc[0]:.1f})")
+    print(table[["recipe", "val_base", "val_novel", "val_hm"]].round(1).to_string(index=False))
 
 
 if __name__ == "__main__":

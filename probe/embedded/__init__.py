@@ -7,7 +7,7 @@ ships its own world, in this one room:
   (shapes, objects, letters, digits, colours, patterns, scenes, textures) drawn in one plain look, with
   captions that name colour, size, background and count besides the class noun;
 * :mod:`.suite` — the downstream suite (``--data builtin``): datasets of those concepts, each *shifted*
-  from the corpus (cluttered photo backgrounds, outline drawings, unseen typefaces, handwriting, viewpoint,
+  from the corpus (silhouettes, photo backgrounds, outline drawings, unseen typefaces, handwriting, viewpoint,
   fog and night...), which the model never saw; ``objects`` plays ImageNet and has four shifted variants;
 * :mod:`.pretrain` — ``mma pretrain-tiny``, which trains ``mma-tiny`` contrastively on the corpus;
 * :mod:`.art`, :mod:`.render`, :mod:`.concepts` — how every image is drawn.

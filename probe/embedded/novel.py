@@ -1,11 +1,11 @@
 """A user's own data, simulated: a ``folder:`` dataset of pictures the model never saw, named with made-up words.
 
-Ten objects that only the pretraining corpus draws (no downstream dataset has them), rendered in the
-suite's cluttered photo look (which the corpus never uses), each class named with a nonsense word that
-occurs in no caption ("blicket", "dax", ...). Zero-shot can only guess: the words carry no meaning for the
-model. Because ``mma-tiny`` keeps CLIP's whole vocabulary, the ten prompts still differ, so few-shot
-adaptation can learn what each word means, which is what a user adapting the model to their own labels
-needs. ``python -m mma.probe.embedded.novel ROOT`` writes the tree.
+Ten objects that only the pretraining corpus draws (no downstream dataset has them), rendered in the look
+of the suite's ``objects`` (dark silhouettes on paper, which the corpus never draws), each class named with
+a nonsense word that occurs in no caption ("blicket", "dax", ...). Zero-shot can only guess: the words
+carry no meaning for the model. Because ``mma-tiny`` keeps CLIP's whole vocabulary, the ten prompts still
+differ, so few-shot adaptation can learn what each word means, which is what a user adapting the model to
+their own labels needs. ``python -m mma.probe.embedded.novel ROOT`` writes the tree.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mma.io import atomic_write
 from .art.canvas import SEED
 from .concepts import CONCEPTS
 from .render import render
-from .suite import PHOTO_LOOK
+from .suite import OBJECTS_LOOK
 
 __all__ = ["MADE_UP", "write_made_up_folder"]
 
@@ -51,7 +51,7 @@ def write_made_up_folder(root: str | Path, *, size: int = 32, counts: dict[str, 
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 rng = np.random.default_rng([SEED, zlib.crc32(b"made-up"), s, label, i])
-                image = Image.fromarray(render(rng, CONCEPTS[obj], PHOTO_LOOK, size, split, i)[0])
+                image = Image.fromarray(render(rng, CONCEPTS[obj], OBJECTS_LOOK, size, split, i)[0])
                 atomic_write(folder / f"{i:03d}.png", lambda p, im=image: im.save(p, format="PNG"))
     return root
 

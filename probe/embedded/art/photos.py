@@ -4,7 +4,7 @@
 * textures: recoloured crops of scikit-image's bundled photos (brick wall, grass, cat fur...), each *part*
   (a split, or the pretraining corpus) cropping from its own strip of the photo;
 * photo backgrounds: crops of the other bundled photos (astronaut, rocket, motorcycle, camera...), which
-  no texture uses, for the downstream suite's cluttered "photo" look.
+  no texture uses, for the downstream suite's "photo" backgrounds.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ TEXTURE_FILES = tuple(dict.fromkeys(t.file for t in TEXTURES.values()))
 #: the strip of each texture photo's region that each part crops from: the corpus, then the suite's splits
 PARTS = ("corpus", "train", "val", "test")
 PART_SHARE = (0.4, 0.3, 0.1, 0.2)
-#: bundled photos no texture uses: the cluttered backgrounds of the downstream suite's "photo" look
+#: bundled photos no texture uses: the backgrounds of the downstream suite's "photo" look
 BACKGROUND_FILES = (
     "astronaut.png",
     "rocket.jpg",
