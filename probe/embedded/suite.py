@@ -16,12 +16,12 @@ shapes          12       rendering style: half are hollow outlines drawn with a 
 polygons        8        finer-grained classes: triangle to decagon, freely turned, slightly blurred;
                          three of the names never occur in pretraining
 letters         26       rendering style: serif and italic typefaces the corpus never uses
-digits          10       acquisition: handwritten digits from writers the corpus never saw, blurred, noisy
-                         and low in contrast, like a poor scan
+digits          10       acquisition: handwritten digits from writers the corpus never saw, on faded,
+                         hazy scans
 colors          11       texture and lighting: glossy, shaded objects in coloured light on photo crops
 patterns        10       viewpoint and geometry: patterns seen at a steep angle, blurred, washed out
 textures        10       acquisition: grey close-ups (2.5-4x zoom) of unseen parts of the texture photos
-scenes          8        weather and time of day: the landscapes in fog or at night
+scenes          8        time of day and weather: the landscapes at night, most also in fog
 ==============  =======  ===============================================================================
 
 and four shifted variants of ``objects`` (same class names, or a subset), as ImageNet-V2 / -Sketch / -A /
@@ -141,9 +141,9 @@ REGISTRY: dict[str, SuiteDataset] = {
     ),
     "digits": SuiteDataset(
         DIGIT_NAMES,
-        Look(digits=1.0, blur=(0.3, 0.9), noise=(8, 20), contrast=(0.45, 0.75), scale=(0.6, 0.95)),
+        Look(digits=1.0, fog=1.0, blur=(0.0, 0.4), noise=(2, 6), scale=(0.6, 0.95)),
         (60, 14, 40),
-        "acquisition: unseen writers' handwriting, blurred, noisy and low in contrast",
+        "acquisition: unseen writers' handwriting on faded, hazy scans",
         source="scikit-learn load_digits (UCI optdigits), sources 60-173 of each digit; the corpus uses 0-59",
         licence="scikit-learn BSD-3-Clause; UCI optdigits data CC BY 4.0",
     ),
@@ -171,9 +171,9 @@ REGISTRY: dict[str, SuiteDataset] = {
     ),
     "scenes": SuiteDataset(
         tuple(SCENES),
-        Look(fog=0.8, night=0.6, noise=(3, 10)),
+        Look(fog=0.7, night=1.0, noise=(3, 10)),
         (60, 15, 30),
-        "weather and time of day: fog or night",
+        "time of day and weather: every scene at night, most also in fog",
     ),
     "objects_v2": SuiteDataset(
         OBJECT_CLASSES,
