@@ -47,7 +47,14 @@ def test_the_paper_recipe_carries_the_published_settings():
     assert settle(paper.layers("base2novel", "dtd"))[0] == {"k": 5}
     # the embedded recipe: its own values, and the paper's per-protocol values for cross-dataset and domain-gen
     tiny = RECIPES["mma-tiny"]
-    assert dict(tiny.values) == {"alpha": 0.1, "lr": 0.1, "epochs": 5, "crop_scale_min": 1.0, "flip": False}
+    assert dict(tiny.values) == {
+        "alpha": 0.1,
+        "lr": 0.1,
+        "epochs": 5,
+        "batch_size": 8,
+        "crop_scale_min": 1.0,
+        "flip": False,
+    }
     assert tiny.k_for("cross-dataset") == (9, "protocol default (mma-tiny, cross-dataset)")
     assert settle(tiny.layers("domain-gen", "objects"))[0]["epochs"] == 1
     assert tiny.k_for("base2novel") is None and tiny.k_for("few-shot") is None
