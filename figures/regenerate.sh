@@ -11,7 +11,7 @@ mkdir -p "$runs" && : > "$runs/timings.txt"
 
 # Two chains of steps run side by side, one thread each (the machine this is built on has 2 cores).
 export OMP_NUM_THREADS=1
-# the default run alone decides k (the README's first command); everything in chain b2n reads it
+# the default run alone decides k (the README's first command); both chains read it
 step mma probe layers --out "$runs/default"
 python -m mma.probe.embedded.novel "$runs/made-up-names" > /dev/null
 (
