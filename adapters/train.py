@@ -54,6 +54,7 @@ __all__ = [
     "RankBatches",
     "Objective",
     "optimiser_for",
+    "sgd_step",
     "train_transform",
     "fit_adapter",
     "fit_method",
@@ -286,6 +287,14 @@ def optimiser_for(adapter: nn.Module, cfg: TrainConfig, device: torch.device):
     return opt, torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
 
 
+def sgd_step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
+    """One step of *opt* on *loss* through *scaler* (from :func:`optimiser_for`; inactive off CUDA fp16)."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
 def _seed_all(seed: int) -> torch.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -485,10 +494,7 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
             labels = labels.to(device, non_blocking=True)
             with autocast_for(device, cfg.precision):
                 loss = step_fn(images, labels)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            sgd_step(opt, scaler, loss)
             losses.append(loss.detach())
         sched.step()
         if not losses:

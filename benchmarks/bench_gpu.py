@@ -83,7 +83,7 @@ def adapter_step(loaded, device, precision: str, k: int, tokens, images, labels)
     """One ``fit_adapter`` step (its Objective, optimiser and grad scaler) over a freshly attached adapter."""
     from mma.adapters.mma import add_adapter
     from mma.adapters.text_cache import TextPrefixCache
-    from mma.adapters.train import Objective, TrainConfig, optimiser_for
+    from mma.adapters.train import Objective, TrainConfig, optimiser_for, sgd_step
     from mma.probe.extract import autocast_for
     from mma.probe.layers import layer_maps
 
@@ -96,10 +96,7 @@ def adapter_step(loaded, device, precision: str, k: int, tokens, images, labels)
     def step() -> None:
         with autocast_for(device, precision):
             loss = objective(images, labels)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        sgd_step(opt, scaler, loss)
 
     return step, adapter
 

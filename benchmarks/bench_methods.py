@@ -42,7 +42,7 @@ def _config(name: str, k: int, device: torch.device, batch: int | None):
 def step_times(loaded, name: str, cfg, classnames, device, steps: int, warmup: int) -> list[float]:
     """Seconds of each timed SGD step of *name* on random images (the training loop's own step)."""
     from mma.adapters.methods import get_method
-    from mma.adapters.train import optimiser_for
+    from mma.adapters.train import optimiser_for, sgd_step
     from mma.probe.extract import autocast_for
 
     torch.manual_seed(0)
@@ -61,10 +61,7 @@ def step_times(loaded, name: str, cfg, classnames, device, steps: int, warmup: i
             start = time.perf_counter()
             with autocast_for(device, cfg.precision):
                 loss = objective(images, labels)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            sgd_step(opt, scaler, loss)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= warmup:
