@@ -61,3 +61,25 @@ def _run_cli(args: list[str], processes: int = 1) -> subprocess.CompletedProcess
 def run_cli():
     """``run_cli(args, processes=1)``: the CLI as a subprocess, under torchrun when *processes* > 1."""
     return _run_cli
+
+
+def _one_and_two_ranks(args: list[str], root, table: str, banner: str) -> list:
+    """The CLI run once in one process and once under 2 gloo ranks, augmentation off (so both fit the same
+    adapter up to rounding); rank 0 alone prints *banner*. Returns the two runs' *table* CSVs as DataFrames."""
+    import pandas as pd
+
+    config = root / "noaug.json"
+    config.write_text('{"augment": false}')
+    tables = []
+    for processes in (1, 2):
+        out = root / f"p{processes}"
+        done = _run_cli([*args, "--config", str(config), "--out", str(out)], processes)
+        assert done.stdout.count(banner) == 1
+        tables.append(pd.read_csv(out / table))
+    return tables
+
+
+@pytest.fixture(scope="session")
+def one_and_two_ranks():
+    """``one_and_two_ranks(args, root, table, banner)``: *table* of the CLI in 1 process and under 2 ranks."""
+    return _one_and_two_ranks

@@ -341,21 +341,13 @@ def test_every_method_on_a_fake_coop_tree(tmp_path):
     pd.testing.assert_frame_equal(again.results, run.results)
 
 
-def test_every_method_runs_unchanged_under_torchrun(tmp_path, run_cli):
+def test_every_method_runs_unchanged_under_torchrun(tmp_path, one_and_two_ranks):
     """2 gloo ranks give the one-process table (augmentation off). CoOp's gradient reaches the text side and
     CLIP-Adapter's the image side through the same DDP-wrapped objective CoCoOp uses; the linear probe fits the
     same classifier on every rank."""
-    config = tmp_path / "noaug.json"
-    config.write_text('{"augment": false}')
     args = ["train-selected", "--k", "3", "--data", "builtin:colors", "--seeds", "1", "--device", "cpu"]
-    args += ["--method", "coop,clip-adapter,linear-probe", "--epochs", "2", "--shots", "2"]
-    args += ["--batch-size", "2", "--config", str(config)]
-    tables = []
-    for processes in (1, 2):
-        out = tmp_path / f"p{processes}"
-        done = run_cli(args + ["--out", str(out)], processes)
-        assert done.stdout.count("methods side by side") == 1  # rank 0 alone reports
-        tables.append(pd.read_csv(out / "results.csv"))
+    args += ["--method", "coop,clip-adapter,linear-probe", "--epochs", "2", "--shots", "2", "--batch-size", "2"]
+    tables = one_and_two_ranks(args, tmp_path, "results.csv", "methods side by side")
     pd.testing.assert_frame_equal(tables[0], tables[1], atol=1e-3, rtol=0)
 
 

@@ -295,18 +295,11 @@ def test_protocol_plans_need_imagenet_and_a_target():
 # -- torchrun ------------------------------------------------------------------------------------------------
 
 
-def test_reproduce_runs_unchanged_under_torchrun(coop_root, tmp_path, run_cli):
+def test_reproduce_runs_unchanged_under_torchrun(coop_root, tmp_path, one_and_two_ranks):
     """2 gloo ranks give the tables one process gives (augmentation off: the same adapter up to rounding)."""
-    config = tmp_path / "noaug.json"
-    config.write_text('{"augment": false}')
     args = ["reproduce", "--model", MODEL, "--data", f"coop:{coop_root}:imagenet,imagenetv2", "--protocol"]
-    args += ["domain-gen", "--seeds", "1", "--device", "cpu", "--config", str(config)]
-    tables = []
-    for processes in (1, 2):
-        out = tmp_path / f"p{processes}"
-        done = run_cli(args + ["--out", str(out)], processes)
-        assert done.stdout.count("domain-gen: measured beside published") == 1  # rank 0 alone reports
-        tables.append(pd.read_csv(out / "comparison.csv"))
+    args += ["domain-gen", "--seeds", "1", "--device", "cpu"]
+    tables = one_and_two_ranks(args, tmp_path, "comparison.csv", "domain-gen: measured beside published")
     pd.testing.assert_frame_equal(tables[0], tables[1])
 
 
