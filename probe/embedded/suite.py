@@ -11,10 +11,10 @@ dataset         classes  shift from the pretraining corpus (the corpus draws fla
 objects         40       rendering style: objects seen against the light, as dark silhouettes on paper
                          grain: shape only, no colour or inner detail (the ImageNet of this world: most
                          classes, the source of cross-dataset and domain generalisation)
-shapes          12       rendering style: half are hollow outlines drawn with a coloured pen, on paper or
-                         grain, turned further than the corpus turns them
-polygons        8        finer-grained classes: triangle to decagon, freely turned, slightly blurred;
-                         three of the names never occur in pretraining
+shapes          12       viewpoint and light: shapes on paper or grain, turned further than the corpus
+                         turns them, seen at a slant and at night (dark, blue-shifted, grainy)
+polygons        8        finer-grained classes: triangle to decagon, freely turned, at night and a little
+                         slanted; three of the names never occur in pretraining
 letters         26       rendering style: serif and italic typefaces the corpus never uses
 digits          10       acquisition: handwritten digits from writers the corpus never saw, on faded,
                          hazy scans
@@ -116,20 +116,15 @@ REGISTRY: dict[str, SuiteDataset] = {
     "shapes": SuiteDataset(
         ("circle", "oval", "rectangle", "diamond", "trapezoid", "star", "cross", "ring", "heart", "arrow")
         + ("crescent", "semicircle"),
-        Look(
-            fill=(("outline", 0.5), ("flat", 0.5)),
-            background=(("paper", 0.5), ("plain", 0.5)),
-            rotation=40,
-            noise=(2, 10),
-        ),
+        Look(background=(("paper", 0.5), ("plain", 0.5)), rotation=40, perspective=0.3, night=1.0, noise=(2, 10)),
         (60, 15, 30),
-        "rendering style: half are hollow outlines in a coloured pen; on paper or grain, turned further",
+        "viewpoint and light: shapes on paper or grain, turned further, seen at a slant and at night",
     ),
     "polygons": SuiteDataset(
         ("triangle", "square", "pentagon", "hexagon", "heptagon", "octagon", "nonagon", "decagon"),
-        Look(scale=(0.5, 0.85), noise=(4, 12), blur=(0.0, 0.4)),
+        Look(scale=(0.5, 0.85), perspective=0.2, night=1.0, noise=(2, 6)),
         (60, 15, 30),
-        "finer-grained classes: regular polygons by side count, slightly blurred; heptagon, nonagon, decagon unseen",
+        "finer-grained classes: regular polygons by side count, at night, a little slanted; 3 names unseen",
     ),
     "letters": SuiteDataset(
         tuple(f"letter {ch.lower()}" for ch in LETTERS),
