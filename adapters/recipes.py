@@ -12,15 +12,16 @@ official lr 0.0015 and alpha 0.001 are calibrated for ViT-B/16 (768/512-wide tow
 steps per dataset). On the embedded ``mma-tiny`` that recipe leaves every prediction unchanged, so a k sweep
 would be flat.
 
-``mma-tiny`` makes the adapter matter on the small model: alpha 0.1, lr 0.1, 5 epochs in batches of 8, and
-no random-resized-crop zoom or horizontal flip (the model was pretrained on unzoomed 32 px images with small
+``mma-tiny`` makes the adapter matter on the small model: alpha 0.03, lr 0.1, 10 epochs, and no
+random-resized-crop zoom or horizontal flip (the model was pretrained on unzoomed 32 px images with small
 shifts, and flipping changes letters, digits and arrows). It was chosen on the downstream suite's
 *validation* splits only, by ``figures/recipe_search.py`` (alpha x lr x epochs grid plus a few points beyond
 its best corner, base-to-novel validation HM; the table is ``figures/recipe_search.csv``). For
-cross-dataset and domain generalisation it takes the paper's per-protocol values unchanged, k = 9 and one
-epoch (the model has ViT-B/16's 12 blocks, so k = 9 is the same depth): a light touch on the source that
-keeps what transfers. Base-to-novel and few-shot have no protocol k, so there k comes from the probe
-selection.
+cross-dataset and domain generalisation it keeps the paper's per-protocol k = 9 and one epoch (the model has
+ViT-B/16's 12 blocks, so k = 9 is the same depth) and takes alpha 0.1, lr 0.01 in batches of 8, the best
+target validation average of ``figures/xd_recipe_search.py`` (alpha x lr x batch, fitted on the source,
+scored on the validation splits of the source and the eight targets; ``figures/xd_recipe_search.csv``).
+Base-to-novel and few-shot have no protocol k, so there k comes from the probe selection.
 
 ``auto`` (the CLI default) picks ``mma-tiny`` for the embedded model and ``paper`` for every other model.
 
@@ -120,6 +121,7 @@ class Recipe:
 
 _PUBLISHED_XD = {"k": 9, "epochs": 1}  # cross-dataset and domain generalisation, as released (SPEC.md section 3)
 _EMBEDDED_AUGMENTATION = {"crop_scale_min": 1.0, "flip": False}
+_EMBEDDED_XD = {"k": 9, "epochs": 1, "alpha": 0.1, "lr": 0.01, "batch_size": 8}
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -131,9 +133,10 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "mma-tiny",
-            values={"alpha": 0.1, "lr": 0.1, "epochs": 5, "batch_size": 8, "crop_scale_min": 1.0, "flip": False},
-            # the paper's own per-protocol values: mma-tiny has ViT-B/16's 12 blocks, so k = 9 means the same depth
-            protocols={"cross-dataset": {"k": 9, "epochs": 1}, "domain-gen": {"k": 9, "epochs": 1}},
+            values={"alpha": 0.03, "lr": 0.1, "epochs": 10, "crop_scale_min": 1.0, "flip": False},
+            # the paper's k = 9 and one epoch (mma-tiny has ViT-B/16's 12 blocks, so k = 9 is the same depth), with
+            # the optimisation chosen by figures/xd_recipe_search.py on validation splits
+            protocols={"cross-dataset": _EMBEDDED_XD, "domain-gen": _EMBEDDED_XD},
             # the other methods keep their papers' optimisation; only the augmentation follows the embedded model's
             # pretraining (unzoomed 32 px images, where flips change letters, digits and arrows), as MMA's does
             methods={m: _EMBEDDED_AUGMENTATION for m in ("coop", "cocoop", "clip-adapter")},
