@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 
 from mma.adapters.evaluate import accuracy
-from mma.adapters.recipes import RECIPES
+from mma.adapters.protocols import default_data
+from mma.adapters.recipes import RECIPES, settle
 from mma.adapters.train import TrainConfig, fit_adapter
 from mma.probe import load_model
 from mma.probe.data import draw_few_shot, load_datasets
-from mma.probe.embedded.suite import SOURCE, SUITE
 
 # k around the paper's 9 joined the grid after a first search at k = 9 alone (its rows: k = 9) found no
 # candidate reaching zero-shot's target average on validation
@@ -43,8 +43,7 @@ def score(loaded, source, targets) -> dict:
 
 
 def evaluate(loaded, source, targets, values: dict, seeds) -> dict:
-    recipe = RECIPES["mma-tiny"]
-    settled = {**recipe.values, **recipe.protocols["cross-dataset"], **values, "shots": 16}
+    settled = {**settle(RECIPES["mma-tiny"].layers("cross-dataset", source.name))[0], **values, "shots": 16}
     rows = []
     for seed in seeds:
         result = fit_adapter(
@@ -65,8 +64,8 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("MMA_THREADS", "2")))
     seeds = [int(s) for s in args.seeds.split(",")]
     loaded = load_model()
-    (source,) = load_datasets(f"builtin:{SOURCE}")
-    targets = load_datasets("builtin:" + ",".join(n for n in SUITE if n != SOURCE))
+    # the protocol's own data: its first dataset is the source, the rest are the targets
+    source, *targets = [d for spec in default_data("cross-dataset") for d in load_datasets(spec)]
     rows = [{"recipe": "zero-shot", **score(loaded, source, targets)}]
     for values in CANDIDATES:
         start = time.perf_counter()

@@ -45,7 +45,7 @@ def test_the_paper_recipe_carries_the_published_settings():
     assert settle(paper.layers("cross-dataset", "imagenet"))[0] == {"k": 9, "epochs": 1, "batch_size": 128}
     assert settle(paper.layers("base2novel", "imagenet"))[0] == {"k": 5, "batch_size": 128}
     assert settle(paper.layers("base2novel", "dtd"))[0] == {"k": 5}
-    # the embedded recipe: its own values, and the paper's per-protocol values for cross-dataset and domain-gen
+    # the embedded recipe: its own values, and its validation-chosen values for cross-dataset and domain-gen
     tiny = RECIPES["mma-tiny"]
     assert dict(tiny.values) == {
         "alpha": 0.03,
