@@ -16,7 +16,7 @@ step mma probe layers --out "$runs/default"
 python -m mma.probe.embedded.novel "$runs/made-up-names" > /dev/null
 (
     # base-to-novel at the selected k, seeds 1-3; accuracy against k (reuses the selected k's results);
-    # cross-dataset and domain generalisation at the recipe's protocol k (9); the paper's recipe;
+    # cross-dataset and domain generalisation at the recipe's protocol k; the paper's recipe;
     # a folder of pictures the model never saw, named with made-up words: zero-shot vs 16-shot MMA
     step mma train-selected --run "$runs/default" --out "$runs/b2n"
     step mma sweep-k --run "$runs/default" --out "$runs/b2n"

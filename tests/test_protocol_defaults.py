@@ -54,10 +54,10 @@ def test_the_paper_recipe_carries_the_published_settings():
         "crop_scale_min": 1.0,
         "flip": False,
     }
-    assert tiny.k_for("cross-dataset") == (12, "protocol default (mma-tiny, cross-dataset)")
+    assert tiny.k_for("cross-dataset") == (9, "protocol default (mma-tiny, cross-dataset)")
     assert settle(tiny.layers("domain-gen", "objects"))[0] == {
         **tiny.values,
-        **{"k": 12, "epochs": 1, "alpha": 0.1, "lr": 0.01, "batch_size": 16},
+        **{"k": 9, "epochs": 3, "alpha": 0.1, "lr": 0.01, "batch_size": 8},
     }
     assert tiny.k_for("base2novel") is None and tiny.k_for("few-shot") is None
     assert get_recipe("auto", "mma-tiny:random").name == "mma-tiny"
@@ -121,9 +121,9 @@ def test_the_embedded_default_takes_the_probe_k_for_base2novel_and_the_recipes_k
         assert r.k_line.startswith("k = 3 from the probe selection (default run")
     for protocol in ("cross-dataset", "domain-gen"):
         r = _resolve(model=None, protocol=protocol)
-        assert (r.settings.values["k"], r.settings.values["epochs"]) == (12, 1)
+        assert (r.settings.values["k"], r.settings.values["epochs"]) == (9, 3)
         assert r.settings.sources["k"] == f"protocol default (mma-tiny, {protocol})"
-        assert r.k_line.startswith(f"k = 12 from the protocol default (mma-tiny, {protocol}); it wins over k = 3")
+        assert r.k_line.startswith(f"k = 9 from the protocol default (mma-tiny, {protocol}); it wins over k = 3")
 
 
 def test_a_named_probe_run_wins_over_the_protocol_default_and_the_user_flag_over_both(cwd):
@@ -225,6 +225,5 @@ def test_the_embedded_cross_dataset_values_are_the_validation_search_winner():
     best = candidates.loc[candidates["val_target_average"].idxmax()]
     for protocol in ("cross-dataset", "domain-gen"):
         values = RECIPES["mma-tiny"].protocols[protocol]
-        searched = ("k", "alpha", "lr", "batch_size")
+        searched = ("k", "alpha", "lr", "batch_size", "epochs")
         assert tuple(values[v] for v in searched) == tuple(best[v] for v in searched)
-        assert values["epochs"] == 1  # the paper's, not searched

@@ -1,11 +1,12 @@
 """A user's own data, simulated: a ``folder:`` dataset of pictures the model never saw, named with made-up words.
 
-Ten objects that only the pretraining corpus draws (no downstream dataset has them), rendered in the look
-of the suite's ``objects`` (dark silhouettes on paper, which the corpus never draws), each class named with
-a nonsense word that occurs in no caption ("blicket", "dax", ...). Zero-shot can only guess: the words
-carry no meaning for the model. Because ``mma-tiny`` keeps CLIP's whole vocabulary, the ten prompts still
-differ, so few-shot adaptation can learn what each word means, which is what a user adapting the model to
-their own labels needs. ``python -m mma.probe.embedded.novel ROOT`` writes the tree.
+Ten objects that only the pretraining corpus draws (no downstream dataset has them), rendered in the look of
+the suite's ``objects`` (silhouettes or shaded figures on paper, some at night or in fog, which the corpus
+never draws), each class named with a nonsense word that occurs in no caption ("blicket", "dax", ...).
+Zero-shot can only guess: the words carry no meaning for the model. Because ``mma-tiny`` keeps CLIP's whole
+vocabulary, the ten prompts still differ, so few-shot adaptation can learn what each word means, which is what
+a user adapting the model to their own labels needs. ``python -m mma.probe.embedded.novel ROOT`` writes the
+tree.
 """
 
 from __future__ import annotations
