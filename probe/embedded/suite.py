@@ -98,8 +98,8 @@ class SuiteDataset:
 
 # A shift 16 shots can show, and broader than the other datasets' one look, as ImageNet is broad: two renderings
 # and two lights. (A first version stood the objects in random photo clutter among distractors; its features
-# held too little of the object for 16 shots to teach. Silhouettes alone taught an adapter to ignore colour,
-# and cross-dataset transfer stayed below zero-shot; the mix was chosen on validation splits, see README.)
+# held too little of the object for 16 shots to teach. With silhouettes alone, no colour in the source,
+# cross-dataset transfer stayed below zero-shot; the mix was chosen on validation splits, see README.)
 OBJECTS_LOOK = Look(
     fill=(("silhouette", 1.0), ("shaded", 1.0)),
     background=(("paper", 1.0),),
