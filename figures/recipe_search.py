@@ -34,12 +34,19 @@ GRID = {
     "lr": (0.01, 0.03, 0.1),
     "epochs": (5, 10),
 }
-# Beyond the grid's edges, around its best corner (a first pass also tried 20 epochs: never better than 10)
+# Beyond the grid's edges: around an earlier world's best corner (alpha 0.1, lr 0.1, 5 epochs), then around
+# today's grid winner, which sat on three edges at once (smallest alpha, largest lr, most epochs)
 EXTRA = (
     {"alpha": 0.1, "lr": 0.3, "epochs": 5},
     {"alpha": 0.1, "lr": 0.1, "epochs": 3},
     {"alpha": 0.1, "lr": 0.1, "epochs": 5, "batch_size": 8},
     {"alpha": 0.1, "lr": 0.1, "epochs": 5, "crop_scale_min": 0.6},
+    {"alpha": 0.01, "lr": 0.1, "epochs": 10},
+    {"alpha": 0.03, "lr": 0.3, "epochs": 10},
+    {"alpha": 0.01, "lr": 0.3, "epochs": 10},
+    {"alpha": 0.03, "lr": 0.1, "epochs": 10, "batch_size": 8},
+    {"alpha": 0.03, "lr": 0.1, "epochs": 15},
+    {"alpha": 0.03, "lr": 0.1, "epochs": 20},
 )
 FIXED = {"crop_scale_min": 1.0, "flip": False}  # 32 px images: no zoom; letters and digits must not be mirrored
 

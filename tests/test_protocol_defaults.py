@@ -50,7 +50,7 @@ def test_the_paper_recipe_carries_the_published_settings():
     assert dict(tiny.values) == {
         "alpha": 0.03,
         "lr": 0.1,
-        "epochs": 10,
+        "epochs": 15,
         "crop_scale_min": 1.0,
         "flip": False,
     }
