@@ -35,7 +35,8 @@ GRID = {
     "epochs": (5, 10),
 }
 # Beyond the grid's edges: around an earlier world's best corner (alpha 0.1, lr 0.1, 5 epochs), then around
-# today's grid winner, which sat on three edges at once (smallest alpha, largest lr, most epochs)
+# this grid's winner (alpha 0.03, lr 0.1, 10 epochs), which sat on three edges at once (smallest alpha, largest
+# lr, most epochs)
 EXTRA = (
     {"alpha": 0.1, "lr": 0.3, "epochs": 5},
     {"alpha": 0.1, "lr": 0.1, "epochs": 3},
