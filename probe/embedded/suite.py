@@ -16,8 +16,8 @@ shapes          12       viewpoint and light: shapes on paper or grain, turned f
 polygons        8        finer-grained classes: triangle to decagon, freely turned, at night and a little
                          slanted; three of the names never occur in pretraining
 letters         26       rendering style: serif and italic typefaces the corpus never uses
-digits          10       acquisition: handwritten digits from writers the corpus never saw, on faded,
-                         hazy scans
+digits          10       acquisition and light: handwritten digits from writers the corpus never saw,
+                         photographed at night, most in haze
 colors          11       texture and lighting: glossy, shaded objects in coloured light on photo crops
 patterns        10       viewpoint and geometry: patterns seen at a steep angle, blurred, washed out
 textures        10       acquisition: grey close-ups (2.5-4x zoom) of unseen parts of the texture photos
@@ -144,9 +144,9 @@ REGISTRY: dict[str, SuiteDataset] = {
     ),
     "digits": SuiteDataset(
         DIGIT_NAMES,
-        Look(digits=1.0, fog=1.0, blur=(0.0, 0.4), noise=(2, 6), scale=(0.6, 0.95)),
+        Look(digits=1.0, fog=0.7, night=1.0, blur=(0.0, 0.4), noise=(2, 6), scale=(0.6, 0.95)),
         (60, 14, 40),
-        "acquisition: unseen writers' handwriting on faded, hazy scans",
+        "acquisition and light: unseen writers' handwriting photographed at night, most in haze",
         source="scikit-learn load_digits (UCI optdigits), sources 60-173 of each digit; the corpus uses 0-59",
         licence="scikit-learn BSD-3-Clause; UCI optdigits data CC BY 4.0",
     ),
