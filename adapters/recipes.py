@@ -27,7 +27,7 @@ the probe selection.
 ``auto`` (the CLI default) picks ``mma-tiny`` for the embedded model and ``paper`` for every other model.
 
 Where each training value comes from, lowest precedence first (:func:`settle`; the job adds the probe
-selection and the user's own values, see :mod:`mma.jobs.train_selected`):
+selection and the user's own values, see :mod:`mma.app.jobs.train_selected`):
 
 ================================  =========================================================================
 source                            what it sets

@@ -1,5 +1,5 @@
 """``python -m mma``: the command line (also what ``torchrun -m mma ...`` runs on every rank)."""
 
-from mma.cli import main
+from mma.app.cli import main
 
 main()

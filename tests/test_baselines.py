@@ -23,10 +23,10 @@ from mma.adapters.methods import METHODS, get_method, parse_methods
 from mma.adapters.mma import MultiModalAdapter
 from mma.adapters.protocols import make_tasks
 from mma.adapters.train import TrainConfig, fit_method, schedule_for
-from mma.cli import app
+from mma.app.cli import app
 from mma.errors import MmaError
-from mma.jobs.evaluate import evaluate_checkpoint
-from mma.jobs.train_selected import TrainSelectedConfig, methods_table, train_selected
+from mma.app.jobs.evaluate import evaluate_checkpoint
+from mma.app.jobs.train_selected import TrainSelectedConfig, methods_table, train_selected
 from mma.probe.data import load_datasets
 from mma.probe.layers import layer_maps
 
@@ -352,7 +352,7 @@ def test_every_method_runs_unchanged_under_torchrun(tmp_path, one_and_two_ranks)
 
 
 def test_sweep_k_draws_the_other_methods_as_lines_and_trains_them_once(tmp_path):
-    from mma.jobs.train_selected import sweep_k
+    from mma.app.jobs.train_selected import sweep_k
 
     cfg = TrainSelectedConfig(
         data=["builtin:colors"], seeds=[1], out=tmp_path, device="cpu", progress=False, train=dict(FAST)

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mma import __version__
-from mma.cli import app
+from mma.app.cli import app
 
 runner = CliRunner()
 

@@ -1,6 +1,6 @@
 """Fuzz the command line: random option values end in a clean exit, never in a traceback.
 
-Each command is invoked (typer's CliRunner on ``mma.cli.app``) with hypothesis-drawn option values: random
+Each command is invoked (typer's CliRunner on ``mma.app.cli.app``) with hypothesis-drawn option values: random
 text, empty strings, negative and huge integers, nan and inf, paths that do not exist, paths that are files
 or folders, malformed config files. The invariants:
 
@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 from mma.adapters.protocols import PROTOCOLS
 from mma.analysis.select_k import DEFAULT_THRESHOLDS, RULES
 from mma.analysis.separability import TEXT_SPLITS
-from mma.cli import app
+from mma.app.cli import app
 from mma.errors import MmaError
 from mma.probe.capture import POOLINGS
 from mma.probe.data import parse_data_spec
@@ -598,7 +598,7 @@ def test_infinite_values_and_overlong_paths_are_one_clean_error(sandbox, option)
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mma.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "mma.app.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
 
 

@@ -181,7 +181,7 @@ def counted(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return original(self, *args, **kwargs)
 setattr(owner, name, counted)
-from mma.cli import app
+from mma.app.cli import app
 app(sys.argv[3:], prog_name="mma")
 """
 

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ROOMS = {"probe": "mma.probe", "adapters": "mma.adapters", "analysis": "mma.analysis", "mma": "mma"}
 # room -> packages it must never import (DESIGN.md: probe is the base; analysis never imports adapters)
 FORBIDDEN = {
-    "probe": ("mma.analysis", "mma.adapters", "mma.jobs", "mma.cli"),
-    "analysis": ("mma.adapters", "mma.jobs", "mma.cli"),
-    "adapters": ("mma.analysis", "mma.jobs", "mma.cli"),
+    "probe": ("mma.analysis", "mma.adapters", "mma.app.jobs", "mma.app.cli"),
+    "analysis": ("mma.adapters", "mma.app.jobs", "mma.app.cli"),
+    "adapters": ("mma.analysis", "mma.app.jobs", "mma.app.cli"),
 }
 
 

@@ -11,7 +11,7 @@ from mma.adapters.mma import MultiModalAdapter
 from mma.adapters.recipes import RECIPES, Recipe, Settings, default_precision, get_recipe, settle
 from mma.adapters.train import TrainConfig
 from mma.errors import MmaError
-from mma.jobs.train_selected import TrainSelectedConfig, resolve_settings
+from mma.app.jobs.train_selected import TrainSelectedConfig, resolve_settings
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from mma.analysis.compare import ZERO_SHOT_TOLERANCE, compare, side_by_side, verdicts
 from mma.analysis.published import published_method, published_numbers
-from mma.cli import app
+from mma.app.cli import app
 from mma.errors import MmaError
-from mma.jobs.reproduce import ReproduceConfig, protocol_plans, reproduce
+from mma.app.jobs.reproduce import ReproduceConfig, protocol_plans, reproduce
 
 MODEL = "mma-tiny:random"
 FOUR = {
@@ -176,7 +176,7 @@ def test_each_protocol_records_its_published_settings_and_their_sources(reproduc
 
 
 def test_an_overridden_protocol_default_is_recorded_as_overridden(coop_root, tmp_path):
-    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+    from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
 
     config = tmp_path / "train.json"
     config.write_text('{"epochs": 2}')
@@ -318,7 +318,7 @@ def test_hm_of_seed_means_by_hand_in_summaries_and_comparisons(tmp_path):
     """Two datasets, two seeds. By hand: A: base (80+70)/2 = 75, novel (60+50)/2 = 55, HM 2*75*55/130 = 63.4615;
     per-seed HMs 68.5714 and 58.3333 (mean 63.4524). B: base 75, novel 50, HM 60.0; per-seed HMs 45.0 and 64.6154
     (mean 54.8077). Average: base 75, novel 52.5, HM 2*75*52.5/127.5 = 61.7647; mean of per-dataset HMs 61.7308."""
-    from mma.jobs.train_selected import summarise_results
+    from mma.app.jobs.train_selected import summarise_results
 
     per_seed = {("A", 1): (80, 60), ("A", 2): (70, 50), ("B", 1): (90, 30), ("B", 2): (60, 70)}
     for (dataset, seed), (b, n) in per_seed.items():
@@ -338,7 +338,7 @@ def test_hm_of_seed_means_by_hand_in_summaries_and_comparisons(tmp_path):
     c = compare(results).set_index(["dataset", "metric"])
     assert c.loc[("A", "hm"), "measured"] == pytest.approx(63.4615, abs=1e-4)
     assert c.loc[("average", "hm"), "measured"] == pytest.approx(61.7647, abs=1e-4)
-    from mma.jobs.train_selected import summary_table
+    from mma.app.jobs.train_selected import summary_table
 
     table = summary_table(summary)
     assert list(table.columns) == [

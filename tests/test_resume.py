@@ -16,7 +16,7 @@ import torch
 from mma.adapters.protocols import make_tasks
 from mma.adapters.train import TrainConfig, fit_adapter
 from mma.errors import MmaError
-from mma.jobs.probe_layers import ProbeLayersConfig, probe_layers
+from mma.app.jobs.probe_layers import ProbeLayersConfig, probe_layers
 from mma.probe import load_model
 from mma.probe.data import load_datasets
 
@@ -116,7 +116,7 @@ KILLER = textwrap.dedent(
         ImageReader.__getitem__ = counting(ImageReader.__getitem__)
     else:
         torch.optim.SGD.step = counting(torch.optim.SGD.step)
-    from mma.cli import app
+    from mma.app.cli import app
     app(sys.argv[4:], prog_name="mma")
     """
 )
@@ -190,7 +190,7 @@ def test_interrupted_probing_resumes_from_the_finished_seeds(tmp_path, monkeypat
 
 
 def test_killed_training_job_resumes_to_the_same_results(tmp_path):
-    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+    from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
 
     train = {"epochs": 3, "shots": 4, "batch_size": 8}
     args = ["train-selected", "--k", "4", "--data", "builtin:colors,scenes", "--seeds", "1", "--device", "cpu"]

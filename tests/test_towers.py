@@ -543,8 +543,8 @@ def two_folders(tmp_path_factory):
     ids=["timm", "hf"],
 )
 def test_probe_and_train_selected_run_on_other_tower_families(local_hf, two_folders, tmp_path, model, timm_kw, depth):
-    from mma.jobs.probe_layers import ProbeLayersConfig, probe_layers
-    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+    from mma.app.jobs.probe_layers import ProbeLayersConfig, probe_layers
+    from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
 
     with smaller_timm(**timm_kw):
         run = probe_layers(
@@ -570,8 +570,8 @@ def test_probe_and_train_selected_run_on_other_tower_families(local_hf, two_fold
 
 
 def test_convolutional_towers_are_probed_stage_by_stage(local_hf, two_folders, tmp_path):
-    from mma.jobs.probe_layers import ProbeLayersConfig, probe_layers
-    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+    from mma.app.jobs.probe_layers import ProbeLayersConfig, probe_layers
+    from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
 
     run = probe_layers(
         ProbeLayersConfig(

@@ -136,8 +136,8 @@ def test_train_config_validation():
 
 
 def test_train_selected_end_to_end_resumes_and_reevaluates(tmp_path, monkeypatch):
-    from mma.jobs import train_selected as job
-    from mma.jobs.evaluate import evaluate_checkpoint
+    from mma.app.jobs import train_selected as job
+    from mma.app.jobs.evaluate import evaluate_checkpoint
 
     cfg = job.TrainSelectedConfig(
         k=4,
@@ -165,7 +165,7 @@ def test_train_selected_end_to_end_resumes_and_reevaluates(tmp_path, monkeypatch
 
 
 def test_sweep_k_plots_and_compares_with_the_selection(tmp_path):
-    from mma.jobs import train_selected as job
+    from mma.app.jobs import train_selected as job
 
     probe = tmp_path / "probe"
     probe.mkdir()

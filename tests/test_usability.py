@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from mma.cli import app
+from mma.app.cli import app
 from mma.errors import MmaError
 
 runner = CliRunner()
@@ -198,7 +198,7 @@ def test_probe_splits_that_cannot_work_are_refused_before_extracting(small, tmp_
 @pytest.fixture(scope="module")
 def trained(small, tmp_path_factory):
     """train-selected on the small folders: 16 shots and batch 16 asked, 5 and 8 images there."""
-    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+    from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
 
     out = tmp_path_factory.mktemp("trained")
     cfg = TrainSelectedConfig(
@@ -237,7 +237,7 @@ def test_strict_keeps_the_shots_error_before_any_work(small, tmp_path, monkeypat
 def test_checkpoints_record_their_data_and_evaluate_uses_it(trained, small):
     from mma.adapters.checkpoint import read_adapter
     from mma.io import read_json
-    from mma.jobs.evaluate import evaluate_checkpoint
+    from mma.app.jobs.evaluate import evaluate_checkpoint
 
     cfg, _ = trained
     ckpt = cfg.out / "checkpoints" / "base2novel-warm-seed1-k5.safetensors"
@@ -264,7 +264,7 @@ def test_results_csv_holds_whole_seeds_and_ks(trained):
 
 
 def test_the_summary_table_reads_base_novel_hm_with_no_nan_and_the_gain(trained):
-    from mma.jobs.train_selected import summary_table
+    from mma.app.jobs.train_selected import summary_table
 
     _, run = trained
     table = summary_table(run.summary)
@@ -284,7 +284,7 @@ def test_the_summary_table_reads_base_novel_hm_with_no_nan_and_the_gain(trained)
 
 
 def test_two_seed_tables_show_the_spread(trained, tmp_path):
-    from mma.jobs.train_selected import summary_table
+    from mma.app.jobs.train_selected import summary_table
 
     summary = trained[1].summary.copy()
     summary.loc[summary["dataset"] != "average", "n"] = 2
@@ -295,7 +295,7 @@ def test_two_seed_tables_show_the_spread(trained, tmp_path):
 
 
 def test_the_training_bar_names_dataset_and_seed_and_reuse(trained, small, capsys):
-    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+    from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
 
     cfg, _ = trained
     again = TrainSelectedConfig(**{**cfg.__dict__, "progress": True})
@@ -334,7 +334,7 @@ def test_a_failed_command_removes_the_run_folder_it_created(args, tmp_path, monk
 
 
 def test_a_run_folder_holding_work_is_kept(tmp_path):
-    from mma.jobs.outdir import run_folder
+    from mma.app.jobs.outdir import run_folder
 
     with pytest.raises(KeyboardInterrupt), run_folder(tmp_path / "a" / "run") as out:
         (out / "store").mkdir()

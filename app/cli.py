@@ -243,7 +243,7 @@ def probe_layers_cmd(
     threshold: Annotated[float | None, typer.Option(help="The rule's threshold (default: the rule's own).")] = None,
 ) -> None:
     """Dump every layer of each model over the datasets, probe dataset separability, plot it, select k."""
-    from mma.jobs.probe_layers import ProbeLayersConfig, per_layer_table, probe_layers
+    from mma.app.jobs.probe_layers import ProbeLayersConfig, per_layer_table, probe_layers
 
     cfg = ProbeLayersConfig(
         models=list(model) if model else [None],
@@ -295,7 +295,7 @@ def probe_select_cmd(
     threshold: Annotated[float | None, typer.Option(help="The rule's threshold (default: the rule's own).")] = None,
 ) -> None:
     """Choose the first adapted block k from a probe run's curves by a named rule (rewrites selection.json)."""
-    from mma.jobs.probe_layers import select_from_run
+    from mma.app.jobs.probe_layers import select_from_run
 
     selection = select_from_run(run, rule=rule, threshold=threshold)
     for sel in selection["selections"]:
@@ -320,7 +320,7 @@ def plot_cmd(
     ),
 ) -> None:
     """Redraw a run's figures from its CSVs without recomputing anything."""
-    from mma.jobs.probe_layers import plot_run
+    from mma.app.jobs.probe_layers import plot_run
 
     typer.echo(f"Wrote {plot_run(run)}")
 
@@ -336,7 +336,7 @@ def pretrain_tiny_cmd(
 
     The downstream suite is never trained on; it is only scored (zero-shot) at the end.
     """
-    from mma.jobs.probe_layers import check_out_dir
+    from mma.app.jobs.probe_layers import check_out_dir
     from mma.probe.embedded.pretrain import PretrainConfig, pretrain_tiny
 
     if steps < 1:
@@ -434,7 +434,7 @@ def train_selected_cmd(
     (paper: 5 for base2novel, 9 with 1 epoch for cross-dataset and domain-gen); the selection in runs/probe.
     One printed line says which won; the recipe line names every training value and its source.
     """
-    from mma.jobs.train_selected import TrainSelectedConfig, train_selected
+    from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
 
     overrides = _flags(
         shots=shots,
@@ -482,7 +482,7 @@ def _split_methods(values: list[str] | None) -> list[str]:
 
 
 def _print_summary(summary, results=None) -> None:
-    from mma.jobs.train_selected import methods_table, summary_table
+    from mma.app.jobs.train_selected import methods_table, summary_table
 
     typer.echo(summary_table(summary).to_string(index=False))
     if results is not None and set(results["method"]) - {"mma", "zeroshot"}:  # methods beside MMA ran
@@ -511,7 +511,7 @@ def reproduce_cmd(
     ],
     model: Annotated[
         str, typer.Option("--model", "-m", help="Model spec (default: the paper's ViT-B/16 with OpenAI's weights).")
-    ] = "ViT-B-16-quickgelu:openai",  # mma.jobs.reproduce.PAPER_MODEL (not imported here: --help stays fast)
+    ] = "ViT-B-16-quickgelu:openai",  # mma.app.jobs.reproduce.PAPER_MODEL (not imported here: --help stays fast)
     protocol: Annotated[
         list[str] | None,
         typer.Option(help="base2novel, cross-dataset or domain-gen; repeatable or comma-separated (default: all)."),
@@ -544,7 +544,7 @@ def reproduce_cmd(
     Writes comparison.md and comparison.csv; rerun the same command to resume.
     """
     from mma.analysis.compare import context_table, side_by_side
-    from mma.jobs.reproduce import ReproduceConfig, reproduce
+    from mma.app.jobs.reproduce import ReproduceConfig, reproduce
 
     cfg = ReproduceConfig(
         data=data,
@@ -574,7 +574,7 @@ def reproduce_cmd(
         typer.echo(context_table(run.comparison, p).to_string(index=False))
     for p, protocol_run in run.runs.items():
         if set(protocol_run.results["method"]) - {"mma", "zeroshot"}:
-            from mma.jobs.train_selected import methods_table
+            from mma.app.jobs.train_selected import methods_table
 
             for table in methods_table(protocol_run.results).values():
                 typer.echo(f"\n{p}: methods side by side, measured here (average over datasets; mean ± std over seeds)")
@@ -616,7 +616,7 @@ def sweep_k_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Train and evaluate base-to-novel at every k; plot base, novel and HM against k with the selected k."""
-    from mma.jobs.train_selected import TrainSelectedConfig, sweep_k
+    from mma.app.jobs.train_selected import TrainSelectedConfig, sweep_k
 
     overrides = _flags(shots=shots, epochs=epochs, alpha=alpha)
     cfg = TrainSelectedConfig(
@@ -664,7 +664,7 @@ def evaluate_cmd(
     ] = None,
 ) -> None:
     """Re-evaluate an adapter checkpoint with its protocol (base / novel / HM, or accuracy)."""
-    from mma.jobs.evaluate import evaluate_checkpoint
+    from mma.app.jobs.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(checkpoint, data=list(data) if data else None, device=device, alpha_eval=alpha_eval)
     if metrics is None:  # a torchrun rank other than 0: rank 0 reports

@@ -12,7 +12,7 @@ protocol            datasets (those found under ROOT, or the subset given)    pu
 ``domain-gen``      trained on ImageNet, tested on V2 / Sketch / A / R        k = 9, 1 epoch, batch 128
 ==================  ========================================================  =================================
 
-Each protocol is one :func:`~mma.jobs.train_selected.train_selected` run in its own folder (its training,
+Each protocol is one :func:`~mma.app.jobs.train_selected.train_selected` run in its own folder (its training,
 evaluation, zero-shot baseline, resumption and torchrun support are train-selected's), with k and the other
 values from the recipe's protocol defaults (:mod:`mma.adapters.recipes`; ``--config`` and the flags may still
 override them, and the recorded settings say so). Cross-dataset and domain generalisation each train their
