@@ -24,9 +24,9 @@ from mma.adapters.mma import MultiModalAdapter
 from mma.adapters.protocols import make_tasks
 from mma.adapters.train import TrainConfig, fit_method, schedule_for
 from mma.app.cli import app
-from mma.errors import MmaError
 from mma.app.jobs.evaluate import evaluate_checkpoint
 from mma.app.jobs.train_selected import TrainSelectedConfig, methods_table, train_selected
+from mma.errors import MmaError
 from mma.probe.data import load_datasets
 from mma.probe.layers import layer_maps
 

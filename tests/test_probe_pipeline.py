@@ -11,8 +11,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mma.analysis.select_k import select_k, selection_record
 from mma.analysis.separability import ProbeInput, layer_separability, split_rows
-from mma.errors import MmaError
 from mma.app.jobs.probe_layers import ProbeLayersConfig, plot_run, probe_layers, select_from_run
+from mma.errors import MmaError
 from mma.probe import load_model
 from mma.probe.data import load_datasets
 from mma.probe.data.reading import ImageReader

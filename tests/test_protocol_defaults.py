@@ -10,8 +10,8 @@ import pytest
 from mma.adapters.mma import MultiModalAdapter
 from mma.adapters.recipes import RECIPES, Recipe, Settings, default_precision, get_recipe, settle
 from mma.adapters.train import TrainConfig
-from mma.errors import MmaError
 from mma.app.jobs.train_selected import TrainSelectedConfig, resolve_settings
+from mma.errors import MmaError
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from mma.analysis.compare import ZERO_SHOT_TOLERANCE, compare, side_by_side, verdicts
 from mma.analysis.published import published_method, published_numbers
 from mma.app.cli import app
-from mma.errors import MmaError
 from mma.app.jobs.reproduce import ReproduceConfig, protocol_plans, reproduce
+from mma.errors import MmaError
 
 MODEL = "mma-tiny:random"
 FOUR = {

@@ -15,8 +15,8 @@ import torch
 
 from mma.adapters.protocols import make_tasks
 from mma.adapters.train import TrainConfig, fit_adapter
-from mma.errors import MmaError
 from mma.app.jobs.probe_layers import ProbeLayersConfig, probe_layers
+from mma.errors import MmaError
 from mma.probe import load_model
 from mma.probe.data import load_datasets
 

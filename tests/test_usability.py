@@ -236,8 +236,8 @@ def test_strict_keeps_the_shots_error_before_any_work(small, tmp_path, monkeypat
 
 def test_checkpoints_record_their_data_and_evaluate_uses_it(trained, small):
     from mma.adapters.checkpoint import read_adapter
-    from mma.io import read_json
     from mma.app.jobs.evaluate import evaluate_checkpoint
+    from mma.io import read_json
 
     cfg, _ = trained
     ckpt = cfg.out / "checkpoints" / "base2novel-warm-seed1-k5.safetensors"
