@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import torch
 
 __all__ = ["seed_everything"]
 
@@ -12,8 +13,4 @@ __all__ = ["seed_everything"]
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return
     torch.manual_seed(seed)

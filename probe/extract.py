@@ -7,6 +7,7 @@ class's row.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -216,6 +217,4 @@ def extract_prompts(
 
 
 def _digest(items: Sequence[str]) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]

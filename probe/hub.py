@@ -13,6 +13,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+try:
+    from huggingface_hub import constants, get_session
+except ImportError:  # optional here: without it there is no hub to reach and no offline switch to set
+    constants = get_session = None
+
 __all__ = ["hub_reachable", "hub_or_cache"]
 
 _TIMEOUT_S = 3.0
@@ -22,9 +27,7 @@ _reachable: bool | None = None
 def hub_reachable() -> bool:
     """Whether the hub answers (cached for the process); False when ``HF_HUB_OFFLINE`` is set."""
     global _reachable
-    try:
-        from huggingface_hub import constants, get_session
-    except ImportError:
+    if constants is None:
         return False
     if constants.HF_HUB_OFFLINE:
         return False
@@ -43,9 +46,7 @@ def hub_or_cache() -> Iterator[bool]:
     if hub_reachable():
         yield True
         return
-    try:
-        from huggingface_hub import constants
-    except ImportError:
+    if constants is None:
         yield False
         return
     before = constants.HF_HUB_OFFLINE

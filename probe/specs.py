@@ -30,6 +30,8 @@ from mma.errors import MmaError, closest
 from mma.io import sha256_file
 
 from .embedded import EMBEDDED_NAME, WEIGHTS_PATH, load_embedded_state, register_config
+from .hub import hub_or_cache
+from .towers import architecture_support
 
 __all__ = ["ModelSpec", "LoadedModel", "parse_model_spec", "load_model", "list_model_specs", "DEFAULT_MODEL"]
 
@@ -89,6 +91,8 @@ class LoadedModel:
 
 
 def _known_models() -> list[str]:
+    # lazy, here and below: open_clip (with torchvision and timm) takes ~2.5 s to import on top of torch, and
+    # mma.probe is also loaded where it is not needed (mma datasets, the spawned image workers)
     import open_clip
 
     register_config()
@@ -128,7 +132,7 @@ def parse_model_spec(text: str | None) -> ModelSpec:
         path = os.path.expanduser(pretrained)
         _check_weights_file(path, name)
         return ModelSpec(name, path)
-    import open_clip
+    import open_clip  # lazy: heavy, see _known_models
 
     tags = [] if name == EMBEDDED_NAME else list(open_clip.list_pretrained_tags_by_model(name))
     if pretrained not in tags:
@@ -195,9 +199,7 @@ def list_model_specs() -> list[dict]:
     Each row also says, from the architecture's config alone, its tower families (``towers``) and whether
     mma can probe it (``probe``) and fit the adapter to it (``mma``; convolutional towers: probe only).
     """
-    import open_clip
-
-    from .towers import architecture_support
+    import open_clip  # lazy: heavy, see _known_models
 
     register_config()
 
@@ -221,7 +223,7 @@ def list_model_specs() -> list[dict]:
 
 def _quick_gelu_note(spec: ModelSpec) -> tuple[bool, str | None]:
     """Whether to force QuickGELU: the tag was trained with it but the architecture's config lacks it."""
-    import open_clip
+    import open_clip  # lazy: heavy, see _known_models
 
     if spec.has_schema or spec.pretrained is None or spec.is_random or os.path.isfile(spec.pretrained):
         return False, None
@@ -245,9 +247,7 @@ def _weights_id(path: str | os.PathLike) -> str:
 
 def _download(spec: ModelSpec) -> str:
     """Fetch a pretrained tag into open_clip's cache; one clear sentence if that is impossible (offline)."""
-    import open_clip
-
-    from .hub import hub_or_cache
+    import open_clip  # lazy: heavy, see _known_models
 
     cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
     try:
@@ -280,7 +280,7 @@ def load_model(
 
     Random-init models are seeded with *seed* so that two loads are identical.
     """
-    import open_clip
+    import open_clip  # lazy: heavy, see _known_models
 
     if not isinstance(spec, ModelSpec):
         spec = parse_model_spec(spec)
@@ -352,7 +352,7 @@ def load_model(
 
 def _open_clip_tokenizer(spec: ModelSpec) -> Callable:
     """open_clip's tokenizer for *spec* (SigLIP's and Hugging Face text towers' come from the hub)."""
-    import open_clip
+    import open_clip  # lazy: heavy, see _known_models
 
     with _hub_errors(spec, "the tokenizer"), _quiet_root_logger():  # open_clip logs its own hub fallbacks
         return open_clip.get_tokenizer(spec.name)
@@ -361,8 +361,6 @@ def _open_clip_tokenizer(spec: ModelSpec) -> Callable:
 @contextlib.contextmanager
 def _hub_errors(spec: ModelSpec, what: str):
     """Hub access from the local cache alone when the hub cannot be reached; its failures as one sentence."""
-    from .hub import hub_or_cache
-
     online = True
     try:
         with hub_or_cache() as online:

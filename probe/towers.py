@@ -22,7 +22,7 @@ from torch import nn
 
 from mma.errors import MmaError
 
-from .layers import Layer, LayerMap, TextReadout
+from .layermap import Layer, LayerMap, TextReadout
 
 __all__ = ["FAMILIES", "Family", "ArchitectureSupport", "tower_maps", "architecture_support", "check_mma_support"]
 
@@ -203,6 +203,8 @@ def _resnet_stages(model: nn.Module, embed_dim: int) -> LayerMap:
 
 
 def _native_text(model: nn.Module, embed_dim: int) -> LayerMap:
+    # lazy, here and below: open_clip (with torchvision and timm) takes ~2.5 s to import on top of torch, and
+    # this module is loaded with every `import mma.probe`, also where no model is built (see mma.probe.specs)
     from open_clip.transformer import TextTransformer
 
     text = getattr(model, "text", None)
@@ -265,6 +267,7 @@ def _hf_text(model: nn.Module, embed_dim: int) -> LayerMap:
 
 
 def _image_family(visual: nn.Module) -> str | None:
+    # lazy: heavy, see _native_text
     from open_clip.modified_resnet import ModifiedResNet
     from open_clip.timm_model import TimmModel
     from open_clip.transformer import VisionTransformer
@@ -279,7 +282,7 @@ def _image_family(visual: nn.Module) -> str | None:
 
 
 def _text_family(model: nn.Module) -> str | None:
-    from open_clip.transformer import TextTransformer, Transformer
+    from open_clip.transformer import TextTransformer, Transformer  # lazy: heavy, see _native_text
 
     text = getattr(model, "text", None)
     if isinstance(text, TextTransformer) or (
@@ -361,7 +364,7 @@ def _image_family_of_config(vision: dict) -> str | None:
     timm_name = vision.get("timm_model_name")
     if timm_name:
         try:
-            import timm.models
+            import timm.models  # lazy: heavy (imports torchvision), and optional: see the except
 
             module = timm.models.model_entrypoint(timm_name).__module__
         except (ImportError, RuntimeError):  # timm missing, or a model this timm does not know
@@ -374,7 +377,7 @@ def _image_family_of_config(vision: dict) -> str | None:
 
 def _config_of(name: str) -> dict | None:
     """The open_clip model config of an architecture name or ``local-dir:PATH`` (None for ``hf-hub:``)."""
-    import open_clip
+    import open_clip  # lazy: heavy, see _native_text
 
     if name.startswith("hf-hub:"):
         return None

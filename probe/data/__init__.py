@@ -18,9 +18,15 @@ from dataclasses import dataclass
 
 from mma.errors import MmaError, closest
 
-from .base import DEFAULT_TEMPLATE, SPLITS, ImageDataset, Sample, clean_classname
+from .base import DEFAULT_TEMPLATE, SPLITS, ImageDataset, Sample, clean_classname, user_path
+from .coop import COOP_SHIFTS, describe_coop, load_coop
 from .fewshot import FewShot, draw_few_shot, sample_per_label, split_base_novel, subsample_classes
+from .folder import load_csv, load_folder
 from .reading import ImageReader, ReadReport
+
+# The built-in suite (mma.probe.embedded.suite) is imported inside the functions below, lazily: it builds on
+# .base, so loading it here would be a circle (suite -> mma.probe.data.base -> this package -> suite) that
+# breaks `import mma.probe.embedded.suite` when that comes first.
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -33,16 +39,21 @@ __all__ = [
     "Sample",
     "clean_classname",
     "dataset_spec",
+    "default_data",
+    "default_shift_data",
     "draw_few_shot",
     "list_dataset_sources",
     "load_datasets",
     "parse_data_spec",
     "sample_per_label",
+    "shifted_variants",
     "split_base_novel",
     "subsample_classes",
 ]
 
 KINDS = ("builtin", "coop", "folder", "csv")
+#: the data spec a job reads when none is given: the embedded downstream suite
+DEFAULT_DATA = "builtin"
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,7 @@ def parse_data_spec(text: str) -> DatasetSpec:
         return DatasetSpec("builtin", None, _names(rest) if rest else None)
     if not rest:
         raise MmaError(f"The data spec {text!r} needs a path: {kind}:PATH.")
-    if kind == "coop":
+    if kind == "coop":  # not a method: the CoOp data source
         root, sep, names = rest.rpartition(":")
         # 'coop:/data:a,b' -> names; 'coop:/data' -> no names (a path never ends in a bare name list)
         if sep and root and "/" not in names and "\\" not in names:
@@ -105,21 +116,15 @@ def load_datasets(
     if isinstance(spec, str):
         spec = parse_data_spec(spec)
     if spec.kind == "builtin":
-        from mma.probe.embedded.suite import load_builtin
+        from mma.probe.embedded.suite import load_builtin  # lazy: the circle at the top
 
         kwargs = {"image_size": image_size} if image_size else {}
         datasets = load_builtin(list(spec.names) if spec.names else None, spec=str(spec), **kwargs)
-    elif spec.kind == "coop":
-        from .coop import load_coop
-
+    elif spec.kind == "coop":  # not a method: the CoOp data source
         datasets = load_coop(spec.root, list(spec.names) if spec.names else None, spec=str(spec))
     elif spec.kind == "folder":
-        from .folder import load_folder
-
         datasets = [load_folder(spec.root, spec=str(spec))]
     else:
-        from .folder import load_csv
-
         datasets = [load_csv(spec.root, spec=str(spec))]
     if template is not None:
         for d in datasets:
@@ -136,19 +141,35 @@ def dataset_spec(dataset: ImageDataset, spec: str | DatasetSpec) -> str:
         spec = parse_data_spec(spec)
     root = None
     if spec.root is not None:
-        from .base import user_path
-
         root = str(user_path(spec.root, "The data root").absolute())
-    names = (dataset.name,) if spec.kind in ("builtin", "coop") else None
+    names = (dataset.name,) if spec.kind in ("builtin", "coop") else None  # not a method: data sources
     return str(DatasetSpec(spec.kind, root, names))
 
 
 def list_dataset_sources() -> list[dict]:
     """One row per known source: the built-in datasets (with sizes) and the CoOp datasets."""
-    from mma.probe.embedded.suite import describe_builtin
-
-    from .coop import describe_coop
+    from mma.probe.embedded.suite import describe_builtin  # lazy: the circle at the top
 
     return [{"kind": "builtin", **row} for row in describe_builtin()] + [
         {"kind": "coop", **row} for row in describe_coop()
     ]
+
+
+def shifted_variants(name: str) -> tuple[str, ...]:
+    """The shifted variants of dataset *name* that its source knows (CoOp's ImageNet: V2 / Sketch / A / R; the
+    built-in suite's ImageNet stand-in ``objects``: its four variants); ``()`` for any other dataset."""
+    from mma.probe.embedded.suite import DOMAIN_SHIFTS  # lazy: the circle at the top
+
+    return {**COOP_SHIFTS, **DOMAIN_SHIFTS}.get(name, ())
+
+
+def default_data() -> str:
+    """The data spec read when ``--data`` is not given: the built-in downstream suite (its source first)."""
+    return DEFAULT_DATA
+
+
+def default_shift_data() -> str:
+    """The default data of domain generalisation: the built-in suite's source and its shifted variants."""
+    from mma.probe.embedded.suite import SOURCE  # lazy: the circle at the top
+
+    return f"{DEFAULT_DATA}:{','.join((SOURCE, *shifted_variants(SOURCE)))}"

@@ -33,7 +33,15 @@ from mma.errors import MmaError, closest, one_line
 from mma.probe.data.base import SPLITS, ImageDataset, Sample, user_path
 from mma.probe.data.folder import IMAGE_SUFFIXES
 
-__all__ = ["COOP_DATASETS", "canonical_coop_name", "describe_coop", "find_coop", "load_coop"]
+__all__ = [
+    "COOP_DATASETS",
+    "COOP_SOURCE",
+    "COOP_SHIFTS",
+    "canonical_coop_name",
+    "describe_coop",
+    "find_coop",
+    "load_coop",
+]
 
 COOP_DATASETS = (
     "imagenet",
@@ -52,6 +60,10 @@ COOP_DATASETS = (
     "imagenet_a",
     "imagenet_r",
 )
+
+#: the benchmark's source dataset (cross-dataset and domain generalisation train on it) and its shifted variants
+COOP_SOURCE = "imagenet"
+COOP_SHIFTS = {COOP_SOURCE: ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")}
 
 RESEARCH_ONLY = "see dataset website (research only)"
 

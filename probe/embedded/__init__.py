@@ -26,7 +26,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import safetensors.torch  # used as safetensors.torch.save_file, so a patch of that module reaches it (tests)
 import torch
+
+from mma.io import atomic_write
 
 __all__ = [
     "EMBEDDED_NAME",
@@ -52,7 +55,7 @@ def embedded_config() -> dict:
 
 def register_config() -> None:
     """Register ``mma-tiny`` with open_clip (idempotent), so ``open_clip.create_model('mma-tiny')`` works."""
-    import open_clip
+    import open_clip  # lazy: ~2.5 s on top of torch, and this package loads with every `import mma.probe`
 
     if EMBEDDED_NAME not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_PATH)
@@ -60,20 +63,14 @@ def register_config() -> None:
 
 def save_embedded(model: torch.nn.Module, path: str | Path, *, dtype=torch.float16, meta: dict | None = None) -> Path:
     """Write the model's weights (cast to *dtype*) to a safetensors file, atomically (*meta*: header strings)."""
-    from safetensors.torch import save_file
-
-    from mma.io import atomic_write
-
     state = {
         k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
         for k, v in model.state_dict().items()
     }
     header = {"model": EMBEDDED_NAME, **{k: str(v) for k, v in (meta or {}).items()}}
-    return atomic_write(path, lambda p: save_file(state, str(p), metadata=header))
+    return atomic_write(path, lambda p: safetensors.torch.save_file(state, str(p), metadata=header))
 
 
 def load_embedded_state(path: str | Path = WEIGHTS_PATH) -> dict[str, torch.Tensor]:
     """The state dict (float32) stored by :func:`save_embedded`."""
-    from safetensors.torch import load_file
-
-    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in safetensors.torch.load_file(str(path)).items()}

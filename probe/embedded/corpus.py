@@ -155,6 +155,8 @@ def _render_range(job: tuple[str, int, int, int, int]) -> tuple[np.ndarray, np.n
 
 
 def _build(n: int, size: int, part: str, captions: int, context_length: int) -> Arrays:
+    # lazy: open_clip takes ~2.5 s to import on top of torch, and this module is also loaded by each spawned
+    # worker of parallel_map, which renders images and never tokenizes
     from open_clip.tokenizer import SimpleTokenizer
 
     bounds = np.linspace(0, n, 9).astype(int)

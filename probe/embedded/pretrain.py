@@ -32,15 +32,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from mma.io import atomic_write_json
+from mma.probe.specs import _quiet_root_logger
 from mma.seeding import seed_everything
 
 from . import EMBEDDED_NAME, WEIGHTS_PATH, embedded_config, load_embedded_state, register_config, save_embedded
+from .cache import source_digest
 from .concepts import CONCEPTS, FAMILIES
 from .corpus import EVAL_TEMPLATE, build_corpus
+from .suite import BUILTIN_DATASETS, REGISTRY, prebuild, suite_arrays
 
 __all__ = ["PretrainConfig", "pretrain_tiny", "rescore", "zero_shot_suite", "zero_shot_heldout"]
 
@@ -123,8 +128,6 @@ def _classify(model, tokenizer, images: np.ndarray, classnames, batch: int = 500
 
 def zero_shot_suite(model, tokenizer, names=None, split: str = "test", size: int = 32) -> dict[str, float]:
     """Zero-shot accuracy (0-1) on the *split* of every downstream dataset (all of them when None)."""
-    from .suite import BUILTIN_DATASETS, REGISTRY, prebuild, suite_arrays
-
     out = {}
     prebuild(names or BUILTIN_DATASETS, size)
     for name in names or BUILTIN_DATASETS:
@@ -155,8 +158,6 @@ def image_hashes(images: np.ndarray) -> set[bytes]:
 
 def check_disjoint(corpus_images: np.ndarray, size: int) -> dict:
     """Hash every corpus image and every image of every downstream split; fail loudly on any overlap."""
-    from .suite import BUILTIN_DATASETS, prebuild, suite_arrays
-
     prebuild(BUILTIN_DATASETS, size)
     corpus = image_hashes(corpus_images)
     suite = set()
@@ -176,11 +177,6 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
 
     Returns the record written beside the checkpoint.
     """
-    import open_clip
-    from tqdm.auto import tqdm
-
-    from mma.probe.specs import _quiet_root_logger
-
     cfg = config or PretrainConfig()
     out = Path(out)
     torch.set_num_threads(cfg.threads)
@@ -258,8 +254,6 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
     held = zero_shot_heldout(model, tokenizer, heldout)
     held_random = zero_shot_heldout(random_model, tokenizer, heldout)
     save_embedded(model, out, meta={"corpus": corpus.digest[:16], "seed": cfg.seed})
-    from .cache import source_digest
-
     record = {
         "model": EMBEDDED_NAME,
         "architecture": arch,
@@ -298,8 +292,6 @@ def pretrain_tiny(out: str | Path, config: PretrainConfig | None = None, *, prog
 
 def _suite_scores(model, random_model, tokenizer, cfg: PretrainConfig) -> dict:
     """The record's zero-shot entries on the downstream suite: trained, random init and chance."""
-    from .suite import REGISTRY
-
     zs = zero_shot_suite(model, tokenizer, cfg.suite, size=cfg.image_size)
     return {
         "trained": zs,
@@ -315,12 +307,6 @@ def rescore(path: str | Path = WEIGHTS_PATH) -> dict:
     and the zero-shot table on the suite are recomputed, and ``suite_source`` names the suite code they
     describe. Returns the updated record, which is written back atomically.
     """
-    import open_clip
-
-    from mma.probe.specs import _quiet_root_logger
-
-    from .cache import source_digest
-
     path = Path(path)
     record = json.loads(path.with_suffix(".json").read_text())
     values = {k: v for k, v in record["config"].items() if k in PretrainConfig.__dataclass_fields__}

@@ -41,6 +41,8 @@ def _digit_sources() -> list[Array]:
         data = np.loadtxt(path, delimiter=",")
         images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
     else:  # a future layout: fall back on the public loader
+        # lazy: a fallback branch only; sklearn.datasets takes ~1.2 s to import, which every process drawing the
+        # built-in images (the spawned workers too) would pay for a file it reads directly above
         from sklearn.datasets import load_digits
 
         d = load_digits()
