@@ -1,22 +1,26 @@
-"""The Multi-Modal Adapter and the methods beside it (CoOp, CoCoOp, CLIP-Adapter, linear probe), training,
-protocols and checkpoints."""
+"""The methods (the zero-shot model, the Multi-Modal Adapter, CoOp, CoCoOp, CLIP-Adapter, the linear probe and any
+plugin), their configuration, training, protocols and checkpoints."""
 
 from __future__ import annotations
 
 from .checkpoint import load_adapter, read_adapter, save_adapter
+from .config import Options, TrainConfig
 from .evaluate import accuracy, harmonic_mean
-from .methods import METHODS, get_method, parse_methods
+from .method_base import MethodBase
+from .methods import get_method, method_names, parse_methods, registry
 from .mma import MultiModalAdapter, add_adapter
-from .protocols import PROTOCOLS, evaluate_task, make_tasks, task_metrics
+from .protocols import PROTOCOLS, Protocol, evaluate_task, make_tasks, task_metrics
 from .recipes import RECIPES, resolve_recipe
 from .text_cache import TextPrefixCache
-from .train import TrainConfig, fit_adapter, fit_method
+from .train import fit_adapter, fit_method
 
 __all__ = [
-    "METHODS",
     "PROTOCOLS",
     "RECIPES",
+    "MethodBase",
     "MultiModalAdapter",
+    "Options",
+    "Protocol",
     "TextPrefixCache",
     "TrainConfig",
     "accuracy",
@@ -25,11 +29,13 @@ __all__ = [
     "fit_adapter",
     "fit_method",
     "get_method",
-    "parse_methods",
     "harmonic_mean",
     "load_adapter",
     "make_tasks",
+    "method_names",
+    "parse_methods",
     "read_adapter",
+    "registry",
     "resolve_recipe",
     "save_adapter",
     "task_metrics",

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from mma.errors import MmaError, one_line
 from mma.io import atomic_write
 from mma.probe.specs import LoadedModel
+
+from .methods import DEFAULT, get_method
 
 __all__ = ["save_adapter", "read_adapter", "load_adapter"]
 
@@ -18,20 +22,16 @@ __all__ = ["save_adapter", "read_adapter", "load_adapter"]
 def save_adapter(adapter: nn.Module, path: str | Path, meta: dict) -> Path:
     """Write ``adapter.state_dict()`` as safetensors with ``meta`` (+ the adapter config) as JSON metadata.
 
-    *adapter*: any method of :data:`mma.adapters.methods.METHODS`; its config names it (``method``; MMA's has
-    no such key, as before the other methods existed).
+    *adapter*: any method of :mod:`mma.adapters.methods`; its config names it (``method``; MMA's has no such key,
+    as before the other methods existed).
     """
-    from safetensors.torch import save_file
-
     state = {k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
-    metadata = {"mma": json.dumps({**meta, "adapter": adapter.config()}, default=str)}
-    return atomic_write(path, lambda p: save_file(state, str(p), metadata=metadata))
+    metadata = {"mma": json.dumps({**meta, "adapter": adapter.config()}, default=str)}  # not a method: the toolkit
+    return atomic_write(path, lambda p: safetensors.torch.save_file(state, str(p), metadata=metadata))
 
 
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The state dict and metadata of a checkpoint written by :func:`save_adapter`."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise MmaError(f"The checkpoint {str(path)!r} does not exist.")
@@ -55,9 +55,7 @@ def load_adapter(path: str | Path, loaded: LoadedModel) -> tuple[nn.Module, dict
             f"(weights {str(meta['weights'])[:12]!r}), not on {loaded.describe()!r}; "
             f"pass --model {meta.get('model')!r}."
         )
-    from .methods import get_method
-
-    adapter = get_method(meta["adapter"].get("method", "mma")).restore(meta["adapter"], loaded)
+    adapter = get_method(meta["adapter"].get("method", DEFAULT.name)).restore(meta["adapter"], loaded)
     adapter.load_state_dict(state)
     param = next(loaded.model.parameters())
     adapter.to(device=param.device, dtype=param.dtype)

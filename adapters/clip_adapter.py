@@ -17,6 +17,7 @@ adapter acts on the returned features, so ``attach`` / ``detach`` have nothing t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -25,8 +26,8 @@ from torch import nn
 
 from mma.errors import MmaError
 
+from .config import Options
 from .method_base import (
-    COMMON_FIELDS,
     WARMUP,
     MethodBase,
     check_feature_width,
@@ -35,13 +36,28 @@ from .method_base import (
     model_device_dtype,
 )
 
-__all__ = ["ClipAdapter"]
+__all__ = ["ClipAdapter", "ClipAdapterOptions"]
+
+
+@dataclass
+class ClipAdapterOptions(Options):
+    """CLIP-Adapter's own options."""
+
+    reduction: int = 4  # bottleneck = width / reduction
+    ratio: float = 0.2  # residual ratio
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return [
+            ("reduction", self.reduction >= 1, "an integer >= 1"),
+            ("ratio", 0 <= self.ratio <= 1, "a float in [0, 1]"),
+        ]
 
 
 class ClipAdapter(MethodBase):
     """The residual feature adapter on the image side; ``reduction`` and ``ratio`` as in the paper."""
 
     name: ClassVar[str] = "clip-adapter"
+    title: ClassVar[str] = "CLIP-Adapter"
     paper: ClassVar[dict] = {
         "lr": 0.002,
         "batch_size": 32,
@@ -50,7 +66,7 @@ class ClipAdapter(MethodBase):
         "reduction": 4,
         "ratio": 0.2,
     }
-    uses: ClassVar[tuple[str, ...]] = (*COMMON_FIELDS, "reduction", "ratio")
+    Options: ClassVar[type[Options]] = ClipAdapterOptions
 
     def __init__(self, *, embed_dim: int, reduction: int = 4, ratio: float = 0.2) -> None:
         super().__init__()
@@ -73,7 +89,8 @@ class ClipAdapter(MethodBase):
     @classmethod
     def build(cls, loaded, cfg, classnames=()) -> ClipAdapter:
         freeze(loaded.model)
-        method = cls(embed_dim=feature_width(loaded), reduction=cfg.reduction, ratio=cfg.ratio)
+        opts = cfg.options
+        method = cls(embed_dim=feature_width(loaded), reduction=opts.reduction, ratio=opts.ratio)
         return method.to(*model_device_dtype(loaded.model))
 
     @classmethod

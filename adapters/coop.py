@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -36,9 +37,10 @@ from torch import nn
 
 from mma.errors import MmaError
 
-from .method_base import COMMON_FIELDS, WARMUP, MethodBase, feature_width, freeze, model_device_dtype
+from .config import Options
+from .method_base import WARMUP, MethodBase, feature_width, freeze, model_device_dtype
 
-__all__ = ["CoOp", "CoCoOp", "token_embedding", "prompt_texts"]
+__all__ = ["CoOp", "CoCoOp", "PromptOptions", "token_embedding", "prompt_texts"]
 
 _PLACEHOLDER = "X"
 # images per evaluation chunk of CoCoOp: every image encodes every class's prompt
@@ -80,10 +82,21 @@ def _context_in(model: nn.Module, ctx: torch.Tensor) -> Iterator[None]:
         handle.remove()
 
 
+@dataclass
+class PromptOptions(Options):
+    """CoOp's and CoCoOp's own options (Dassl's ``TRAINER.COOP`` / ``TRAINER.COCOOP``)."""
+
+    n_ctx: int = 16  # context vectors
+    ctx_init: str = ""  # words whose embeddings initialise the context ("" = N(0, 0.02))
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return [("n_ctx", self.n_ctx >= 1, "an integer >= 1")]
+
+
 class _PromptLearner(MethodBase):
     """Context vectors in the prompt (CoOp); CoCoOp adds its meta-network."""
 
-    uses: ClassVar[tuple[str, ...]] = (*COMMON_FIELDS, "n_ctx", "ctx_init")
+    Options: ClassVar[type[Options]] = PromptOptions
 
     def __init__(
         self, *, width: int, embed_dim: int, n_ctx: int, ctx_init: str = "", init: torch.Tensor | None = None
@@ -119,22 +132,22 @@ class _PromptLearner(MethodBase):
 
     @classmethod
     def build(cls, loaded, cfg, classnames: Sequence[str] = ()) -> _PromptLearner:
-        """A fresh learner for *loaded*'s model (frozen) from ``cfg.n_ctx`` / ``cfg.ctx_init``, on its device."""
-        model = loaded.model
+        """A fresh learner for *loaded*'s model (frozen) from its ``n_ctx`` / ``ctx_init`` options, on its device."""
+        model, n_ctx, ctx_init = loaded.model, cfg.options.n_ctx, cfg.options.ctx_init
         width, embed_dim = cls._sizes(loaded)
         init = None
-        if cfg.ctx_init:  # the init words' own embeddings, and as many context vectors as they have tokens
-            tokens = loaded.tokenizer([cfg.ctx_init])[0]
+        if ctx_init:  # the init words' own embeddings, and as many context vectors as they have tokens
+            tokens = loaded.tokenizer([ctx_init])[0]
             ids = tokens[1 : int(tokens.argmax()) if tokens.argmax() > 0 else len(tokens)]
-            if len(ids) != cfg.n_ctx:
+            if len(ids) != n_ctx:
                 raise MmaError(
-                    f"ctx_init={cfg.ctx_init!r} has {len(ids)} tokens but n_ctx={cfg.n_ctx}; give n_ctx={len(ids)} "
+                    f"ctx_init={ctx_init!r} has {len(ids)} tokens but n_ctx={n_ctx}; give n_ctx={len(ids)} "
                     "or other init words."
                 )
             with torch.no_grad():
                 init = token_embedding(model)(ids.to(model_device_dtype(model)[0])).float().cpu()
         freeze(model)
-        method = cls._new(width=width, embed_dim=embed_dim, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init, init=init)
+        method = cls._new(width=width, embed_dim=embed_dim, n_ctx=n_ctx, ctx_init=ctx_init, init=init)
         return method.to(*model_device_dtype(model))
 
     @classmethod
@@ -171,6 +184,7 @@ class CoOp(_PromptLearner):
     """CoOp: ``n_ctx`` context vectors shared by every class, class token at the end (ViT-B/16: 16 x 512 = 8,192)."""
 
     name: ClassVar[str] = "coop"
+    title: ClassVar[str] = "CoOp"
     paper: ClassVar[dict] = {
         "lr": 0.002,
         "batch_size": 32,
@@ -199,6 +213,7 @@ class CoCoOp(_PromptLearner):
     """CoCoOp: CoOp's context plus ``meta(f) = W2 relu(W1 f)`` added to it per image (ViT-B/16: 35,360)."""
 
     name: ClassVar[str] = "cocoop"
+    title: ClassVar[str] = "CoCoOp"
     paper: ClassVar[dict] = {
         "lr": 0.002,
         "batch_size": 1,

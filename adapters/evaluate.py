@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
+from mma import distributed
+from mma.metrics import harmonic_mean
 from mma.probe.data.base import ImageDataset, Sample
-from mma.probe.data.reading import ReadReport
+from mma.probe.data.reading import ImageReader, ReadReport, collate_readable
 from mma.probe.specs import LoadedModel
 from mma.probe.zeroshot import zero_shot_accuracy
 
@@ -61,10 +64,6 @@ def classifier_accuracy(
     The batches are sharded over torchrun ranks and the counts summed, as for the zero-shot model; NaN if no
     image is readable.
     """
-    import numpy as np
-
-    from mma import distributed
-    from mma.probe.data.reading import ImageReader, collate_readable
 
     loaded.model.eval()
     samples = list(samples)
@@ -85,8 +84,3 @@ def classifier_accuracy(
         total += len(labels)
     correct, total = distributed.all_sum(torch.tensor([correct, total], dtype=torch.float64)).tolist()
     return 100.0 * correct / total if total else float("nan")
-
-
-def harmonic_mean(base: float, novel: float) -> float:
-    """HM = 2BN / (B + N); 0 when both are 0."""
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)

@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from mma.errors import MmaError
+from mma.probe.data.reading import ImageReader, collate_readable
 
-from .method_base import MethodBase, check_feature_width, feature_width, freeze, model_device_dtype
+from .method_base import MethodBase, TrainResult, check_feature_width, feature_width, freeze, model_device_dtype
 
 __all__ = ["LinearProbeMethod", "SEARCH_CS", "choose_c"]
 
@@ -34,11 +39,6 @@ SEARCH_STEPS = 8
 
 
 def _fit_lr(C: float, X: np.ndarray, y: np.ndarray):
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
 
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -74,6 +74,7 @@ class LinearProbeMethod(MethodBase):
     """A linear classifier over the trained classes on ``encode_image`` features; ``weight`` / ``bias`` buffers."""
 
     name: ClassVar[str] = "linear-probe"
+    title: ClassVar[str] = "linear probe"
     paper: ClassVar[dict] = {}
     uses: ClassVar[tuple[str, ...]] = ("shots", "precision", "workers")
     names_unseen_classes: ClassVar[bool] = False
@@ -81,6 +82,7 @@ class LinearProbeMethod(MethodBase):
     def __init__(self, *, embed_dim: int, classnames: Sequence[str], C: float = float("nan")) -> None:
         super().__init__()
         self.embed_dim, self.classnames, self.C = embed_dim, list(classnames), float(C)
+        self.val_accuracy = float("nan")  # set by fit
         self.register_buffer("weight", torch.zeros(len(self.classnames), embed_dim))
         self.register_buffer("bias", torch.zeros(len(self.classnames)))
 
@@ -102,6 +104,10 @@ class LinearProbeMethod(MethodBase):
         freeze(loaded.model)
         method = cls(embed_dim=config["embed_dim"], classnames=config["classnames"], C=config["C"])
         return method.to(model_device_dtype(loaded.model)[0])
+
+    def fitted_values(self) -> dict[str, float]:
+        """The C it chose and its accuracy on the validation split (%)."""
+        return {"C": self.C, "val_accuracy": self.val_accuracy}
 
     def can_classify(self, classnames: Sequence[str]) -> bool:
         return self.columns(classnames) is not None
@@ -146,8 +152,6 @@ class LinearProbeMethod(MethodBase):
     def fit(loaded, dataset, samples, classnames, cfg, *, seed, device, template=None, state_path=None, val=()):
         """Extract the features of *samples* and *val*, choose C on val (on the training shots if val is empty),
         fit at that C on the training shots. Deterministic; every torchrun rank fits the same classifier."""
-        from .train import TrainResult
-
         start = time.perf_counter()
         method = LinearProbeMethod.build(loaded, cfg, classnames)
         X, y = _features(loaded, dataset, samples, device, cfg.workers)
@@ -162,7 +166,6 @@ class LinearProbeMethod(MethodBase):
 
 def _features(loaded, dataset, samples, device, workers: int) -> tuple[np.ndarray, np.ndarray]:
     """Unnormalised ``encode_image`` features (float64) and labels under the test-time preprocessing."""
-    from mma.probe.data.reading import ImageReader, collate_readable
 
     reader = ImageReader(dataset, samples, loaded.preprocess)
     loader = torch.utils.data.DataLoader(reader, batch_size=256, num_workers=workers, collate_fn=collate_readable)

@@ -1,15 +1,14 @@
-"""The interface every few-shot adaptation method shares (the registry is :mod:`mma.adapters.methods`).
+"""The interface every method shares: what it trains, how it is configured, and what the jobs ask of it.
 
-The few-shot adaptation methods mma runs through one data path, one draw and one evaluation.
-
-Every method shares one small interface (DESIGN.md, "Growing the rooms"); training loops, protocols,
-checkpoints and jobs work through it and never branch on a method's name. Adding a method is one module
-plus one line in :data:`METHODS`.
+Every method (the zero-shot model, MMA, CoOp, CoCoOp, CLIP-Adapter, the linear probe, and any plugin) is a
+:class:`MethodBase` subclass registered in :mod:`mma.adapters.methods` (built-ins there, others through the
+``mma.methods`` entry-point group). The jobs, the CLI, the tables and the benchmarks never compare a method's
+name: they ask the class. Adding a method is one module and its registration (see ``examples/plugin_method``).
 
 =================  ==============================================================================================
 method             what it learns (ViT-B/16 trainable parameters)
 =================  ==============================================================================================
-``zeroshot``       nothing: the frozen model with the dataset's prompt (0)
+``zeroshot``       nothing: the frozen model with the dataset's prompt (:mod:`.zeroshot`; 0)
 ``mma``            the Multi-Modal Adapter from block k (:mod:`mma.adapters.mma`; 674,560 at k = 5)
 ``coop``           16 context vectors shared by all classes, class token at the end (:mod:`.coop`; 8,192)
 ``cocoop``         CoOp's 4 context vectors plus an image-conditioned meta-network (:mod:`.coop`; 35,360)
@@ -18,25 +17,39 @@ method             what it learns (ViT-B/16 trainable parameters)
                    (:mod:`.linear_probe`; 512 x classes + classes); it cannot name unseen classes
 =================  ==============================================================================================
 
-A method class (an ``nn.Module``) provides:
+What a method answers (class attributes and class methods), instead of the jobs deciding by its name:
 
-* ``name``, ``paper`` (its published training values, on top of :class:`~mma.adapters.train.TrainConfig`'s
-  defaults), ``uses`` (the TrainConfig fields it reads: only these are resolved, printed and recorded),
-  ``names_unseen_classes`` (False: novel classes and other datasets' classes are "not applicable");
-* ``build(loaded, cfg, classnames)``: a fresh method for the loaded model, its trunk frozen, on its device;
+* ``name``; ``Options`` (a dataclass of its own options, :class:`~mma.adapters.config.Options`) and ``uses``
+  (every training value it reads, shared ones and its own, in the order lines print them);
+* ``paper`` (its published values over the shared defaults), ``paper_protocols`` / ``paper_datasets`` (published
+  values for one protocol or one training dataset: MMA's k 5 for base-to-novel, batch 128 on ImageNet);
+* ``trains`` (False: the zero-shot model, evaluated once per task, without a seed), ``depth_indexed`` (it takes
+  k from the probe selection and its results are keyed by k), ``names_unseen_classes`` (False: novel classes and
+  other datasets' classes are "not applicable");
+* :meth:`check_spec` / :meth:`check_model`: what it needs of a model, before and after the weights load;
+* :meth:`run_key`, :meth:`file_key`, :meth:`record_name`: the names of its result, checkpoint, training state
+  and configuration record; :meth:`qualify`: how a value source names it (``paper default (coop)``);
+* ``title``, ``published_as`` and ``colour``: its name in figures, in the published tables, and its colour.
+
+And an instance (an ``nn.Module`` whose parameters are the trainable ones):
+
+* ``build(loaded, cfg, classnames)`` / ``restore(config, loaded)`` / ``config()``: a fresh method for the
+  loaded model (its trunk frozen, on its device), or one rebuilt from a checkpoint's JSON-able values;
 * ``attach(model)`` / ``detach()``: whatever it changes in the model (forward hooks), undone exactly;
 * ``objective(loaded, classnames, template, cfg)``: an ``nn.Module`` whose only parameters are the method's,
   mapping ``(images, labels)`` to the training loss (what DDP wraps);
 * ``classifier(loaded, classnames, template, device)``: ``images -> logits`` for evaluation, or None when
-  the model as it is (hooks attached) is evaluated by the zero-shot code (MMA);
-* ``config()`` / ``restore(config, loaded)``: JSON-able values to rebuild it from a checkpoint;
+  the model as it is (hooks attached) is evaluated by the zero-shot code (MMA, the zero-shot model);
+* ``after_training(cfg)``: what changes once training is over (MMA: ``alpha_eval``); ``fitted_values()``: what
+  it chose while fitting, recorded with its result (the linear probe's C);
 * ``fit`` (optional): a training procedure of its own instead of the SGD loop (the linear probe).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -45,10 +58,12 @@ from torch import nn
 
 from mma.errors import MmaError
 
+from .config import COMMON_FIELDS, Options, TrainConfig
+
 __all__ = [
-    "ZERO_SHOT",
     "MethodBase",
     "ClassifierObjective",
+    "TrainResult",
     "COMMON_FIELDS",
     "WARMUP",
     "freeze",
@@ -57,26 +72,18 @@ __all__ = [
     "check_feature_width",
 ]
 
-ZERO_SHOT = "zeroshot"
-
-#: TrainConfig fields every SGD-trained method reads (MMA's own list is in mma.adapters.mma).
-COMMON_FIELDS = (
-    "lr",
-    "momentum",
-    "weight_decay",
-    "epochs",
-    "batch_size",
-    "shots",
-    "crop_scale_min",
-    "flip",
-    "augment",
-    "precision",
-    "workers",
-    "warmup_epochs",
-    "warmup_lr",
-)
 #: the constant warm-up epoch of CoOp's Dassl configs, which CoCoOp and CLIP-Adapter's trainer share
 WARMUP = {"warmup_epochs": 1, "warmup_lr": 1e-5}
+
+
+@dataclass
+class TrainResult:
+    adapter: nn.Module  # the trained method
+    steps: int
+    seconds: float
+    final_loss: float
+    losses: list[float]
+    batch_size: int = 0  # the global batch that ran (smaller than the config's for a small training set)
 
 
 def freeze(model: nn.Module) -> None:
@@ -112,13 +119,89 @@ def check_feature_width(name: str, config, loaded, *, fitted: bool = False) -> N
 
 
 class MethodBase(nn.Module):
-    """What the methods other than MMA share: no hooks unless they add some, a CLIP-style loss, a classifier."""
+    """What every method shares (module docstring): by default no hooks, a CLIP-style loss, a classifier."""
 
     name: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    uses: ClassVar[tuple[str, ...] | None] = None  # None: the shared fields, then its own options
     paper: ClassVar[dict] = {}
-    uses: ClassVar[tuple[str, ...]] = COMMON_FIELDS
+    paper_protocols: ClassVar[dict[str, dict]] = {}
+    paper_datasets: ClassVar[dict[str, dict]] = {}
+    trains: ClassVar[bool] = True
+    depth_indexed: ClassVar[bool] = False
     names_unseen_classes: ClassVar[bool] = True
+    title: ClassVar[str] = ""  # how figures and lines name it ("" = its name)
+    published_as: ClassVar[str | None] = None  # None: its name, matched loosely against the published tables
+    colour: ClassVar[str | None] = None  # None: the next colour of the figures' palette
     fit = None  # a method with its own training procedure sets a function here (see linear_probe)
+
+    # -- configuration ------------------------------------------------------------------------------
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The names of its own options (the fields of ``Options``)."""
+        return tuple(f.name for f in fields(cls.Options))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Every training value it reads, in the order the recipe line names them."""
+        return (*COMMON_FIELDS, *cls.option_names()) if cls.uses is None else tuple(cls.uses)
+
+    @classmethod
+    def make_config(cls, values: Mapping | None = None, **more) -> TrainConfig:
+        """A :class:`TrainConfig` from flat values (``{"lr": 0.1, "n_ctx": 4}``): the shared ones and its own options.
+
+        Not validated (:meth:`TrainConfig.validate`); a name neither shared nor its own is an error.
+        """
+        values = {**(values or {}), **more}
+        own = cls.option_names()
+        unknown = sorted(set(values) - set(COMMON_FIELDS) - set(own))
+        if unknown:
+            valid = sorted((*COMMON_FIELDS, *own))
+            raise MmaError(f"Unknown training option(s) {unknown} for method {cls.name!r}; valid: {valid}.")
+        shared = {k: v for k, v in values.items() if k in COMMON_FIELDS}
+        return TrainConfig(**shared, options=cls.Options(**{k: v for k, v in values.items() if k in own}))
+
+    # -- what it needs of a model -------------------------------------------------------------------
+
+    @classmethod
+    def check_spec(cls, spec) -> None:
+        """Refuse a model spec it cannot adapt, from the model's config (before any weights load)."""
+
+    @classmethod
+    def check_model(cls, loaded, cfg: TrainConfig) -> None:
+        """Refuse the loaded model (or a value of *cfg* out of range for it) with one sentence."""
+
+    # -- names ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def run_key(cls, seed: int | None, k: int | None) -> str:
+        """The stem of its result JSON for one seed (and k, when depth-indexed)."""
+        return f"seed{seed}-k{k}-{cls.name}" if cls.depth_indexed else f"seed{seed}-{cls.name}"
+
+    @classmethod
+    def file_key(cls, seed: int | None, k: int | None) -> str:
+        """The stem of its checkpoint and training state, after ``<protocol>-<dataset>-``."""
+        return cls.run_key(seed, k)
+
+    @classmethod
+    def record_name(cls, k: int | None) -> str:
+        """The file that records the configuration it ran with."""
+        return f"train-k{k}-{cls.name}.json" if cls.depth_indexed else f"train-{cls.name}.json"
+
+    @classmethod
+    def qualify(cls, source: str) -> str:
+        """A value source as it names this method (``paper default (coop)``)."""
+        return f"{source} ({cls.name})"
+
+    # -- an instance ----------------------------------------------------------------------------------
+
+    def after_training(self, cfg: TrainConfig) -> None:
+        """What changes once training is over (nothing here)."""
+
+    def fitted_values(self) -> dict[str, float]:
+        """What it chose while fitting, recorded with its result (the linear probe's C); nothing here."""
+        return {}
 
     def attach(self, model: nn.Module) -> MethodBase:
         return self

@@ -51,17 +51,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import random
 from collections.abc import Iterator, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from mma.errors import MmaError, closest
 from mma.probe.layers import TOWERS, LayerMap, layer_maps
+from mma.probe.towers import check_mma_support
 
-__all__ = ["MultiModalAdapter", "add_adapter", "check_alpha", "DEPTH_MODES"]
+from .config import Options, TrainConfig
+from .method_base import MethodBase, freeze, model_device_dtype
+from .text_cache import TextPrefixCache
+
+__all__ = ["MultiModalAdapter", "MMAOptions", "MMAObjective", "add_adapter", "check_alpha", "DEPTH_MODES"]
 
 DEPTH_MODES = ("relative", "block")
 
@@ -104,6 +112,29 @@ def check_alpha(alpha: Any, name: str = "alpha") -> float:
     return float(alpha)
 
 
+@dataclass
+class MMAOptions(Options):
+    """MMA's own options (the shared optimisation values are :class:`~mma.adapters.config.TrainConfig`'s)."""
+
+    k: int = 5
+    dim: int = 32
+    alpha: float = 1e-3
+    alpha_eval: float | None = None  # MMA++: a different alpha at inference
+    grad_scale: bool = True
+    depth_mode: str = "relative"
+    consistency: float = 0.0  # MMA++: the alpha-consistency loss weight
+    prefix_cache: bool = True  # run the frozen text blocks below k once per run
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return [
+            ("dim", self.dim >= 1, "an integer >= 1"),
+            ("alpha", self.alpha > 0, "a float > 0"),
+            ("alpha_eval", self.alpha_eval is None or self.alpha_eval >= 0, "a float >= 0 (0 = the frozen model)"),
+            ("consistency", self.consistency >= 0, "a float >= 0"),
+        ]
+
+
+#: every training value MMA reads, in the order the recipe line names them
 MMA_FIELDS = (
     "k",
     "dim",
@@ -125,9 +156,12 @@ MMA_FIELDS = (
     "workers",
     "prefix_cache",
 )
+#: the published per-protocol values (SPEC.md section 3): k 5 for base-to-novel; k 9 and one epoch for
+#: cross-dataset and domain generalisation, as the paper's text gives them; ImageNet trains in batches of 128
+_PUBLISHED_XD = {"k": 9, "epochs": 1}
 
 
-class MultiModalAdapter(nn.Module):
+class MultiModalAdapter(MethodBase):
     """The MMA branches for both towers of one model; attach them with hooks, train only these weights.
 
     Parameters
@@ -158,12 +192,19 @@ class MultiModalAdapter(nn.Module):
         ``shared_of[tower][block]`` = the number of the shared layer that block uses.
     """
 
-    # the method interface (mma.adapters.methods)
-    name = "mma"
-    paper: dict = {}  # TrainConfig's defaults are MMA's published recipe
-    uses = MMA_FIELDS
-    names_unseen_classes = True
-    fit = None  # trained by the SGD loop of mma.adapters.train
+    # the method interface (mma.adapters.method_base): the shared defaults and MMAOptions' are the published recipe
+    name: ClassVar[str] = "mma"
+    title: ClassVar[str] = "MMA"
+    Options: ClassVar[type[Options]] = MMAOptions
+    uses: ClassVar[tuple[str, ...]] = MMA_FIELDS
+    paper_protocols: ClassVar[dict[str, dict]] = {
+        "base2novel": {"k": 5},
+        "cross-dataset": _PUBLISHED_XD,
+        "domain-gen": _PUBLISHED_XD,
+    }
+    paper_datasets: ClassVar[dict[str, dict]] = {"imagenet": {"batch_size": 128}}
+    depth_indexed: ClassVar[bool] = True
+    colour: ClassVar[str] = "#2ca02c"  # green
 
     def __init__(
         self,
@@ -291,50 +332,77 @@ class MultiModalAdapter(nn.Module):
         return adapter
 
     @classmethod
-    def build(cls, loaded, cfg, classnames=()) -> MultiModalAdapter:
-        """A fresh adapter from ``cfg`` for *loaded*'s model (frozen), on its device and dtype, not yet attached."""
-        model = loaded.model
-        maps = layer_maps(model)
-        for p in model.parameters():
-            p.requires_grad_(False)
+    def build(cls, loaded, cfg: TrainConfig, classnames=()) -> MultiModalAdapter:
+        """A fresh adapter from ``cfg.options`` for *loaded*'s model (frozen), on its device and dtype, not attached."""
+        opts = cfg.options
+        freeze(loaded.model)
         adapter = cls(
-            maps,
-            k=cfg.k,
-            dim=cfg.dim,
-            alpha=cfg.alpha,
-            grad_scale=cfg.grad_scale,
-            depth_mode=cfg.depth_mode,
+            layer_maps(loaded.model),
+            k=opts.k,
+            dim=opts.dim,
+            alpha=opts.alpha,
+            grad_scale=opts.grad_scale,
+            depth_mode=opts.depth_mode,
             model_name=str(loaded.spec),
         )
-        ref = next((p for p in model.parameters() if p.is_floating_point()), None)
-        if ref is not None:
-            adapter.to(device=ref.device, dtype=ref.dtype)
-        return adapter
+        return adapter.to(*model_device_dtype(loaded.model))
 
     @classmethod
     def restore(cls, config: Mapping[str, Any], loaded) -> MultiModalAdapter:
         """:meth:`from_config` for *loaded*'s model, frozen, on its device (the checkpoint interface)."""
         adapter = cls.from_config(config, layer_maps(loaded.model))
-        for p in loaded.model.parameters():
-            p.requires_grad_(False)
+        freeze(loaded.model)
         return adapter
 
-    def objective(self, loaded, classnames, template: str, cfg) -> nn.Module:
-        """The training loss (:class:`mma.adapters.train.Objective`, with the text prefix cache)."""
-        from .train import mma_objective
+    @classmethod
+    def check_spec(cls, spec) -> None:
+        """ "MMA needs transformer blocks", from the model's config before any weights load."""
+        check_mma_support(spec.name)
 
-        return mma_objective(loaded, self, classnames, template, cfg)
+    @classmethod
+    def check_model(cls, loaded, cfg: TrainConfig) -> None:
+        """The towers must be transformers and k within the shallower tower's blocks."""
+        maps = layer_maps(loaded.model)
+        convolutional = [t for t, m in maps.items() if not m.transformer]
+        if convolutional:  # an hf-hub: / local-dir: model whose config could not be read before loading
+            raise MmaError(
+                f"MMA needs transformer blocks, but the {convolutional[0]} tower of {str(loaded.spec)!r} is a "
+                f"convolutional network ({maps[convolutional[0]].family}); choose a ViT-family model."
+            )
+        depth, k = min(m.depth for m in maps.values()), cfg.options.k
+        if not 1 <= k <= depth:
+            raise MmaError(f"k={k} is out of range for {str(loaded.spec)!r} (valid: 1..{depth}).")
 
-    def can_classify(self, classnames) -> bool:
-        return True
+    @classmethod
+    def file_key(cls, seed, k) -> str:
+        return f"seed{seed}-k{k}"  # MMA's checkpoint names, kept from before the other methods existed
+
+    @classmethod
+    def record_name(cls, k) -> str:
+        return f"train-k{k}.json"
+
+    @classmethod
+    def qualify(cls, source: str) -> str:
+        return source  # the default method: its sources carry no name
+
+    def objective(self, loaded, classnames, template: str, cfg: TrainConfig) -> nn.Module:
+        """The training loss: the dataset's prompts, the frozen text blocks below k run once (prefix cache)."""
+        model = loaded.model
+        device = next(self.parameters()).device
+        text_map = layer_maps(model)["text"]
+        tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
+        cacheable = cfg.options.prefix_cache and text_map.prefix_cache  # Hugging Face towers run in full
+        text = TextPrefixCache(model, text_map, self.k_text, tokens) if cacheable else None
+        return MMAObjective(loaded, self, tokens, text, cfg.options.consistency)
+
+    def after_training(self, cfg: TrainConfig) -> None:
+        """MMA++: evaluate at ``alpha_eval`` when one is given."""
+        if cfg.options.alpha_eval is not None:
+            self.alpha = cfg.options.alpha_eval
 
     def classifier(self, loaded, classnames, template, device):
         """None: the hooked model is evaluated by the zero-shot code, exactly as the frozen model is."""
         return None
-
-    def num_parameters(self) -> int:
-        """Number of adapter parameters (all trainable)."""
-        return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
         return (
@@ -421,6 +489,48 @@ class MultiModalAdapter(nn.Module):
             self.detach()
 
 
+class MMAObjective(nn.Module):
+    """MMA's training loss of one batch; its only parameters are the adapter's (what DDP synchronises).
+
+    Plain cross-entropy on ``exp(logit_scale) * cosine`` logits, plus, with ``consistency`` > 0, MMA++'s
+    alpha-consistency term: a second no-grad pass at ``alpha2 = U(0,1) * alpha`` and ``-consistency * mean
+    cosine`` between the two passes' features, per tower.
+    """
+
+    def __init__(self, loaded, adapter: MultiModalAdapter, tokens, text, consistency: float = 0.0) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self._frozen = (loaded.model, tokens, text)  # a tuple: not registered, so DDP leaves the trunk alone
+        self.logit_scale = float(loaded.model.logit_scale.exp())
+        self.consistency = consistency
+
+    def encode_text(self) -> torch.Tensor:
+        model, tokens, text = self._frozen
+        return text.encode() if text is not None else model.encode_text(tokens)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        model = self._frozen[0]
+        img_n = F.normalize(model.encode_image(images).float(), dim=-1)
+        txt_n = F.normalize(self.encode_text().float(), dim=-1)
+        loss = F.cross_entropy(self.logit_scale * img_n @ txt_n.T, labels)
+        if self.consistency > 0:
+            loss = loss + self.consistency * self._consistency(images, img_n, txt_n)
+        return loss
+
+    def _consistency(self, images, img_n, txt_n) -> torch.Tensor:
+        """MMA++ alpha-consistency: -mean cosine between features at alpha and at alpha2 = U(0,1)*alpha."""
+        model, adapter = self._frozen[0], self.adapter
+        alpha = adapter.alpha
+        adapter.alpha = random.random() * alpha  # seeded by the training loop; no host sync
+        try:
+            with torch.no_grad():
+                img2 = F.normalize(model.encode_image(images).float(), dim=-1)
+                txt2 = F.normalize(self.encode_text().float(), dim=-1)
+        finally:
+            adapter.alpha = alpha
+        return -((img_n * img2).sum(-1).mean() + (txt_n * txt2).sum(-1).mean())
+
+
 def add_adapter(
     model: nn.Module,
     *,
@@ -435,13 +545,14 @@ def add_adapter(
 
     Options as in :class:`MultiModalAdapter`. Train ``adapter.parameters()``; nothing else requires grad.
     """
-    maps = layer_maps(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    freeze(model)
     adapter = MultiModalAdapter(
-        maps, k=k, dim=dim, alpha=alpha, grad_scale=grad_scale, depth_mode=depth_mode, model_name=model_name
+        layer_maps(model),
+        k=k,
+        dim=dim,
+        alpha=alpha,
+        grad_scale=grad_scale,
+        depth_mode=depth_mode,
+        model_name=model_name,
     )
-    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if ref is not None:
-        adapter.to(device=ref.device, dtype=ref.dtype)
-    return adapter.attach(model)
+    return adapter.to(*model_device_dtype(model)).attach(model)

@@ -1,39 +1,56 @@
-"""The evaluation protocols every CoOp-family paper uses (SPEC.md section 4), as lists of tasks.
+"""The evaluation protocols every CoOp-family paper uses (SPEC.md section 4): one registered object each.
 
 ==================  ===========================================================================
 protocol            what is trained, what is evaluated
 ==================  ===========================================================================
 ``base2novel``      per dataset: train on the base half of the classes (K shots); test base images
                     among base classes and novel images among novel classes; HM = 2BN/(B+N).
-                    A dataset with fewer than 4 classes is left out (:func:`skipped_datasets`):
-                    with 1 base and 1 novel class every accuracy is 100% by construction
+                    A dataset with fewer than 4 classes is left out: with 1 base and 1 novel
+                    class every accuracy is 100% by construction
 ``few-shot``        per dataset: train on all classes (K shots); test among all classes
 ``cross-dataset``   train on the source (first dataset, all classes); test on every other dataset
 ``domain-gen``      train on the source; test on its shifted variants (same class names, or a
                     subset of them: ImageNet -> ImageNetV2 / -Sketch / -A / -R)
 ==================  ===========================================================================
+
+A :class:`Protocol` answers what the jobs and the tables would otherwise decide by its name: the tasks it
+makes, which datasets train (``per_dataset``), its metrics and headline metric, the datasets it leaves out,
+how it scores a task, its default data and, for the paper's benchmark, which datasets it runs on. The facts
+about datasets (which are the shifted variants of which) belong to the data sources (:mod:`mma.probe.data`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from mma.errors import MmaError
-from mma.probe.data import ImageDataset, Sample, draw_few_shot, split_base_novel, subsample_classes
+from mma.probe.data import (
+    ImageDataset,
+    Sample,
+    default_data,
+    default_shift_data,
+    draw_few_shot,
+    shifted_variants,
+    split_base_novel,
+    subsample_classes,
+)
 from mma.probe.specs import LoadedModel
 
 from .evaluate import accuracy, classifier_accuracy, harmonic_mean
 
 __all__ = [
     "PROTOCOLS",
+    "Protocol",
     "MIN_BASE2NOVEL_CLASSES",
     "EvalSplit",
     "Task",
-    "default_data",
+    "get_protocol",
     "make_tasks",
     "skipped_datasets",
     "check_shots",
@@ -41,39 +58,7 @@ __all__ = [
     "task_metrics",
 ]
 
-PROTOCOLS = ("base2novel", "few-shot", "cross-dataset", "domain-gen")
 MIN_BASE2NOVEL_CLASSES = 4  # 2 base + 2 novel: fewer makes a one-class "classification" that is always right
-COOP_SHIFTS = {"imagenet": ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")}
-
-
-def _known_shifts() -> dict[str, tuple[str, ...]]:
-    from mma.probe.embedded.suite import DOMAIN_SHIFTS
-
-    return {**COOP_SHIFTS, **DOMAIN_SHIFTS}
-
-
-def default_data(protocol: str) -> list[str]:
-    """The data spec a protocol runs on when ``--data`` is not given: the embedded downstream suite.
-
-    ``domain-gen``: its ImageNet stand-in ``objects`` and the four shifted variants; every other protocol:
-    the main suite (``objects`` first, the source of ``cross-dataset``).
-    """
-    from mma.probe.embedded.suite import DOMAIN_SHIFTS, SOURCE
-
-    if protocol == "domain-gen":
-        return [f"builtin:{','.join((SOURCE, *DOMAIN_SHIFTS[SOURCE]))}"]
-    return ["builtin"]
-
-
-def skipped_datasets(protocol: str, datasets: list[ImageDataset]) -> dict[str, str]:
-    """``{dataset: reason}`` for the datasets *protocol* leaves out (base2novel: fewer than 4 classes)."""
-    if protocol != "base2novel":
-        return {}
-    return {
-        d.name: f"{d.num_classes} classes; base-to-novel needs at least {MIN_BASE2NOVEL_CLASSES}"
-        for d in datasets
-        if d.num_classes < MIN_BASE2NOVEL_CLASSES
-    }
 
 
 @dataclass
@@ -139,6 +124,163 @@ def _subset_eval(source: ImageDataset, target: ImageDataset) -> EvalSplit:
     return _all_classes(target)
 
 
+class Protocol:
+    """One evaluation protocol; the subclasses below are the four the papers use."""
+
+    name: ClassVar[str] = ""
+    per_dataset: ClassVar[bool] = True  # every dataset trains (else only the source, the first one)
+    metrics: ClassVar[tuple[str, ...]] = ()  # the averaged metrics tables show, the headline last
+    in_paper: ClassVar[bool] = True  # reported in the MMA paper's tables (what 'mma reproduce' runs)
+
+    @property
+    def headline(self) -> str:
+        """The metric a comparison leads with."""
+        return self.metrics[-1]
+
+    def default_data(self) -> list[str]:
+        """The data specs it runs on when ``--data`` is not given: the embedded downstream suite."""
+        return [default_data()]
+
+    def skipped(self, datasets: Sequence[ImageDataset]) -> dict[str, str]:
+        """``{dataset: reason}`` for the datasets it leaves out."""
+        return {}
+
+    def training_groups(self, datasets: Sequence[ImageDataset]) -> list[list[ImageDataset]]:
+        """The datasets of each training run: each one alone, or all of them with the source first."""
+        kept = [d for d in datasets if d.name not in self.skipped(datasets)]
+        return [[d] for d in kept] if self.per_dataset else [list(datasets)]
+
+    def benchmark_datasets(self, datasets: Sequence[str], source: str) -> list[str]:
+        """Which of a benchmark's *datasets* it runs on (the source first where it trains on one)."""
+        return list(datasets)
+
+    def make_tasks(self, datasets: list[ImageDataset], shots: int, seed: int, shortfall) -> list[Task]:
+        raise NotImplementedError
+
+    def score(self, task: Task, accs: dict[str, float]) -> dict[str, float]:
+        """The reported numbers of one task from the accuracy of each of its evaluation splits."""
+        raise NotImplementedError
+
+
+class Base2Novel(Protocol):
+    name = "base2novel"
+    metrics = ("base", "novel", "hm")
+
+    def skipped(self, datasets):
+        return {
+            d.name: f"{d.num_classes} classes; base-to-novel needs at least {MIN_BASE2NOVEL_CLASSES}"
+            for d in datasets
+            if d.num_classes < MIN_BASE2NOVEL_CLASSES
+        }
+
+    def benchmark_datasets(self, datasets, source):
+        return [d for d in datasets if d not in shifted_variants(source)]
+
+    def make_tasks(self, datasets, shots, seed, shortfall):
+        tasks = []
+        for [d] in self.training_groups(datasets):
+            fs = draw_few_shot(d, shots, seed)
+            base, novel = split_base_novel(d.num_classes)
+            shortfall(d, base)
+            base_names = [d.classnames[i] for i in base]
+            novel_names = [d.classnames[i] for i in novel]
+            evals = [
+                EvalSplit("base", d, subsample_classes(d.test, base), base_names),
+                EvalSplit("novel", d, subsample_classes(d.test, novel), novel_names),
+            ]
+            train, val = subsample_classes(fs.train, base), subsample_classes(fs.val, base)
+            tasks.append(Task(self.name, d.name, d, train, base_names, evals, val))
+        return tasks
+
+    def score(self, task, accs):
+        if "novel" not in accs:  # a method that cannot name novel classes: novel and HM are not applicable
+            return {"base": accs["base"]}
+        return {"base": accs["base"], "novel": accs["novel"], "hm": harmonic_mean(accs["base"], accs["novel"])}
+
+
+class FewShot(Protocol):
+    name = "few-shot"
+    metrics = ("accuracy",)
+    in_paper = False
+
+    def make_tasks(self, datasets, shots, seed, shortfall):
+        tasks = []
+        for [d] in self.training_groups(datasets):
+            fs = draw_few_shot(d, shots, seed)
+            shortfall(d)
+            tasks.append(Task(self.name, d.name, d, fs.train, list(d.classnames), [_all_classes(d)], list(fs.val)))
+        return tasks
+
+    def score(self, task, accs):
+        return {"accuracy": accs[task.name]}
+
+
+class CrossDataset(Protocol):
+    name = "cross-dataset"
+    per_dataset = False
+    metrics = ("source", "target_average")
+
+    def benchmark_datasets(self, datasets, source):
+        return [source, *(d for d in Base2Novel().benchmark_datasets(datasets, source) if d != source)]
+
+    def targets(self, source: ImageDataset, targets: list[ImageDataset]) -> list[EvalSplit]:
+        if not targets:
+            raise MmaError(f"cross-dataset needs target datasets after the source {source.name!r} in --data.")
+        return [_all_classes(t) for t in targets]
+
+    def make_tasks(self, datasets, shots, seed, shortfall):
+        source, targets = datasets[0], datasets[1:]
+        evals = self.targets(source, targets)
+        shortfall(source)
+        fs = draw_few_shot(source, shots, seed)
+        classes = list(source.classnames)
+        return [Task(self.name, source.name, source, fs.train, classes, [_all_classes(source), *evals], list(fs.val))]
+
+    def score(self, task, accs):
+        targets = {n: v for n, v in accs.items() if n != task.name}
+        return {
+            "source": accs[task.name],
+            **{f"target:{n}": v for n, v in targets.items()},
+            **({"target_average": float(np.mean(list(targets.values())))} if targets else {}),
+        }
+
+
+class DomainGen(CrossDataset):
+    name = "domain-gen"
+
+    def default_data(self):
+        return [default_shift_data()]
+
+    def benchmark_datasets(self, datasets, source):
+        return [source, *shifted_variants(source)]
+
+    def targets(self, source, targets):
+        if not targets:
+            shifts = shifted_variants(source.name)
+            where = "builtin" if source.source.startswith("builtin") else "coop:ROOT"
+            raise MmaError(
+                f"domain-gen needs the source {source.name!r} and its shifted variants in --data"
+                + (f" (e.g. {where}:{source.name},{','.join(shifts)})." if shifts else ".")
+            )
+        return [_subset_eval(source, t) for t in targets]
+
+
+#: every protocol by name
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (Base2Novel(), FewShot(), CrossDataset(), DomainGen())}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol *name*; one sentence naming the valid ones otherwise."""
+    if name not in PROTOCOLS:
+        raise MmaError(f"--protocol {name!r} is not valid (valid: {', '.join(PROTOCOLS)}).")
+    return PROTOCOLS[name]
+
+
+def skipped_datasets(protocol: str, datasets: list[ImageDataset]) -> dict[str, str]:
+    """``{dataset: reason}`` for the datasets *protocol* leaves out (base2novel: fewer than 4 classes)."""
+    return get_protocol(protocol).skipped(datasets)
+
+
 def make_tasks(
     protocol: str,
     datasets: list[ImageDataset],
@@ -159,56 +301,10 @@ def make_tasks(
         if note and notes is not None and note not in notes:
             notes.append(note)
 
-    if protocol not in PROTOCOLS:
-        raise MmaError(f"--protocol {protocol!r} is not valid (valid: {', '.join(PROTOCOLS)}).")
+    chosen = get_protocol(protocol)
     if not datasets:
         raise MmaError("No datasets were given; pass --data.")
-    tasks = []
-    if protocol in ("base2novel", "few-shot"):
-        skipped = skipped_datasets(protocol, datasets)
-        for d in datasets:
-            if d.name in skipped:
-                continue
-            fs = draw_few_shot(d, shots, seed)
-            if protocol == "few-shot":
-                shortfall(d)
-                tasks.append(Task(protocol, d.name, d, fs.train, list(d.classnames), [_all_classes(d)], list(fs.val)))
-                continue
-            base, novel = split_base_novel(d.num_classes)
-            shortfall(d, base)
-            base_names = [d.classnames[i] for i in base]
-            novel_names = [d.classnames[i] for i in novel]
-            tasks.append(
-                Task(
-                    protocol,
-                    d.name,
-                    d,
-                    subsample_classes(fs.train, base),
-                    base_names,
-                    [
-                        EvalSplit("base", d, subsample_classes(d.test, base), base_names),
-                        EvalSplit("novel", d, subsample_classes(d.test, novel), novel_names),
-                    ],
-                    subsample_classes(fs.val, base),
-                )
-            )
-        return tasks
-    source, targets = datasets[0], datasets[1:]
-    if protocol == "domain-gen" and not targets:
-        shifts = _known_shifts().get(source.name)
-        where = "builtin" if source.source.startswith("builtin") else "coop:ROOT"
-        raise MmaError(
-            f"domain-gen needs the source {source.name!r} and its shifted variants in --data"
-            + (f" (e.g. {where}:{source.name},{','.join(shifts)})." if shifts else ".")
-        )
-    if protocol == "cross-dataset" and not targets:
-        raise MmaError(f"cross-dataset needs target datasets after the source {source.name!r} in --data.")
-    shortfall(source)
-    fs = draw_few_shot(source, shots, seed)
-    evals = [_all_classes(source)] + [
-        _subset_eval(source, t) if protocol == "domain-gen" else _all_classes(t) for t in targets
-    ]
-    return [Task(protocol, source.name, source, fs.train, list(source.classnames), evals, list(fs.val))]
+    return chosen.make_tasks(datasets, shots, seed, shortfall)
 
 
 def evaluate_task(
@@ -241,15 +337,4 @@ def evaluate_task(
 
 def task_metrics(task: Task, accs: dict[str, float]) -> dict[str, float]:
     """The protocol's reported numbers: base / novel / hm, accuracy, or source / targets / target_average."""
-    if task.protocol == "base2novel":
-        if "novel" not in accs:  # a method that cannot name novel classes: novel and HM are not applicable
-            return {"base": accs["base"]}
-        return {"base": accs["base"], "novel": accs["novel"], "hm": harmonic_mean(accs["base"], accs["novel"])}
-    if task.protocol == "few-shot":
-        return {"accuracy": accs[task.name]}
-    targets = {n: v for n, v in accs.items() if n != task.name}
-    return {
-        "source": accs[task.name],
-        **{f"target:{n}": v for n, v in targets.items()},
-        **({"target_average": float(np.mean(list(targets.values())))} if targets else {}),
-    }
+    return get_protocol(task.protocol).score(task, accs)

@@ -1,12 +1,14 @@
 """Named training recipes, their per-protocol and per-dataset values, and where every value came from.
 
-A :class:`Recipe` is data: values on top of the :class:`~mma.adapters.train.TrainConfig` defaults (which are
-the paper's, SPEC.md section 3), plus values for one protocol (``protocols``) or for one training dataset
-(``datasets``). Adding a protocol's settings to a recipe is one dict entry.
+A :class:`Recipe` is data: per method, values on top of that method's published ones (its ``paper`` over the
+shared :class:`~mma.adapters.config.TrainConfig` defaults, which are MMA's, SPEC.md section 3), plus values for
+one protocol (``protocols``) or for one training dataset (``datasets``). Adding a protocol's settings to a
+recipe is one dict entry.
 
-``paper`` is the official recipe: SGD lr 0.0015, 5 epochs, batch 16, alpha 0.001, r 32, and, as released,
-k = 5 for base-to-novel and k = 9, 1 epoch for cross-dataset and domain generalisation; ImageNet trains in
-batches of 128 (SPEC.md section 3). Under its gradient scaling the adapter weights learn as if alpha were 1,
+``paper`` is every method's published recipe, which each method declares itself
+(:mod:`mma.adapters.method_base`): for MMA SGD lr 0.0015, 5 epochs, batch 16, alpha 0.001, r 32, and, as
+released, k = 5 for base-to-novel and k = 9, 1 epoch for cross-dataset and domain generalisation; ImageNet
+trains in batches of 128 (SPEC.md section 3). Under its gradient scaling the adapter weights learn as if alpha were 1,
 so how far the branch ``alpha * a`` moves in 5 epochs depends on the size of the backbone's gradients: the
 official lr 0.0015 and alpha 0.001 are calibrated for ViT-B/16 (768/512-wide towers, 197 tokens, hundreds of
 steps per dataset). On the embedded ``mma-tiny`` that recipe leaves every prediction unchanged, so a k sweep
@@ -32,7 +34,7 @@ selection and the user's own values, see :mod:`mma.app.jobs.train_selected`):
 ================================  =========================================================================
 source                            what it sets
 ================================  =========================================================================
-``paper default``                 every TrainConfig field (SPEC.md section 3), except k and precision
+``paper default``                 every value the method reads (its published recipe), except k and precision
 ``device default``                precision: fp16 AMP on CUDA (the official setting), fp32 on the CPU
 ``probe selection (default run)`` k, from ``runs/probe/selection.json`` (when no --k and no --run)
 ``recipe NAME``                   the recipe's own values
@@ -55,10 +57,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mma.errors import MmaError
+from mma.probe.embedded import EMBEDDED_NAME
+
+from .method_base import MethodBase
+from .methods import DEFAULT
 
 __all__ = [
     "RECIPES",
     "Recipe",
+    "MethodValues",
     "Settings",
     "resolve_recipe",
     "get_recipe",
@@ -73,73 +80,80 @@ DEVICE_DEFAULT = "device default"
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A training recipe: ``values`` on top of the paper defaults, then per protocol, then per training dataset.
+class MethodValues:
+    """One method's values in a recipe: on top of its paper's, then per protocol, then per training dataset.
 
     ``k`` may be set by ``values`` or ``protocols`` but not per dataset: k names the run's files and is one
     per protocol.
     """
 
-    name: str
     values: Mapping = field(default_factory=dict)
     protocols: Mapping[str, Mapping] = field(default_factory=dict)
     datasets: Mapping[str, Mapping] = field(default_factory=dict)
-    methods: Mapping[str, Mapping] = field(default_factory=dict)  # the other methods' values in this recipe
 
     def __post_init__(self) -> None:
         for dataset, values in self.datasets.items():
             if "k" in values:
-                raise ValueError(
-                    f"recipe {self.name!r}: k cannot differ per dataset ({dataset!r}); set it per protocol"
-                )
+                raise ValueError(f"k cannot differ per dataset ({dataset!r}); set it per protocol")
 
-    def layers(self, protocol: str, dataset: str | None = None, method: str = "mma") -> list[tuple[str, dict]]:
-        """``(source, values)`` of this recipe for *protocol* and training *dataset*, lowest precedence first.
 
-        ``values``, ``protocols`` and ``datasets`` are MMA's; another *method* gets its ``methods`` entry only
-        (on top of its own paper's values, see :mod:`mma.adapters.methods`).
-        """
-        if method != "mma":
-            extra = self.methods.get(method)
-            return [(f"recipe {self.name} ({method})", dict(extra))] if extra else []
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: every method's :class:`MethodValues` (``published``: those each method declares)."""
+
+    name: str
+    methods: Mapping[str, MethodValues] = field(default_factory=dict)
+    published: bool = False
+
+    def values_for(self, method: type[MethodBase]) -> MethodValues:
+        if self.published:
+            return MethodValues(protocols=method.paper_protocols, datasets=method.paper_datasets)
+        return self.methods.get(method.name, MethodValues())
+
+    def layers(
+        self, protocol: str, dataset: str | None = None, method: type[MethodBase] = DEFAULT
+    ) -> list[tuple[str, dict]]:
+        """``(source, values)`` of this recipe for *method*, *protocol* and training *dataset*, lowest precedence
+        first (on top of the method's own published values, see :mod:`mma.adapters.method_base`)."""
+        mine = self.values_for(method)
         out = []
-        if self.values:
-            out.append((f"recipe {self.name}", dict(self.values)))
-        if protocol in self.protocols:
-            out.append((f"protocol default ({self.name}, {protocol})", dict(self.protocols[protocol])))
-        if dataset is not None and dataset in self.datasets:
-            out.append((f"dataset default ({self.name}, {dataset})", dict(self.datasets[dataset])))
+        if mine.values:
+            out.append((method.qualify(f"recipe {self.name}"), dict(mine.values)))
+        if protocol in mine.protocols:
+            out.append((method.qualify(f"protocol default ({self.name}, {protocol})"), dict(mine.protocols[protocol])))
+        if dataset is not None and dataset in mine.datasets:
+            out.append((method.qualify(f"dataset default ({self.name}, {dataset})"), dict(mine.datasets[dataset])))
         return out
 
-    def k_for(self, protocol: str) -> tuple[int, str] | None:
+    def k_for(self, protocol: str, method: type[MethodBase] = DEFAULT) -> tuple[int, str] | None:
         """``(k, source)`` if the recipe sets k for *protocol* (its protocol entry first, then its own values)."""
         found = None
-        for source, values in self.layers(protocol):
+        for source, values in self.layers(protocol, method=method):
             if "k" in values:
                 found = (int(values["k"]), source)
         return found
 
 
-_PUBLISHED_XD = {"k": 9, "epochs": 1}  # cross-dataset and domain generalisation, as released (SPEC.md section 3)
 _EMBEDDED_AUGMENTATION = {"crop_scale_min": 1.0, "flip": False}
 _EMBEDDED_XD = {"k": 9, "epochs": 3, "alpha": 0.1, "lr": 0.01, "batch_size": 8}
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe(
-            "paper",
-            protocols={"base2novel": {"k": 5}, "cross-dataset": _PUBLISHED_XD, "domain-gen": _PUBLISHED_XD},
-            datasets={"imagenet": {"batch_size": 128}},
-        ),
+        Recipe("paper", published=True),
         Recipe(
             "mma-tiny",
-            values={"alpha": 0.03, "lr": 0.1, "epochs": 15, **_EMBEDDED_AUGMENTATION},
-            # k, epochs and the optimisation chosen by figures/xd_recipe_search.py on validation splits
-            protocols={"cross-dataset": _EMBEDDED_XD, "domain-gen": _EMBEDDED_XD},
-            # the other methods keep their papers' optimisation; only the augmentation follows the embedded model's
-            # pretraining (unzoomed 32 px images, where flips change letters, digits and arrows), as MMA's does
-            methods={m: _EMBEDDED_AUGMENTATION for m in ("coop", "cocoop", "clip-adapter")},
+            {
+                "mma": MethodValues(
+                    values={"alpha": 0.03, "lr": 0.1, "epochs": 15, **_EMBEDDED_AUGMENTATION},
+                    # k, epochs and the optimisation chosen by figures/xd_recipe_search.py on validation splits
+                    protocols={"cross-dataset": _EMBEDDED_XD, "domain-gen": _EMBEDDED_XD},
+                ),
+                # the other methods keep their papers' optimisation; only the augmentation follows the embedded
+                # model's pretraining (unzoomed 32 px images, where flips change letters, digits and arrows), as
+                # MMA's does
+                **{m: MethodValues(values=_EMBEDDED_AUGMENTATION) for m in ("coop", "cocoop", "clip-adapter")},
+            },
         ),
     )
 }
@@ -147,8 +161,6 @@ RECIPES: dict[str, Recipe] = {
 
 def get_recipe(name: str, model_name: str) -> Recipe:
     """The recipe *name*; ``auto`` = ``mma-tiny`` for the embedded model, else ``paper``."""
-    from mma.probe.embedded import EMBEDDED_NAME
-
     if name == "auto":
         name = "mma-tiny" if model_name.split(":")[0] == EMBEDDED_NAME else "paper"
     if name not in RECIPES:
@@ -156,11 +168,13 @@ def get_recipe(name: str, model_name: str) -> Recipe:
     return RECIPES[name]
 
 
-def resolve_recipe(name: str, model_name: str, protocol: str | None = None) -> tuple[str, dict]:
-    """``(recipe name, TrainConfig overrides)`` of the recipe (and its *protocol* values, if given)."""
+def resolve_recipe(
+    name: str, model_name: str, protocol: str | None = None, method: type[MethodBase] = DEFAULT
+) -> tuple[str, dict]:
+    """``(recipe name, training values)`` of the recipe for *method* (and its *protocol* values, if given)."""
     recipe = get_recipe(name, model_name)
     values: dict = {}
-    for _, layer in recipe.layers(protocol or ""):
+    for _, layer in recipe.layers(protocol or "", method=method):
         values.update(layer)
     return recipe.name, values
 
@@ -185,7 +199,8 @@ class Settings:
     values: dict
     sources: dict
     per_dataset: dict = field(default_factory=dict)
-    method: str = "mma"
+    method: str = DEFAULT.name
+    title: str = ""  # how the line starts (default: "Recipe NAME, PROTOCOL"; a method may name itself in it)
 
     def for_dataset(self, dataset: str) -> tuple[dict, dict]:
         """``(values, sources)`` for training on *dataset*."""
@@ -219,8 +234,8 @@ class Settings:
             for name, (value, source) in diff.items():
                 by_source.setdefault(source, []).append(f"{name}={_show(value)}")
             parts += [f"on {dataset}, {s}: {', '.join(v)}" for s, v in by_source.items()]
-        who = "" if self.method == "mma" else f" ({self.method})"
-        return f"Recipe {self.recipe}, {self.protocol}{who}: " + "; ".join(parts) + "."
+        title = self.title or f"Recipe {self.recipe}, {self.protocol}"
+        return f"{title}: " + "; ".join(parts) + "."
 
 
 def _show(value) -> str:

@@ -14,9 +14,9 @@ per-step host sync: losses stay on the device and are checked once per epoch. Wi
 full training state (adapter, optimiser, schedule, grad scaler, every RNG) is saved atomically after each
 epoch, and a rerun resumes from it; a non-finite loss stops training and keeps the last good state.
 
-MMA++ options: ``alpha_eval`` (a different alpha at inference) and ``consistency`` (the
-alpha-consistency loss: a second no-grad pass with alpha2 = U(0,1) * alpha, loss
-``-lambda * mean cosine`` between the two passes' features, per tower).
+The loop knows no method: it builds the one it is given (:mod:`mma.adapters.methods`), trains the parameters of
+its ``objective`` and calls its ``after_training`` (MMA++'s ``alpha_eval``); a method with its own ``fit`` (the
+linear probe) runs that instead.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torchvision import transforms as T
 
 from mma import distributed
 from mma.errors import MmaError
@@ -42,117 +42,24 @@ from mma.io import atomic_write
 from mma.probe.data.base import ImageDataset, Sample
 from mma.probe.data.reading import ImageReader, collate_readable
 from mma.probe.extract import autocast_for
-from mma.probe.layers import layer_maps
 from mma.probe.specs import LoadedModel
 
-from .mma import MultiModalAdapter
-from .text_cache import TextPrefixCache
+from .config import TrainConfig
+from .method_base import MethodBase, TrainResult
+from .methods import DEFAULT, get_method
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
     "RankBatches",
-    "Objective",
     "optimiser_for",
     "sgd_step",
     "train_transform",
     "fit_adapter",
     "fit_method",
-    "mma_objective",
     "schedule_for",
     "effective_batch_size",
 ]
-
-
-@dataclass
-class TrainConfig:
-    """The adapter and its training recipe; every field can be overridden from the CLI or a config file."""
-
-    k: int = 5
-    dim: int = 32
-    alpha: float = 1e-3
-    alpha_eval: float | None = None
-    grad_scale: bool = True
-    depth_mode: str = "relative"
-    lr: float = 0.0015
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    epochs: int = 5
-    batch_size: int = 16
-    shots: int = 16
-    crop_scale_min: float = 0.08
-    flip: bool = True
-    augment: bool = True  # False: the eval preprocessing (resize + centre crop), no random crop or flip
-    consistency: float = 0.0
-    precision: str = "fp32"
-    workers: int = 0
-    prefix_cache: bool = True
-    # the other methods' options (mma.adapters.methods); MMA reads none of them
-    warmup_epochs: int = 0  # epochs at a constant warmup_lr before the cosine schedule (CoOp, CoCoOp: 1)
-    warmup_lr: float = 1e-5
-    n_ctx: int = 16  # CoOp / CoCoOp: context vectors
-    ctx_init: str = ""  # CoOp / CoCoOp: words whose embeddings initialise the context ("" = N(0, 0.02))
-    reduction: int = 4  # CLIP-Adapter: bottleneck = width / reduction
-    ratio: float = 0.2  # CLIP-Adapter: residual ratio
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise MmaError(f"Unknown training option(s) {unknown}; valid: {sorted(known)}.")
-        return cls(**values)
-
-    def validate(self) -> None:
-        """One clear sentence for the first option of the wrong type or out of range."""
-        for f in fields(self):
-            value, kind = getattr(self, f.name), str(f.type)
-            if value is None and "None" in kind:
-                continue
-            base = kind.split("|")[0].strip()
-            ok, rule = _TYPES[base]
-            if not ok(value):
-                raise MmaError(f"The training option {f.name}={value!r} is not valid; it must be {rule}.")
-        checks = [
-            ("dim", self.dim >= 1, "an integer >= 1"),
-            ("alpha", self.alpha > 0, "a float > 0"),
-            ("alpha_eval", self.alpha_eval is None or self.alpha_eval >= 0, "a float >= 0 (0 = the frozen model)"),
-            ("lr", self.lr > 0, "a float > 0"),
-            ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, "a float >= 0"),
-            ("epochs", self.epochs >= 1, "an integer >= 1"),
-            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
-            ("shots", self.shots >= 1, "an integer >= 1"),
-            ("crop_scale_min", 0 < self.crop_scale_min <= 1, "a float in (0, 1]"),
-            ("consistency", self.consistency >= 0, "a float >= 0"),
-            ("precision", self.precision in ("fp32", "fp16", "bf16"), "one of fp32, fp16, bf16"),
-            ("warmup_epochs", self.warmup_epochs >= 0, "an integer >= 0"),
-            ("warmup_lr", self.warmup_lr > 0, "a float > 0"),
-            ("n_ctx", self.n_ctx >= 1, "an integer >= 1"),
-            ("reduction", self.reduction >= 1, "an integer >= 1"),
-            ("ratio", 0 <= self.ratio <= 1, "a float in [0, 1]"),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise MmaError(f"The training option {name}={getattr(self, name)!r} is not valid; it must be {rule}.")
-
-
-_TYPES = {
-    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
-    "float": (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
-    "bool": (lambda v: isinstance(v, bool), "true or false"),
-    "str": (lambda v: isinstance(v, str), "a string"),
-}
-
-
-@dataclass
-class TrainResult:
-    adapter: nn.Module  # the trained method (MultiModalAdapter for MMA; see mma.adapters.methods)
-    steps: int
-    seconds: float
-    final_loss: float
-    losses: list[float]
-    batch_size: int = 0  # the global batch that ran (smaller than the config's for a small training set)
 
 
 def effective_batch_size(batch_size: int, n_samples: int, processes: int = 1) -> int:
@@ -176,8 +83,6 @@ def train_transform(loaded: LoadedModel, cfg: TrainConfig):
 
     With ``augment=False``, the model's own evaluation preprocessing.
     """
-    from torchvision import transforms as T
-
     if not cfg.augment:
         return loaded.preprocess
 
@@ -220,43 +125,6 @@ class RankBatches(torch.utils.data.Sampler):
     def __iter__(self):
         for batch in self.batches:
             yield batch[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
-
-
-class Objective(nn.Module):
-    """The training loss of one batch; its only parameters are the adapter's (what DDP synchronises)."""
-
-    def __init__(self, loaded: LoadedModel, adapter: MultiModalAdapter, tokens, text, cfg: TrainConfig) -> None:
-        super().__init__()
-        self.adapter = adapter
-        self._frozen = (loaded.model, tokens, text)  # a tuple: not registered, so DDP leaves the trunk alone
-        self.logit_scale = float(loaded.model.logit_scale.exp())
-        self.consistency = cfg.consistency
-
-    def encode_text(self) -> torch.Tensor:
-        model, tokens, text = self._frozen
-        return text.encode() if text is not None else model.encode_text(tokens)
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        model = self._frozen[0]
-        img_n = F.normalize(model.encode_image(images).float(), dim=-1)
-        txt_n = F.normalize(self.encode_text().float(), dim=-1)
-        loss = F.cross_entropy(self.logit_scale * img_n @ txt_n.T, labels)
-        if self.consistency > 0:
-            loss = loss + self.consistency * self._consistency(images, img_n, txt_n)
-        return loss
-
-    def _consistency(self, images, img_n, txt_n) -> torch.Tensor:
-        """MMA++ alpha-consistency: -mean cosine between features at alpha and at alpha2 = U(0,1)*alpha."""
-        model, adapter = self._frozen[0], self.adapter
-        alpha = adapter.alpha
-        adapter.alpha = random.random() * alpha  # seeded in fit_adapter; no host sync
-        try:
-            with torch.no_grad():
-                img2 = F.normalize(model.encode_image(images).float(), dim=-1)
-                txt2 = F.normalize(self.encode_text().float(), dim=-1)
-        finally:
-            adapter.alpha = alpha
-        return -((img_n * img2).sum(-1).mean() + (txt_n * txt2).sum(-1).mean())
 
 
 def schedule_for(opt, cfg: TrainConfig):
@@ -302,12 +170,11 @@ def _seed_all(seed: int) -> torch.Generator:
 
 
 def _fingerprint(
-    cfg: TrainConfig, seed: int, samples: Sequence[Sample], classnames, template: str, model: str, method: str = "mma"
+    cfg: TrainConfig, seed: int, samples: Sequence[Sample], classnames, template: str, model: str, method: str
 ) -> str:
     """What a saved training state must match to be resumed."""
     what = [asdict(cfg), seed, [s.ref for s in samples], [s.label for s in samples], list(classnames), template, model]
-    if method != "mma":
-        what.append(method)
+    what.append(method)
     return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
 
 
@@ -374,7 +241,7 @@ def fit_adapter(
     template: str | None = None,
     state_path: str | Path | None = None,
 ) -> TrainResult:
-    """Attach a fresh adapter from block ``cfg.k`` to ``loaded.model`` and train it on *samples*.
+    """Attach a fresh adapter from block ``cfg.options.k`` to ``loaded.model`` and train it on *samples*.
 
     *samples* are labelled 0..len(classnames)-1. The adapter stays attached on return (detach it, or use
     it for evaluation). Deterministic for a fixed seed on one device. With *state_path*, the training
@@ -383,14 +250,14 @@ def fit_adapter(
     ``cfg.batch_size`` train in batches of all of them (:func:`effective_batch_size`).
     """
     return fit_method(
-        loaded, "mma", dataset, samples, classnames, cfg, seed=seed, device=device, template=template,
+        loaded, DEFAULT, dataset, samples, classnames, cfg, seed=seed, device=device, template=template,
         state_path=state_path,
     )  # fmt: skip
 
 
 def fit_method(
     loaded: LoadedModel,
-    method: str,
+    method: str | type[MethodBase],
     dataset: ImageDataset,
     samples: Sequence[Sample],
     classnames: Sequence[str],
@@ -402,15 +269,16 @@ def fit_method(
     state_path: str | Path | None = None,
     val: Sequence[Sample] = (),
 ) -> TrainResult:
-    """Build a fresh *method* (a name in :data:`mma.adapters.methods.METHODS`) on ``loaded.model`` and train it.
+    """Build a fresh *method* (a class or a name of :func:`mma.adapters.methods.registry`) on ``loaded.model`` and
+    train it with *cfg* (:meth:`~mma.adapters.method_base.MethodBase.make_config`).
 
-    As :func:`fit_adapter` (which is ``fit_method(loaded, "mma", ...)``): the same loop, resume and torchrun
-    rules for every method trained by SGD; a method with its own ``fit`` (the linear probe) runs that, with
-    the few-shot validation samples *val*. The method stays attached on return.
+    As :func:`fit_adapter` (which is ``fit_method(loaded, mma.adapters.methods.DEFAULT, ...)``): the same loop,
+    resume and torchrun rules for every method trained by SGD; a method with its own ``fit`` (the linear probe)
+    runs that, with the few-shot validation samples *val*. The method stays attached on return.
     """
-    from .methods import get_method
-
-    kind = get_method(method)
+    kind = get_method(method) if isinstance(method, str) else method
+    if not kind.trains:
+        raise MmaError(f"--method {kind.name!r} is not a trained method; it has nothing to fit.")
     if kind.fit is not None:
         if not samples:
             raise MmaError(f"Dataset {dataset.name!r} has no training images for this task; nothing can be fitted.")
@@ -421,7 +289,7 @@ def fit_method(
     effective_batch_size(cfg.batch_size, len(samples), distributed.world().size)
     template = template or dataset.template
     state_path = Path(state_path) if state_path is not None else None
-    fingerprint = _fingerprint(cfg, seed, samples, classnames, template, str(loaded.spec), method)
+    fingerprint = _fingerprint(cfg, seed, samples, classnames, template, str(loaded.spec), kind.name)
     gen = _seed_all(seed)
     adapter = kind.build(loaded, cfg, classnames).attach(loaded.model)
     _augmentation_seed(seed, distributed.world().rank)
@@ -432,17 +300,6 @@ def fit_method(
     except BaseException:
         adapter.detach()  # an interrupted or failed run leaves the model as it found it
         raise
-
-
-def mma_objective(loaded: LoadedModel, adapter: MultiModalAdapter, classnames, template: str, cfg: TrainConfig):
-    """MMA's training loss: the dataset's prompts, the frozen text blocks below k run once (prefix cache)."""
-    model = loaded.model
-    device = next(adapter.parameters()).device
-    maps = layer_maps(model)
-    tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
-    cacheable = cfg.prefix_cache and maps["text"].prefix_cache  # Hugging Face towers run in full
-    text = TextPrefixCache(model, maps["text"], adapter.k_text, tokens) if cacheable else None
-    return Objective(loaded, adapter, tokens, text, cfg)
 
 
 def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
@@ -515,8 +372,7 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
         if state_path is not None:
             _save_epoch(state_path, world, fingerprint, epoch + 1, adapter, opt, sched, scaler, gen, history)
             last_saved = epoch + 1
-    if cfg.alpha_eval is not None:
-        adapter.alpha = cfg.alpha_eval
+    adapter.after_training(cfg)
     return TrainResult(adapter, len(history), time.perf_counter() - start, history[-1], history, batch)
 
 

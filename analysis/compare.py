@@ -23,23 +23,29 @@ run: with ``s`` the standard deviation over seeds of the measured average (each 
 datasets) and ``n`` the number of seeds, a published mean of 3 seeds and a measured mean of ``n`` seeds
 differ by seed noise alone with a standard deviation of ``s * sqrt(1/n + 1/3)``; an average lies *within
 seed noise* when it differs by at most twice that. With one seed nothing can be said. The zero-shot model
-has no seed: its averages are compared with a fixed tolerance of :data:`ZERO_SHOT_TOLERANCE` points
+(the baseline) has no seed: its averages are compared with a fixed tolerance of :data:`ZERO_SHOT_TOLERANCE` points
 (**[ours]**: rounding, image decoding and resizing differ between code bases). When an average lies
 outside, the datasets that differ most on the protocol's headline metric are named.
+
+What the comparison needs to know of the toolkit (each protocol's metrics, which method is the baseline, how
+methods are named) arrives as a :class:`Setup`; this room never imports the methods or the protocols.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .published import ZERO_SHOT, published_method, published_numbers
+from mma.metrics import harmonic_mean
+
+from .published import published_method, published_numbers
 
 __all__ = [
-    "HEADLINE",
+    "Setup",
     "ZERO_SHOT_TOLERANCE",
     "Verdict",
     "compare",
@@ -50,8 +56,6 @@ __all__ = [
     "render_markdown",
 ]
 
-HEADLINE = {"base2novel": "hm", "cross-dataset": "accuracy", "domain-gen": "accuracy"}
-METRICS = {"base2novel": ("base", "novel", "hm"), "cross-dataset": ("accuracy",), "domain-gen": ("accuracy",)}
 SOURCE_METRIC = "accuracy (source)"
 ZERO_SHOT_TOLERANCE = 0.5  # points; the zero-shot model is deterministic (see the module docstring)
 PAPER_SEEDS = 3
@@ -71,8 +75,41 @@ COLUMNS = [
 ]
 
 
-def _hm(b: float, n: float) -> float:
-    return 0.0 if b + n == 0 else 2 * b * n / (b + n)
+#: a protocol's metric in the published tables' words: the average over the targets is their "accuracy"; the
+#: source's accuracy is its own row (:data:`SOURCE_METRIC`)
+_PUBLISHED_METRIC = {"target_average": "accuracy", "source": None}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a comparison asks of the toolkit, given by its caller (``mma.app.results.comparison_setup``).
+
+    *protocols*: name -> an object with ``metrics`` (the averaged metrics it reports, the headline last) and
+    ``headline``; *baseline*: the method without a seed, held to :data:`ZERO_SHOT_TOLERANCE`; *labels* and
+    *names*: how the tables name a method, and its name in the published tables, where they differ from its own
+    (others are matched loosely, :func:`~mma.analysis.published.published_method`).
+    """
+
+    protocols: Mapping = field(default_factory=dict)
+    baseline: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def metrics(self, protocol: str) -> tuple[str, ...]:
+        """*protocol*'s averaged metrics in the published words (base, novel, hm; or accuracy)."""
+        if protocol not in self.protocols:
+            return ("accuracy",)
+        words = (_PUBLISHED_METRIC.get(m, m) for m in self.protocols[protocol].metrics)
+        return tuple(dict.fromkeys(w for w in words if w))
+
+    def headline(self, protocol: str) -> str:
+        return self.metrics(protocol)[-1]
+
+    def published_name(self, method: str) -> str:
+        return self.names.get(method) or published_method(method) or ""
+
+    def label(self, method: str, published: str) -> str:
+        return self.labels.get(method) or published or method
 
 
 def _per_seed(results: pd.DataFrame) -> pd.DataFrame:
@@ -95,13 +132,13 @@ def _per_seed(results: pd.DataFrame) -> pd.DataFrame:
     )
     if {"base", "novel"} <= set(wide.columns):  # each seed's HM (its spread is the per-dataset HM's std)
         wide = wide.dropna(subset=["base", "novel"])
-        hm = [_hm(b, n) for b, n in zip(wide["base"], wide["novel"])]
+        hm = [harmonic_mean(b, n) for b, n in zip(wide["base"], wide["novel"])]
         extra = wide.index.to_frame(index=False).assign(metric="hm", value=hm)
         per_seed = pd.concat([per_seed, extra[per_seed.columns]], ignore_index=True)
     return per_seed
 
 
-def _measured(per_seed: pd.DataFrame) -> pd.DataFrame:
+def _measured(per_seed: pd.DataFrame, setup: Setup) -> pd.DataFrame:
     """Per dataset and averaged: measured mean, std over seeds (NaN for one), seeds, and the datasets averaged."""
     keys = ["protocol", "method", "dataset", "metric"]
     per = per_seed.groupby(keys, sort=False)["value"].agg(measured="mean", measured_std="std", seeds="count")
@@ -113,7 +150,7 @@ def _measured(per_seed: pd.DataFrame) -> pd.DataFrame:
             index="seed", columns="dataset", values="value", aggfunc="first"
         )
         means = {}
-        for metric in METRICS.get(protocol, ("accuracy",)):
+        for metric in setup.metrics(protocol):
             if metric == "hm":
                 continue
             table = g[g["metric"] == metric].pivot_table(index="seed", columns="dataset", values="value")
@@ -122,13 +159,13 @@ def _measured(per_seed: pd.DataFrame) -> pd.DataFrame:
             continue
         per_seed_avg = pd.DataFrame(means)
         if {"base", "novel"} <= set(per_seed_avg):
-            per_seed_avg["hm"] = [_hm(b, n) for b, n in zip(per_seed_avg["base"], per_seed_avg["novel"])]
+            per_seed_avg["hm"] = [harmonic_mean(b, n) for b, n in zip(per_seed_avg["base"], per_seed_avg["novel"])]
         rows = []
         for metric in per_seed_avg:
             values = per_seed_avg[metric]
             mean = values.mean()
             if metric == "hm":
-                mean = _hm(per_seed_avg["base"].mean(), per_seed_avg["novel"].mean())
+                mean = harmonic_mean(per_seed_avg["base"].mean(), per_seed_avg["novel"].mean())
             std = values.std() if len(values) > 1 else float("nan")
             rows.append(
                 {"protocol": protocol, "method": method, "dataset": "average", "metric": metric}
@@ -145,7 +182,7 @@ def _measured(per_seed: pd.DataFrame) -> pd.DataFrame:
         for i in measured.index[is_hm]:
             r = measured.loc[i]
             b, n = wide.loc[(r["protocol"], r["method"], r["dataset"]), ["base", "novel"]]
-            measured.loc[i, "measured"] = _hm(b, n)
+            measured.loc[i, "measured"] = harmonic_mean(b, n)
     measured.loc[measured["seeds"] <= 1, "measured_std"] = float("nan")
     return measured
 
@@ -174,11 +211,11 @@ def _published_average(published: pd.DataFrame, protocol: str, method: str, data
         sources = "/".join(sorted(set(g["source"])))
         out[metric] = (float(g["value"].mean()), f"derived from {sources} ({len(datasets)} of {len(covered)})")
     if "base" in out and "novel" in out:
-        out["hm"] = (_hm(out["base"][0], out["novel"][0]), out["base"][1])
+        out["hm"] = (harmonic_mean(out["base"][0], out["novel"][0]), out["base"][1])
     return out
 
 
-def compare(results: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
+def compare(results: pd.DataFrame, setup: Setup, published: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every measured number beside its published counterpart (columns: :data:`COLUMNS`).
 
     *results*: per-seed rows (protocol, dataset, seed, k, method, metric, value), e.g. ``results.csv`` of
@@ -186,8 +223,8 @@ def compare(results: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.
     ``published_source`` are blank where nothing is published (e.g. zero-shot cross-dataset).
     """
     published = published_numbers() if published is None else published
-    measured = _measured(_per_seed(results))
-    measured["published_method"] = [published_method(m) or "" for m in measured["method"]]
+    measured = _measured(_per_seed(results), setup)
+    measured["published_method"] = [setup.published_name(m) for m in measured["method"]]
     cells = published.set_index(["protocol", "method", "dataset", "metric"])
     values, sources = [], []
     for r in measured.itertuples(index=False):
@@ -215,22 +252,19 @@ class Verdict:
     text: str
 
 
-def _label(method: str, published: str) -> str:
-    return "zero-shot (CLIP)" if method == ZERO_SHOT else published or method
-
-
-def verdicts(comparison: pd.DataFrame, *, most: int = 3) -> list[Verdict]:
+def verdicts(comparison: pd.DataFrame, setup: Setup, *, most: int = 3) -> list[Verdict]:
     """One :class:`Verdict` per (protocol, method): within seed noise, or not and which datasets differ most."""
     out = []
     for (protocol, method), g in comparison.groupby(["protocol", "method"], sort=False):
-        label = _label(method, g["published_method"].iloc[0])
+        label = setup.label(method, g["published_method"].iloc[0])
+        is_baseline = method == setup.baseline
         avg = g[(g["dataset"] == "average") & g["published"].notna()]
         if avg.empty:
             out.append(Verdict(protocol, method, None, f"{protocol}, {label}: nothing published to compare with."))
             continue
         parts, within = [], True
         for r in avg.itertuples(index=False):
-            if method == ZERO_SHOT:
+            if is_baseline:
                 band, how = ZERO_SHOT_TOLERANCE, "tolerance"
             elif r.seeds >= 2 and not math.isnan(r.measured_std):
                 band, how = 2 * r.measured_std * math.sqrt(1 / r.seeds + 1 / PAPER_SEEDS), "seed noise"
@@ -250,16 +284,16 @@ def verdicts(comparison: pd.DataFrame, *, most: int = 3) -> list[Verdict]:
         if within is None:
             text = f"{protocol}, {label}: one seed, so seed noise is unknown: {what}."
         elif within:
-            band_name = "the zero-shot tolerance" if method == ZERO_SHOT else "seed noise"
+            band_name = "the zero-shot tolerance" if is_baseline else "seed noise"
             text = f"{protocol}, {label}: the averages lie within {band_name} of the published ones: {what}."
         else:
-            headline = HEADLINE.get(protocol, "accuracy")
+            headline = setup.headline(protocol)
             per = g[(g["dataset"] != "average") & (g["metric"] == headline) & g["difference"].notna()]
             worst = per.reindex(per["difference"].abs().sort_values(ascending=False).index).head(most)
             names = ", ".join(f"{d} {v:+.2f}" for d, v in zip(worst["dataset"], worst["difference"]))
             text = (
                 f"{protocol}, {label}: the averages do NOT lie within "
-                f"{'the zero-shot tolerance' if method == ZERO_SHOT else 'seed noise'} of the published ones: {what}. "
+                f"{'the zero-shot tolerance' if is_baseline else 'seed noise'} of the published ones: {what}. "
                 f"Differing most in {headline}: {names or 'no published per-dataset values'}."
             )
         out.append(Verdict(protocol, method, within, text))
@@ -284,15 +318,17 @@ def _order(protocol: str, comparison: pd.DataFrame, published: pd.DataFrame) -> 
     return {d: i for i, d in enumerate([*names, "average"])}
 
 
-def side_by_side(comparison: pd.DataFrame, protocol: str, published: pd.DataFrame | None = None) -> pd.DataFrame:
+def side_by_side(
+    comparison: pd.DataFrame, protocol: str, setup: Setup, published: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One protocol as a printable table: a row per (method, dataset), each metric as published / measured / Δ,
     and where the published value comes from (``recalled``, ``readme``, ``derived ...``)."""
     published = published_numbers() if published is None else published
     c = comparison[comparison["protocol"] == protocol]
     order = _order(protocol, c, published)
-    metrics = METRICS.get(protocol, ("accuracy",))
+    metrics = setup.metrics(protocol)
     rows = []
-    methods = sorted(c["method"].unique(), key=lambda m: (m == ZERO_SHOT, m))
+    methods = sorted(c["method"].unique(), key=lambda m: (m == setup.baseline, m))
     for method in methods:
         g = c[c["method"] == method]
         for (dataset, is_source), d in sorted(
@@ -301,7 +337,7 @@ def side_by_side(comparison: pd.DataFrame, protocol: str, published: pd.DataFram
             label = f"{dataset} (source)" if is_source else dataset
             if dataset == "average":
                 label = f"average ({len(d['datasets'].iloc[0].split(','))} datasets)"
-            row = {"method": _label(method, d["published_method"].iloc[0]), "dataset": label}
+            row = {"method": setup.label(method, d["published_method"].iloc[0]), "dataset": label}
             by_metric = {("accuracy" if m == SOURCE_METRIC else m): r for m, r in zip(d["metric"], d.itertuples())}
             for m in metrics:
                 r = by_metric.get(m)
@@ -313,7 +349,9 @@ def side_by_side(comparison: pd.DataFrame, protocol: str, published: pd.DataFram
     return pd.DataFrame(rows)
 
 
-def context_table(comparison: pd.DataFrame, protocol: str, published: pd.DataFrame | None = None) -> pd.DataFrame:
+def context_table(
+    comparison: pd.DataFrame, protocol: str, setup: Setup, published: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The published methods (CLIP, CoOp, CoCoOp, MaPLe, ..., MMA) over the datasets measured here, then ours.
 
     Base-to-novel: the averages (base, novel, HM); cross-dataset and domain generalisation: the source, every
@@ -323,6 +361,8 @@ def context_table(comparison: pd.DataFrame, protocol: str, published: pd.DataFra
     published = published_numbers() if published is None else published
     c = comparison[comparison["protocol"] == protocol]
     p = published[published["protocol"] == protocol]
+    metrics = setup.metrics(protocol)
+    split = "novel" in metrics  # base-to-novel: the averages; else the source, every target and their average
     datasets = [d for d in _order(protocol, c, published) if d in set(c["dataset"]) and d != "average"]
     targets = [d for d in datasets if not ((c["dataset"] == d) & (c["metric"] == SOURCE_METRIC)).any()]
     source = [d for d in datasets if d not in targets]
@@ -332,8 +372,8 @@ def context_table(comparison: pd.DataFrame, protocol: str, published: pd.DataFra
         cells = p[p["method"] == method].set_index(["dataset", "metric"])
         avg = _published_average(published, protocol, method, targets)
         shown = set()  # the sources of the cells shown
-        if protocol == "base2novel":
-            for m in ("base", "novel", "hm"):
+        if split:
+            for m in metrics:
                 value, from_ = avg.get(m, (float("nan"), ""))
                 row[m] = _number(value)
                 shown |= {from_} - {""}
@@ -351,11 +391,11 @@ def context_table(comparison: pd.DataFrame, protocol: str, published: pd.DataFra
             shown |= {from_} - {""}
         row["source"] = "; ".join(sorted(shown))
         rows.append(row)
-    for method, g in sorted(c.groupby("method", sort=False), key=lambda kv: kv[0] == ZERO_SHOT):
-        row = {"method": f"{_label(method, g['published_method'].iloc[0])}, measured"}
+    for method, g in sorted(c.groupby("method", sort=False), key=lambda kv: kv[0] == setup.baseline):
+        row = {"method": f"{setup.label(method, g['published_method'].iloc[0])}, measured"}
         by = {(r.dataset, r.metric): r.measured for r in g.itertuples()}
-        if protocol == "base2novel":
-            for m in ("base", "novel", "hm"):
+        if split:
+            for m in metrics:
                 row[m] = _number(by.get(("average", m), float("nan")))
         else:
             for d in source:
@@ -393,17 +433,22 @@ LEGEND = (
 
 
 def render_markdown(
-    comparison: pd.DataFrame, *, title: str, notes: list[str] = (), published: pd.DataFrame | None = None
+    comparison: pd.DataFrame,
+    setup: Setup,
+    *,
+    title: str,
+    notes: list[str] = (),
+    published: pd.DataFrame | None = None,
 ) -> str:
     """The whole report: per protocol the side-by-side table, the verdicts and the published context."""
     published = published_numbers() if published is None else published
     parts = [f"# {title}", "", LEGEND, ""]
-    found = verdicts(comparison)
+    found = verdicts(comparison, setup)
     for protocol in dict.fromkeys(comparison["protocol"]):
-        parts += [f"## {protocol}", "", markdown_table(side_by_side(comparison, protocol, published)), ""]
+        parts += [f"## {protocol}", "", markdown_table(side_by_side(comparison, protocol, setup, published)), ""]
         parts += [f"- {v.text}" for v in found if v.protocol == protocol] + [""]
         parts += ["Published context (the papers' methods over the same datasets):", ""]
-        parts += [markdown_table(context_table(comparison, protocol, published)), ""]
+        parts += [markdown_table(context_table(comparison, protocol, setup, published)), ""]
     if notes:
         parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(parts)

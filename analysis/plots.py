@@ -210,12 +210,14 @@ def plot_methods(
     metrics: list[str],
     title: str | None = None,
     order: list[str] | None = None,
+    colours: dict[str, str] | None = None,
 ) -> list[Path]:
     """Grouped bars: for every metric, one bar per method (mean over seeds, std as an error bar).
 
     *averages* has columns ``method``, ``k``, ``seed``, ``metric``, ``value`` (one row per seed; the metric already
     averaged over datasets). A method without a metric (the linear probe's novel and HM) has no bar there.
-    *order*: the methods' order (default: as they come); zero-shot is grey, MMA green.
+    *order*: the methods' order (default: as they come); *colours*: a method's own colour (the others take the
+    palette's in turn).
     """
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
     data = averages.copy()
@@ -224,10 +226,8 @@ def plot_methods(
     data["label"] = [m if pd.isna(k) else f"{m} (k={int(k)})" for m, k in zip(data["method"], data["k"])]
     labels = list(dict.fromkeys(data["label"]))
     palette = iter(_METHOD_COLOURS)
-    colours = {
-        label: "#7f7f7f" if label == "zeroshot" else "#2ca02c" if label.startswith("mma") else next(palette, "#1f77b4")
-        for label in labels
-    }
+    own = dict(zip(data["label"], data["method"].map(colours or {})))
+    colours = {label: own[label] if isinstance(own[label], str) else next(palette, "#1f77b4") for label in labels}
     fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(metrics) * max(1, len(labels)) / 3, 3.4))
     width = 0.8 / max(1, len(labels))
     for i, label in enumerate(labels):

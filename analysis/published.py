@@ -21,11 +21,10 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["PUBLISHED_FILE", "published_numbers", "published_method", "ZERO_SHOT"]
+__all__ = ["PUBLISHED_FILE", "published_numbers", "published_method"]
 
 PUBLISHED_FILE = "published_numbers.csv"
 COLUMNS = ["protocol", "method", "dataset", "metric", "value", "source"]
-ZERO_SHOT = "zeroshot"  # the toolkit's name of the frozen model; the papers call it CLIP
 
 
 @cache
@@ -47,9 +46,8 @@ def _key(name: str) -> str:
 
 
 def published_method(method: str) -> str | None:
-    """The published name of one of the toolkit's methods (``zeroshot`` -> ``CLIP``, ``mma`` -> ``MMA``,
-    ``cocoop`` -> ``CoCoOp``, ...), matched case- and punctuation-insensitively; None if nothing is published."""
-    if method == ZERO_SHOT:
-        return "CLIP"
+    """The published name of one of the toolkit's methods (``mma`` -> ``MMA``, ``cocoop`` -> ``CoCoOp``, ...),
+    matched case- and punctuation-insensitively; None if nothing is published. (The zero-shot model's published
+    name, ``CLIP``, is not its own: it says so itself, ``published_as``.)"""
     names = {_key(m): m for m in _table()["method"].unique()}
     return names.get(_key(method))

@@ -144,7 +144,8 @@ def models(
     for r in rows:
         r["model"] = r["model"] + ("  (default)" if r["default"] else "")
         r["probe"] = "yes" if r["probe"] else "no"
-        r["MMA"] = "yes" if r["mma"] else "no (stages)" if r["probe"] else "no"  # probe-only: convolutional
+        attaches = r["mma"]  # not a method: the architecture table's "the adapter can attach" column
+        r["MMA"] = "yes" if attaches else "no (stages)" if r["probe"] else "no"  # probe-only: convolutional
     _table(
         rows,
         ["model", "pretrained", "towers", "probe", "MMA"],
@@ -168,6 +169,24 @@ def datasets() -> None:
         rows,
         ["kind", "name", "classes", "train", "val", "test", "source", "licence"],
         "Datasets (spec: builtin[:A,B] | coop:ROOT[:A,B] | folder:PATH | csv:PATH)",
+    )
+
+
+@command()
+@friendly
+def methods() -> None:
+    """Every method, built in or from an installed plugin: what it trains, its options and its size on mma-tiny."""
+    from mma.app.jobs.methods import list_methods
+
+    rows = list_methods()
+    _table(
+        rows,
+        ["method", "from", "trains", "depth (k)", "options (published values)", "parameters"],
+        "Methods (--method NAME; plugins register in the 'mma.methods' entry-point group)",
+    )
+    typer.echo(
+        "parameters: trainable, on the embedded mma-tiny at each method's published values (k = 5 where a method "
+        "has a depth), 10 classes."
     )
 
 
@@ -336,7 +355,7 @@ def pretrain_tiny_cmd(
 
     The downstream suite is never trained on; it is only scored (zero-shot) at the end.
     """
-    from mma.app.jobs.probe_layers import check_out_dir
+    from mma.app.jobs.outdir import check_out_dir
     from mma.probe.embedded.pretrain import PretrainConfig, pretrain_tiny
 
     if steps < 1:
@@ -363,7 +382,8 @@ def _flags(**options) -> dict:
 
 _METHOD_HELP = (
     "Methods to train and evaluate beside the zero-shot model: mma, coop, cocoop, clip-adapter, linear-probe, "
-    "zeroshot; repeatable or comma-separated (default: mma). Each uses its own paper's recipe."
+    "zeroshot, or a plugin's ('mma methods' lists them); repeatable or comma-separated (default: mma). Each uses "
+    "its own paper's recipe."
 )
 
 _TRAIN_HELP = {
@@ -482,10 +502,10 @@ def _split_methods(values: list[str] | None) -> list[str]:
 
 
 def _print_summary(summary, results=None) -> None:
-    from mma.app.jobs.train_selected import methods_table, summary_table
+    from mma.app.results import beside_the_default, methods_table, summary_table
 
     typer.echo(summary_table(summary).to_string(index=False))
-    if results is not None and set(results["method"]) - {"mma", "zeroshot"}:  # methods beside MMA ran
+    if results is not None and beside_the_default(results):
         for protocol, table in methods_table(results).items():
             typer.echo(f"\n{protocol}: methods side by side (average over datasets; mean ± std over seeds)")
             typer.echo(table.to_string(index=False))
@@ -545,6 +565,7 @@ def reproduce_cmd(
     """
     from mma.analysis.compare import context_table, side_by_side
     from mma.app.jobs.reproduce import ReproduceConfig, reproduce
+    from mma.app.results import beside_the_default, methods_table
 
     cfg = ReproduceConfig(
         data=data,
@@ -566,16 +587,14 @@ def reproduce_cmd(
         return
     for p in dict.fromkeys(run.comparison["protocol"]):
         typer.echo(f"\n{p}: measured beside published (Δ = measured - published)")
-        typer.echo(side_by_side(run.comparison, p).to_string(index=False))
+        typer.echo(side_by_side(run.comparison, p, run.setup).to_string(index=False))
         for v in run.verdicts:
             if v.protocol == p:
                 typer.echo(v.text)
         typer.echo("Published context (recalled cells are likely but unconfirmed; see comparison.md):")
-        typer.echo(context_table(run.comparison, p).to_string(index=False))
+        typer.echo(context_table(run.comparison, p, run.setup).to_string(index=False))
     for p, protocol_run in run.runs.items():
-        if set(protocol_run.results["method"]) - {"mma", "zeroshot"}:
-            from mma.app.jobs.train_selected import methods_table
-
+        if beside_the_default(protocol_run.results):
             for table in methods_table(protocol_run.results).values():
                 typer.echo(f"\n{p}: methods side by side, measured here (average over datasets; mean ± std over seeds)")
                 typer.echo(table.to_string(index=False))
@@ -616,7 +635,8 @@ def sweep_k_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Train and evaluate base-to-novel at every k; plot base, novel and HM against k with the selected k."""
-    from mma.app.jobs.train_selected import TrainSelectedConfig, sweep_k
+    from mma.app.jobs.sweep_k import sweep_k
+    from mma.app.settings import TrainSelectedConfig
 
     overrides = _flags(shots=shots, epochs=epochs, alpha=alpha)
     cfg = TrainSelectedConfig(

@@ -7,7 +7,7 @@ and the feature store are not timed:
    block hooked, mean-pooled in the hook), as ``extract_images`` runs it, and a plain ``encode_image`` of
    the same batch as the baseline; the capture/plain ratio and each precision's speed over fp32.
 2. Training, steps/s: one step of ``fit_adapter`` (adapter from block k, text prefix cached, its
-   ``Objective`` loss, the recipe's SGD, fused on CUDA, and the grad scaler for fp16), from the same
+   ``MMAObjective`` loss, the recipe's SGD, fused on CUDA, and the grad scaler for fp16), from the same
    pieces ``fit_adapter`` uses; each precision's speed over fp32.
 
 Each row: warm-up, then the median over repeats of (time of N steps) / N, with ``torch.cuda.synchronize``
@@ -81,16 +81,16 @@ def extraction_rows(loaded, device, args) -> list[dict]:
 
 def adapter_step(loaded, device, precision: str, k: int, tokens, images, labels):
     """One ``fit_adapter`` step (its Objective, optimiser and grad scaler) over a freshly attached adapter."""
-    from mma.adapters.mma import add_adapter
+    from mma.adapters.mma import MMAObjective, MultiModalAdapter, add_adapter
     from mma.adapters.text_cache import TextPrefixCache
-    from mma.adapters.train import Objective, TrainConfig, optimiser_for, sgd_step
+    from mma.adapters.train import optimiser_for, sgd_step
     from mma.probe.extract import autocast_for
     from mma.probe.layers import layer_maps
 
-    cfg = TrainConfig(k=k, precision=precision)  # the paper recipe's optimiser settings
+    cfg = MultiModalAdapter.make_config(k=k, precision=precision)  # the paper recipe's optimiser settings
     adapter = add_adapter(loaded.model, k=k, model_name=str(loaded.spec))
     text = TextPrefixCache(loaded.model, layer_maps(loaded.model)["text"], adapter.k_text, tokens)
-    objective = Objective(loaded, adapter, tokens, text, cfg)
+    objective = MMAObjective(loaded, adapter, tokens, text)
     opt, scaler = optimiser_for(adapter, cfg, device)
 
     def step() -> None:

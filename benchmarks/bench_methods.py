@@ -1,12 +1,13 @@
 """Training time per step of every method beside MMA's, measured side by side in one run.
 
-Each method trains with its own paper's batch size (MMA 16, CoOp 32, CoCoOp 1, CLIP-Adapter 32) through the very
-objective ``mma train-selected`` uses (:meth:`objective` of :mod:`mma.adapters.methods`: MMA with its text
-prefix cache, CoOp and CoCoOp through the frozen text tower, CLIP-Adapter on the image feature), SGD, fp32 on
-the CPU and fp16 autocast with a grad scaler on CUDA, random images and labels. The time per step is the
-median of ``--steps`` timed steps after ``--warmup`` steps; the ratio is to MMA's step in the same run. The
-linear probe takes no SGD steps: its row is one whole fit (features of ``shots x classes`` images, the C search,
-the final fit), shown apart.
+Each trained method (every registered one, plugins included, or ``--methods``) trains with its own paper's batch
+size (MMA 16, CoOp 32, CoCoOp 1, CLIP-Adapter 32) through the very objective ``mma train-selected`` uses
+(:meth:`objective` of :mod:`mma.adapters.method_base`: MMA with its text prefix cache, CoOp and CoCoOp through
+the frozen text tower, CLIP-Adapter on the image feature), SGD, fp32 on the CPU and fp16 autocast with a grad
+scaler on CUDA, random images and labels. The time per step is the median of ``--steps`` timed steps after
+``--warmup`` steps; the ratio is to the default method's (MMA's) step in the same run. A method with its own fit
+(the linear probe) takes no SGD steps: its row is one whole fit (features of ``shots x classes`` images, the C
+search, the final fit), shown apart.
 
     python benchmarks/bench_methods.py                                      # both models below
     python benchmarks/bench_methods.py --model mma-tiny --classes 5         # the embedded default
@@ -19,34 +20,31 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 
+from mma.adapters.linear_probe import LinearProbeMethod, _fit_lr, choose_c
+from mma.adapters.methods import DEFAULT, get_method, registry
+from mma.adapters.train import optimiser_for, sgd_step
 from mma.io import atomic_write_json
+from mma.probe import load_model
+from mma.probe.extract import autocast_for, resolve_device
 
-PAPER_BATCH = {"mma": 16, "coop": 32, "cocoop": 1, "clip-adapter": 32}
-METHODS = ("mma", "coop", "cocoop", "clip-adapter", "linear-probe")
 
-
-def _config(name: str, k: int, device: torch.device, batch: int | None):
-    from mma.adapters.methods import get_method
-    from mma.adapters.train import TrainConfig
-
-    values = {**get_method(name).paper, "k": k, "precision": "fp16" if device.type == "cuda" else "fp32"}
+def _config(method, k: int, device: torch.device, batch: int | None):
+    """*method*'s published values (its paper's batch), at *k* when it has a depth, in the device's precision."""
+    values = {**method.make_config().values(), **method.paper, "precision": "fp16" if device.type == "cuda" else "fp32"}
+    if method.depth_indexed:
+        values["k"] = k
     if batch is not None:
         values["batch_size"] = batch
-    elif name in PAPER_BATCH:
-        values["batch_size"] = PAPER_BATCH[name]
-    return TrainConfig(**values)
+    return method.make_config(values)
 
 
-def step_times(loaded, name: str, cfg, classnames, device, steps: int, warmup: int) -> list[float]:
-    """Seconds of each timed SGD step of *name* on random images (the training loop's own step)."""
-    from mma.adapters.methods import get_method
-    from mma.adapters.train import optimiser_for, sgd_step
-    from mma.probe.extract import autocast_for
-
+def step_times(loaded, method, cfg, classnames, device, steps: int, warmup: int) -> list[float]:
+    """Seconds of each timed SGD step of *method* on random images (the training loop's own step)."""
     torch.manual_seed(0)
-    method = get_method(name).build(loaded, cfg, classnames).attach(loaded.model)
+    method = method.build(loaded, cfg, classnames).attach(loaded.model)
     try:
         objective = method.objective(loaded, classnames, "a photo of a {}.", cfg)
         opt, scaler = optimiser_for(method, cfg, device)
@@ -73,10 +71,6 @@ def step_times(loaded, name: str, cfg, classnames, device, steps: int, warmup: i
 
 def linear_probe_fit(loaded, classnames, shots: int, device) -> float:
     """Seconds of one linear-probe fit on ``shots`` random images per class (4 per class for validation)."""
-    import numpy as np
-
-    from mma.adapters.linear_probe import LinearProbeMethod, _fit_lr, choose_c
-
     g = torch.Generator().manual_seed(0)
     size = loaded.image_size
     start = time.perf_counter()
@@ -96,25 +90,24 @@ def linear_probe_fit(loaded, classnames, shots: int, device) -> float:
 
 
 def bench(model: str, classes: int, k: int, steps: int, warmup: int, shots: int, device: str, batch, methods):
-    from mma.probe import load_model
-    from mma.probe.extract import resolve_device
-
     dev = resolve_device(device)
     loaded = load_model(model, device=str(dev))
     classnames = [f"class number {i}" for i in range(classes)]
     rows = []
     for name in methods:
-        if name == "linear-probe":
-            rows.append({"method": name, "batch": None, "fit_s": linear_probe_fit(loaded, classnames, shots, dev)})
+        method = get_method(name)
+        if method.fit is not None:  # its own training procedure: one whole fit (timed here for the linear probe)
+            seconds = linear_probe_fit(loaded, classnames, shots, dev) if method is LinearProbeMethod else float("nan")
+            rows.append({"method": name, "batch": None, "fit_s": seconds})
             continue
-        cfg = _config(name, k, dev, batch)
-        times = step_times(loaded, name, cfg, classnames, dev, steps, warmup)
+        cfg = _config(method, k, dev, batch)
+        times = step_times(loaded, method, cfg, classnames, dev, steps, warmup)
         rows.append({"method": name, "batch": cfg.batch_size, "step_s": statistics.median(times), "times": times})
-    mma = next((r["step_s"] for r in rows if r["method"] == "mma"), None)
+    ref = next((r for r in rows if r["method"] == DEFAULT.name and "step_s" in r), None)
     for r in rows:
-        if "step_s" in r and mma:
-            r["ratio_to_mma"] = r["step_s"] / mma
-            r["per_image_ratio_to_mma"] = (r["step_s"] / r["batch"]) / (mma / PAPER_BATCH.get("mma", 16))
+        if "step_s" in r and ref:
+            r["ratio_to_mma"] = r["step_s"] / ref["step_s"]
+            r["per_image_ratio_to_mma"] = (r["step_s"] / r["batch"]) / (ref["step_s"] / ref["batch"])
     return {"model": model, "device": str(dev), "classes": classes, "k": k, "rows": rows}
 
 
@@ -140,7 +133,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=None, help="one batch for every method instead of the papers'")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=None, help="comma-separated (default: every trained method)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the measurements here")
     args = p.parse_args()
@@ -150,7 +143,8 @@ def main() -> None:
         tiny = model.split(":")[0] == "mma-tiny"
         classes = args.classes[i] if args.classes and i < len(args.classes) else (5 if tiny else 50)
         k = args.k or (3 if tiny else 5)
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        names = args.methods.split(",") if args.methods else [n for n, m in registry().items() if m.trains]
+        methods = [m.strip() for m in names if m.strip()]
         record = bench(model, classes, k, args.steps, args.warmup, args.shots, args.device, args.batch_size, methods)
         _print(record)
         records.append(record)

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 
 from mma.adapters.evaluate import accuracy, harmonic_mean
-from mma.adapters.train import TrainConfig, fit_adapter
+from mma.adapters.mma import MultiModalAdapter
+from mma.adapters.train import fit_adapter
 from mma.probe import load_model
 from mma.probe.data import draw_few_shot, load_datasets, split_base_novel, subsample_classes
 
@@ -64,7 +65,7 @@ def evaluate_recipe(loaded, datasets, values: dict, seeds, k: int) -> dict:
         novel_names = [d.classnames[i] for i in novel]
         for seed in seeds:
             shots = subsample_classes(draw_few_shot(d, 16, seed).train, base)
-            cfg = TrainConfig(**{**FIXED, **values, "k": k, "shots": 16})
+            cfg = MultiModalAdapter.make_config({**FIXED, **values, "k": k, "shots": 16})
             if values:
                 result = fit_adapter(loaded, d, shots, base_names, cfg, seed=seed)
             try:

@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 
 from mma.adapters.evaluate import accuracy
-from mma.adapters.protocols import default_data
+from mma.adapters.protocols import get_protocol
 from mma.adapters.recipes import RECIPES, settle
-from mma.adapters.train import TrainConfig, fit_adapter
+from mma.adapters.mma import MultiModalAdapter
+from mma.adapters.train import fit_adapter
 from mma.probe import load_model
 from mma.probe.data import draw_few_shot, load_datasets
 
@@ -48,7 +49,7 @@ def evaluate(loaded, source, targets, values: dict, seeds) -> dict:
     rows = []
     for seed in seeds:
         result = fit_adapter(
-            loaded, source, draw_few_shot(source, 16, seed).train, source.classnames, TrainConfig(**settled), seed=seed
+            loaded, source, draw_few_shot(source, 16, seed).train, source.classnames, MultiModalAdapter.make_config(settled), seed=seed
         )
         try:
             rows.append(score(loaded, source, targets))
@@ -66,7 +67,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     loaded = load_model()
     # the protocol's own data: its first dataset is the source, the rest are the targets
-    source, *targets = [d for spec in default_data("cross-dataset") for d in load_datasets(spec)]
+    source, *targets = [d for spec in get_protocol("cross-dataset").default_data() for d in load_datasets(spec)]
     rows = [{"recipe": "zero-shot", **score(loaded, source, targets)}]
     for values in CANDIDATES:
         start = time.perf_counter()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 
@@ -18,6 +20,26 @@ torch.set_num_threads(2)
 settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+
+def patch_everywhere(monkeypatch, target: str, replacement) -> object:
+    """Replace the function ``"module.name"`` in its module and in every loaded module that imported it by name
+    (``from module import name``), so a tripwire or a counter sees every call whatever the import style.
+    Returns the original.
+
+    The application's modules (which the CLI imports only inside its commands) are loaded first: one loaded
+    while the patch is active would keep the replacement after the patch is undone.
+    """
+    import mma.app
+
+    for info in pkgutil.walk_packages(mma.app.__path__, "mma.app."):
+        importlib.import_module(info.name)
+    module, name = target.rsplit(".", 1)
+    original = getattr(importlib.import_module(module), name)
+    for mod in list(sys.modules.values()):
+        if getattr(mod, name, None) is original:
+            monkeypatch.setattr(mod, name, replacement)
+    return original
 
 
 @pytest.fixture(scope="session")

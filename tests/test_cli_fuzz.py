@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import patch_everywhere
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -47,7 +48,7 @@ OK, BAD, ANY = "ok", "bad", "any"  # a value this option accepts / must refuse /
 TRIPWIRES = [  # (module, function): where the real work of each command starts
     ("mma.probe.extract", "extract_images"),
     ("mma.adapters.protocols", "evaluate_task"),
-    ("mma.adapters.train", "fit_adapter"),
+    ("mma.adapters.train", "fit_method"),
     ("mma.probe.embedded.pretrain", "pretrain_tiny"),
 ]
 
@@ -117,7 +118,7 @@ def sandbox(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # default run folders (runs/probe...) resolve inside the sandbox
         for module, name in TRIPWIRES:
-            mp.setattr(importlib.import_module(module), name, tripwire)
+            patch_everywhere(mp, f"{module}.{name}", tripwire)
         yield root
 
 
@@ -296,7 +297,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, Opt]]] = {
             "--k": Opt(good=_ints(1, 6), bad=NOT_INT, late=st.one_of(_ints(hi=0), _ints(7)), always=True),
             "--model": MODEL_TRAIN,
             "--data": DATA_TRAIN,
-            "--protocol": Opt(good=st.sampled_from(PROTOCOLS), late=_not_in(PROTOCOLS, "base-to-novel", "")),
+            "--protocol": Opt(good=st.sampled_from(tuple(PROTOCOLS)), late=_not_in(PROTOCOLS, "base-to-novel", "")),
             # more shots than a class has: all its images (CoOp / Dassl), so a huge value is fine
             "--shots": Opt(good=st.one_of(_ints(1, 16), _ints(10**6)), bad=st.one_of(_ints(hi=0), NOT_INT)),
             "--seeds": SEEDS_TRAIN,

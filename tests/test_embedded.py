@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mma.adapters.train import TrainConfig, fit_adapter
+from mma.adapters.mma import MultiModalAdapter
+from mma.adapters.train import fit_adapter
 from mma.probe import load_model
 from mma.probe.data import draw_few_shot, load_datasets
 from mma.probe.embedded import RECORD_PATH, WEIGHTS_PATH, embedded_config
@@ -70,7 +71,7 @@ def test_a_few_steps_of_mma_raise_accuracy_on_the_training_shots(tiny_trained):
     (d,) = load_datasets("builtin:digits")
     shots = draw_few_shot(d, 4, seed=1, cache=False).train
     before = accuracy(tiny_trained, d, shots, d.classnames)
-    cfg = TrainConfig(k=1, alpha=0.1, lr=0.05, epochs=8, batch_size=8, shots=4, augment=False)
+    cfg = MultiModalAdapter.make_config(k=1, alpha=0.1, lr=0.05, epochs=8, batch_size=8, shots=4, augment=False)
     result = fit_adapter(tiny_trained, d, shots, d.classnames, cfg, seed=1)
     try:
         after = accuracy(tiny_trained, d, shots, d.classnames)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mma.adapters.config import TrainConfig
 from mma.adapters.mma import MultiModalAdapter
-from mma.adapters.recipes import RECIPES, Recipe, Settings, default_precision, get_recipe, settle
-from mma.adapters.train import TrainConfig
+from mma.adapters.recipes import RECIPES, MethodValues, Recipe, Settings, default_precision, get_recipe, settle
 from mma.app.jobs.train_selected import TrainSelectedConfig, resolve_settings
 from mma.errors import MmaError
 
@@ -47,7 +47,8 @@ def test_the_paper_recipe_carries_the_published_settings():
     assert settle(paper.layers("base2novel", "dtd"))[0] == {"k": 5}
     # the embedded recipe: its own values, and its validation-chosen values for cross-dataset and domain-gen
     tiny = RECIPES["mma-tiny"]
-    assert dict(tiny.values) == {
+    mine = tiny.values_for(MultiModalAdapter)
+    assert dict(mine.values) == {
         "alpha": 0.03,
         "lr": 0.1,
         "epochs": 15,
@@ -56,7 +57,7 @@ def test_the_paper_recipe_carries_the_published_settings():
     }
     assert tiny.k_for("cross-dataset") == (9, "protocol default (mma-tiny, cross-dataset)")
     assert settle(tiny.layers("domain-gen", "objects"))[0] == {
-        **tiny.values,
+        **mine.values,
         **{"k": 9, "epochs": 3, "alpha": 0.1, "lr": 0.01, "batch_size": 8},
     }
     assert tiny.k_for("base2novel") is None and tiny.k_for("few-shot") is None
@@ -67,14 +68,16 @@ def test_the_paper_recipe_carries_the_published_settings():
 
 
 def test_a_recipe_takes_protocol_entries_but_no_per_dataset_k():
-    recipe = Recipe("mine", values={"epochs": 3}, protocols={"domain-gen": {"k": 2, "epochs": 1}})
+    recipe = Recipe(
+        "mine", {"mma": MethodValues(values={"epochs": 3}, protocols={"domain-gen": {"k": 2, "epochs": 1}})}
+    )
     assert recipe.layers("domain-gen") == [
         ("recipe mine", {"epochs": 3}),
         ("protocol default (mine, domain-gen)", {"k": 2, "epochs": 1}),
     ]
     assert settle(recipe.layers("base2novel")) == ({"epochs": 3}, {"epochs": "recipe mine"})
     with pytest.raises(ValueError, match="k cannot differ per dataset"):
-        Recipe("bad", datasets={"imagenet": {"k": 3}})
+        MethodValues(datasets={"imagenet": {"k": 3}})
 
 
 def test_mixed_precision_is_the_default_on_cuda_only():
@@ -209,7 +212,7 @@ def test_the_embedded_recipe_is_the_validation_search_winner():
     table = pd.read_csv(Path(__file__).parents[1] / "figures" / "recipe_search.csv")
     candidates = table[~table["recipe"].isin(["zero-shot", "paper"])]
     best = candidates.loc[candidates["val_hm"].idxmax()]
-    values = RECIPES["mma-tiny"].values
+    values = RECIPES["mma-tiny"].values_for(MultiModalAdapter).values
     assert (values["alpha"], values["lr"], values["epochs"]) == (best["alpha"], best["lr"], best["epochs"])
     for name in ("batch_size", "crop_scale_min"):  # a point beyond the grid that won would set these too
         assert name not in best or pd.isna(best[name]) or values.get(name) == best[name]
@@ -224,6 +227,6 @@ def test_the_embedded_cross_dataset_values_are_the_validation_search_winner():
     candidates = table[table["recipe"] != "zero-shot"]
     best = candidates.loc[candidates["val_target_average"].idxmax()]
     for protocol in ("cross-dataset", "domain-gen"):
-        values = RECIPES["mma-tiny"].protocols[protocol]
+        values = RECIPES["mma-tiny"].values_for(MultiModalAdapter).protocols[protocol]
         searched = ("k", "alpha", "lr", "batch_size", "epochs")
         assert tuple(values[v] for v in searched) == tuple(best[v] for v in searched)

@@ -13,16 +13,19 @@ import re
 
 import pandas as pd
 import pytest
+from conftest import patch_everywhere
 from test_coop import WNIDS, FakeCoop, write_image
 from typer.testing import CliRunner
 
 from mma.analysis.compare import ZERO_SHOT_TOLERANCE, compare, side_by_side, verdicts
-from mma.analysis.published import published_method, published_numbers
+from mma.analysis.published import published_numbers
 from mma.app.cli import app
 from mma.app.jobs.reproduce import ReproduceConfig, protocol_plans, reproduce
+from mma.app.results import comparison_setup
 from mma.errors import MmaError
 
 MODEL = "mma-tiny:random"
+SETUP = comparison_setup()
 FOUR = {
     "eurosat": ("eurosat", "2750", "EuroSAT", ["AnnualCrop", "Forest", "Herbaceous_Vegetation", "Highway"]),
     "dtd": ("dtd", "images", "DescribableTextures", ["banded", "blotchy", "braided", "bubbly"]),
@@ -202,9 +205,7 @@ def test_an_overridden_protocol_default_is_recorded_as_overridden(coop_root, tmp
 
 
 def test_an_interrupted_reproduction_resumes_to_the_same_tables(reproduced, coop_root, tmp_path, monkeypatch):
-    import mma.adapters.train as train
-
-    original, calls = train.fit_method, []
+    calls = []
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("seed"))
@@ -212,7 +213,7 @@ def test_an_interrupted_reproduction_resumes_to_the_same_tables(reproduced, coop
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "fit_method", counting)
+    original = patch_everywhere(monkeypatch, "mma.adapters.train.fit_method", counting)
     stop_at = 9  # base-to-novel 3 datasets x 2 seeds, cross-dataset 2 seeds, then the first domain-gen training
     with pytest.raises(KeyboardInterrupt):
         reproduce(_config(coop_root, tmp_path / "run"))
@@ -335,10 +336,10 @@ def test_hm_of_seed_means_by_hand_in_summaries_and_comparisons(tmp_path):
     assert s["average", "mean_of_hms"] == pytest.approx(61.7308, abs=1e-4)
     std = summary.set_index(["dataset", "metric"])["std"]
     assert std["A", "hm"] == pytest.approx(pd.Series([68.5714, 58.3333]).std(), abs=1e-3)  # spread of per-seed HMs
-    c = compare(results).set_index(["dataset", "metric"])
+    c = compare(results, SETUP).set_index(["dataset", "metric"])
     assert c.loc[("A", "hm"), "measured"] == pytest.approx(63.4615, abs=1e-4)
     assert c.loc[("average", "hm"), "measured"] == pytest.approx(61.7647, abs=1e-4)
-    from mma.app.jobs.train_selected import summary_table
+    from mma.app.results import summary_table
 
     table = summary_table(summary)
     assert list(table.columns) == [
@@ -358,36 +359,37 @@ def test_hm_of_seed_means_by_hand_in_summaries_and_comparisons(tmp_path):
 def _at_published(method: str, shift: dict | None = None, seeds=(1, 2, 3), wobble: float = 0.4) -> pd.DataFrame:
     """Base-to-novel results at the published per-dataset values, +-wobble between seeds, some datasets shifted."""
     p = published_numbers()
-    p = p[(p["protocol"] == "base2novel") & (p["method"] == published_method(method)) & (p["dataset"] != "average")]
+    p = p[(p["protocol"] == "base2novel") & (p["method"] == SETUP.published_name(method)) & (p["dataset"] != "average")]
     rows = []
     for r in p[p["metric"] != "hm"].itertuples():
         for i, seed in enumerate(seeds):
             value = r.value + wobble * (i - 1) + (shift or {}).get(r.dataset, 0.0)
-            rows.append(("base2novel", r.dataset, None if method == "zeroshot" else seed, 5, method, r.metric, value))
-            if method == "zeroshot":
+            baseline = method == SETUP.baseline  # the baseline has no seed
+            rows.append(("base2novel", r.dataset, None if baseline else seed, 5, method, r.metric, value))
+            if baseline:
                 break
     return _results(rows)
 
 
 def test_averages_within_seed_noise_say_so_and_outside_name_the_datasets():
-    (inside,) = verdicts(compare(_at_published("mma")))
+    (inside,) = verdicts(compare(_at_published("mma"), SETUP), SETUP)
     assert inside.within is True and inside.text.startswith("base2novel, MMA: the averages lie within seed noise")
-    c = compare(_at_published("mma"))
+    c = compare(_at_published("mma"), SETUP)
     avg = c[c["dataset"] == "average"].set_index("metric")
     assert avg.loc["hm", "published"] == 79.87 and avg.loc["hm", "published_source"] == "readme"
     band = 2 * avg.loc["hm", "measured_std"] * math.sqrt(1 / 3 + 1 / 3)
     assert f"seed noise ±{band:.2f}" in inside.text
-    (outside,) = verdicts(compare(_at_published("mma", shift={"eurosat": -30.0, "dtd": 8.0})))
+    (outside,) = verdicts(compare(_at_published("mma", shift={"eurosat": -30.0, "dtd": 8.0}), SETUP), SETUP)
     assert outside.within is False and "do NOT lie within seed noise" in outside.text
     assert re.search(r"Differing most in hm: eurosat -30\.0\d, dtd \+8\.\d\d, ", outside.text), outside.text
-    (zero,) = verdicts(compare(_at_published("zeroshot", wobble=0.0)))
+    (zero,) = verdicts(compare(_at_published("zeroshot", wobble=0.0), SETUP), SETUP)
     assert zero.within is True and f"tolerance ±{ZERO_SHOT_TOLERANCE:.2f}" in zero.text
-    (one,) = verdicts(compare(_at_published("mma", seeds=(1,))))
+    (one,) = verdicts(compare(_at_published("mma", seeds=(1,)), SETUP), SETUP)
     assert one.within is None and "one seed, so seed noise is unknown" in one.text
 
 
 def test_side_by_side_marks_recalled_cells_and_readme_averages():
-    table = side_by_side(compare(_at_published("mma")), "base2novel")
+    table = side_by_side(compare(_at_published("mma"), SETUP), "base2novel", SETUP)
     assert list(table.columns)[:5] == ["method", "dataset", "base published", "base measured", "base Δ"]
     rows = table.set_index("dataset")
     assert rows.loc["imagenet", "published source"] == "recalled"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
+from mma.adapters.mma import MultiModalAdapter
 from mma.adapters.protocols import make_tasks
-from mma.adapters.train import TrainConfig, fit_adapter
+from mma.adapters.train import fit_adapter
 from mma.app.jobs.probe_layers import ProbeLayersConfig, probe_layers
 from mma.errors import MmaError
 from mma.probe import load_model
@@ -33,7 +35,7 @@ def task():
 
 
 # 3 steps per epoch (24 images, batch 8); augmentation on, so the RNG states must be restored too
-CFG = TrainConfig(k=4, epochs=3, batch_size=8, shots=4, consistency=0.5)
+CFG = MultiModalAdapter.make_config(k=4, epochs=3, batch_size=8, shots=4, consistency=0.5)
 
 
 def _fit(loaded, task, **kw):
@@ -72,7 +74,7 @@ def test_interrupted_training_resumes_from_the_last_epoch_to_the_same_adapter(ti
 def test_a_state_from_other_settings_is_not_resumed(tiny, task, tmp_path):
     state = tmp_path / "state.pt"
     _fit(tiny, task, state_path=state)
-    other = TrainConfig(**{**CFG.__dict__, "lr": CFG.lr * 2})
+    other = dataclasses.replace(CFG, lr=CFG.lr * 2)
     result = fit_adapter(tiny, task.dataset, task.train, task.classnames, other, seed=1, state_path=state)
     result.adapter.detach()
     assert result.steps == 9  # trained from epoch 0, not resumed from the finished state

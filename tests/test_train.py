@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,14 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import patch_everywhere
 from PIL import Image
 
 from mma.adapters.checkpoint import load_adapter, read_adapter, save_adapter
 from mma.adapters.evaluate import accuracy, harmonic_mean
-from mma.adapters.mma import add_adapter
+from mma.adapters.mma import MultiModalAdapter, add_adapter
 from mma.adapters.protocols import make_tasks, task_metrics
 from mma.adapters.text_cache import TextPrefixCache
-from mma.adapters.train import TrainConfig, fit_adapter
+from mma.adapters.train import fit_adapter
 from mma.errors import MmaError
 from mma.probe import layer_maps, load_model
 from mma.probe.data import load_datasets
@@ -62,7 +64,7 @@ def test_text_prefix_cache_equals_encode_text(tiny, k):
 
 
 def test_fit_adapter_learns_and_is_deterministic(tiny, colour_data):
-    cfg = TrainConfig(k=4, epochs=3, batch_size=8, shots=8, alpha=0.1, lr=0.01)
+    cfg = MultiModalAdapter.make_config(k=4, epochs=3, batch_size=8, shots=8, alpha=0.1, lr=0.01)
     task = make_tasks("few-shot", [colour_data], shots=cfg.shots, seed=1)[0]
     before = accuracy(tiny, colour_data, task.evals[0].samples, task.classnames)
     first = fit_adapter(tiny, colour_data, task.train, task.classnames, cfg, seed=1)
@@ -97,7 +99,7 @@ def test_protocol_errors(colour_data):
 
 
 def test_checkpoint_round_trip_and_wrong_model(tiny, colour_data, tmp_path):
-    cfg = TrainConfig(k=5, epochs=1, batch_size=8, shots=4, alpha=0.1)
+    cfg = MultiModalAdapter.make_config(k=5, epochs=1, batch_size=8, shots=4, alpha=0.1)
     task = make_tasks("few-shot", [colour_data], shots=cfg.shots, seed=1)[0]
     result = fit_adapter(tiny, colour_data, task.train, task.classnames, cfg, seed=1)
     acc = accuracy(tiny, colour_data, task.evals[0].samples, task.classnames)
@@ -125,14 +127,14 @@ def test_harmonic_mean():
 
 def test_train_config_validation():
     with pytest.raises(MmaError, match=r"alpha=-1 is not valid; it must be a float > 0"):
-        TrainConfig(alpha=-1).validate()
+        MultiModalAdapter.make_config(alpha=-1).validate()
     with pytest.raises(MmaError, match=r"alpha=0 is not valid; it must be a float > 0"):
-        TrainConfig(alpha=0).validate()  # training divides by alpha; only evaluation may use 0
-    TrainConfig(alpha_eval=0.0).validate()  # --alpha-eval 0: the frozen model
+        MultiModalAdapter.make_config(alpha=0).validate()  # training divides by alpha; only evaluation may use 0
+    MultiModalAdapter.make_config(alpha_eval=0.0).validate()  # --alpha-eval 0: the frozen model
     with pytest.raises(MmaError, match=r"alpha_eval=-0.1 is not valid; it must be a float >= 0"):
-        TrainConfig(alpha_eval=-0.1).validate()
+        MultiModalAdapter.make_config(alpha_eval=-0.1).validate()
     with pytest.raises(MmaError, match=r"Unknown training option\(s\) \['lrr'\]"):
-        TrainConfig.from_dict({"lrr": 1})
+        MultiModalAdapter.make_config({"lrr": 1})
 
 
 def test_train_selected_end_to_end_resumes_and_reevaluates(tmp_path, monkeypatch):
@@ -160,19 +162,21 @@ def test_train_selected_end_to_end_resumes_and_reevaluates(tmp_path, monkeypatch
     stored = json.loads((tmp_path / "results" / "base2novel" / "colors" / "seed1-k4-mma.json").read_text())
     assert evaluate_checkpoint(ckpt, device="cpu") == pytest.approx(stored["metrics"])
 
-    monkeypatch.setattr("mma.adapters.train.fit_adapter", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    retrained = lambda *a, **k: pytest.fail("a finished run was retrained")  # noqa: E731
+    patch_everywhere(monkeypatch, "mma.adapters.train.fit_method", retrained)
     job.train_selected(cfg)  # everything is reused
 
 
 def test_sweep_k_plots_and_compares_with_the_selection(tmp_path):
-    from mma.app.jobs import train_selected as job
+    from mma.app.jobs import sweep_k as job
+    from mma.app.settings import TrainSelectedConfig
 
     probe = tmp_path / "probe"
     probe.mkdir()
     (probe / "selection.json").write_text(
         json.dumps({"selections": [{"model": "mma-tiny", "k": 5, "rule": "saturation"}]})
     )
-    cfg = job.TrainSelectedConfig(
+    cfg = TrainSelectedConfig(
         run=probe,
         data=["builtin:colors"],
         seeds=[1, 2],
@@ -208,11 +212,12 @@ def _root_of(dataset):
 
 
 def test_mma_plus_plus_options(tiny, colour_data):
-    cfg = TrainConfig(k=5, epochs=1, batch_size=8, shots=4, alpha=0.1, consistency=2.5, alpha_eval=0.05)
-    task = make_tasks("few-shot", [colour_data], shots=cfg.shots, seed=1)[0]
-    plain = fit_adapter(
-        tiny, colour_data, task.train, task.classnames, TrainConfig(**{**cfg.__dict__, "consistency": 0.0}), seed=1
+    cfg = MultiModalAdapter.make_config(
+        k=5, epochs=1, batch_size=8, shots=4, alpha=0.1, consistency=2.5, alpha_eval=0.05
     )
+    task = make_tasks("few-shot", [colour_data], shots=cfg.shots, seed=1)[0]
+    plain_cfg = dataclasses.replace(cfg, options=dataclasses.replace(cfg.options, consistency=0.0))
+    plain = fit_adapter(tiny, colour_data, task.train, task.classnames, plain_cfg, seed=1)
     plain.adapter.detach()
     result = fit_adapter(tiny, colour_data, task.train, task.classnames, cfg, seed=1)
     result.adapter.detach()

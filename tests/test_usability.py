@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import patch_everywhere
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -45,7 +46,7 @@ def _tripwire(monkeypatch, *targets):
         raise AssertionError("work started before the refusal")
 
     for target in targets:
-        monkeypatch.setattr(target, boom)
+        patch_everywhere(monkeypatch, target, boom)
 
 
 # -- model specs ----------------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def test_shots_and_batches_follow_what_a_small_dataset_has(trained):
 
 
 def test_strict_keeps_the_shots_error_before_any_work(small, tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.adapters.train.fit_adapter", "mma.adapters.protocols.evaluate_task")
+    _tripwire(monkeypatch, "mma.adapters.train.fit_method", "mma.adapters.protocols.evaluate_task")
     args = ["train-selected", "--model", "mma-tiny:random", "--k", "2", "--shots", "16", "--strict"]
     code, out = _run(*args, *[a for d in small for a in ("--data", d)], "--out", tmp_path / "run")
     _one_line_error(code, out, "Dataset 'warm' has 2 class(es) with fewer than --shots 16 training images")
@@ -322,7 +323,7 @@ def test_the_training_bar_names_dataset_and_seed_and_reuse(trained, small, capsy
     ids=["bad-data", "k-0", "k-99", "missing-folder"],
 )
 def test_a_failed_command_removes_the_run_folder_it_created(args, tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.adapters.train.fit_adapter", "mma.probe.extract.extract_images")
+    _tripwire(monkeypatch, "mma.adapters.train.fit_method", "mma.probe.extract.extract_images")
     out = tmp_path / "new" / "deeper" / "run"
     code, text = _run(*args, "--out", out)
     assert code == 2, text

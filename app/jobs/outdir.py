@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mma.errors import MmaError
+from mma.probe.data.base import user_path
 
 __all__ = ["check_out_dir", "run_folder"]
 
 
 def check_out_dir(out: str | Path) -> Path:
     """Create *out* if needed and make sure it is a writable folder (one clear sentence if not)."""
-    from mma.probe.data.base import user_path
 
     out = user_path(out, "--out")
     if out.exists() and not out.is_dir():
@@ -56,7 +56,6 @@ def _holds_files(folder: Path) -> bool:
 @contextlib.contextmanager
 def run_folder(out: str | Path) -> Iterator[Path]:
     """``with run_folder(cfg.out) as out:`` checks (and creates) the run folder; on failure, undoes the creation."""
-    from mma.probe.data.base import user_path
 
     try:
         created = _missing(user_path(out, "--out").absolute())

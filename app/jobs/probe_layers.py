@@ -23,10 +23,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from mma import distributed
+from mma.analysis.plots import plot_layers
+from mma.analysis.select_k import DEFAULT_THRESHOLDS, RULES, selection_record
+from mma.analysis.separability import TEXT_SPLITS, ProbeInput, draw_probe_samples, layer_separability, summarise
 from mma.errors import MmaError, closest
 from mma.io import atomic_write, atomic_write_json, read_json
+from mma.probe.capture import POOLINGS
+from mma.probe.data import load_datasets
+from mma.probe.data.base import Sample
+from mma.probe.extract import autocast_for, extract_images, extract_prompts, resolve_device
+from mma.probe.layers import XEMBED_POINTS, layer_maps
+from mma.probe.specs import load_model, parse_model_spec
+from mma.probe.store import store_key
 
 from .outdir import check_out_dir, run_folder
 
@@ -68,9 +79,6 @@ class ProbeRun:
 
 
 def _validate(cfg: ProbeLayersConfig) -> None:
-    from mma.analysis.separability import TEXT_SPLITS
-    from mma.probe.capture import POOLINGS
-    from mma.probe.layers import XEMBED_POINTS
 
     check_rule(cfg.rule, cfg.threshold)
     if cfg.samples < 1:
@@ -93,7 +101,6 @@ def _validate(cfg: ProbeLayersConfig) -> None:
 
 def check_rule(rule: str, threshold: float | None) -> None:
     """--rule must name a rule ("did you mean" otherwise); --threshold only with a rule that takes one."""
-    from mma.analysis.select_k import DEFAULT_THRESHOLDS, RULES
 
     if rule not in RULES:
         hint = closest(str(rule), RULES)
@@ -111,7 +118,6 @@ def check_rule(rule: str, threshold: float | None) -> None:
 
 
 def _load_all_datasets(cfg: ProbeLayersConfig):
-    from mma.probe.data import load_datasets
 
     datasets = []
     for spec in cfg.data:
@@ -153,8 +159,6 @@ def _sample_counts(cfg: ProbeLayersConfig, datasets) -> tuple[dict[str, int], li
 
 def _probe_one_seed(cfg, model_name, datasets, draws, entries, seed, store_keys, out: Path, progress):
     """Tidy rows for one (model, seed) and whether they were reused from ``probes/`` (the same probe ran before)."""
-    from mma.analysis.separability import ProbeInput, layer_separability
-    from mma.probe.store import store_key
 
     key = store_key(
         {
@@ -204,8 +208,6 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
 
     A failure removes the run folder again if this call created it and nothing was written yet.
     """
-    from mma.probe.extract import autocast_for, resolve_device
-    from mma.probe.specs import parse_model_spec
 
     start = time.perf_counter()
     _validate(cfg)
@@ -219,19 +221,10 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
 def _say(show: bool, text: str) -> None:
     """One line above the progress bars (what was reused or resumed, what the plan changed)."""
     if show:
-        from tqdm.auto import tqdm
-
         tqdm.write(text)
 
 
 def _run(cfg: ProbeLayersConfig, specs, world, device, out: Path, start: float) -> ProbeRun | None:
-    from tqdm.auto import tqdm
-
-    from mma.analysis.separability import draw_probe_samples, summarise
-    from mma.probe.data.base import Sample
-    from mma.probe.extract import extract_images, extract_prompts
-    from mma.probe.layers import layer_maps
-    from mma.probe.specs import load_model
 
     show = cfg.progress and world.main
     datasets = _load_all_datasets(cfg)
@@ -355,7 +348,6 @@ def _run(cfg: ProbeLayersConfig, specs, world, device, out: Path, start: float) 
 
 def _selection_of(summary, model: str, rule: str, thresholds: dict | None, tidy=None) -> dict:
     """The selection record of one model; towers of different depth get none (k is left to --k)."""
-    from mma.analysis.select_k import selection_record
 
     s = summary[(summary["model"] == model) & ~summary["layer_name"].isin(["XEmbed", "XProj"])]
     depths = {t: s.loc[s["tower"] == t, "layer_index"].nunique() for t in ("image", "text")}
@@ -388,7 +380,6 @@ def _write_selection(summary, model_names, out: Path, rule: str, threshold: floa
 
 
 def _draw(summary, selection, out: Path) -> Path:
-    from mma.analysis.plots import plot_layers
 
     run = read_json(out / "run.json") if (out / "run.json").is_file() else {}
     n_datasets = len(run.get("datasets", []))

@@ -42,10 +42,18 @@ from pathlib import Path
 import pandas as pd
 
 from mma import distributed
+from mma.adapters.methods import DEFAULT, parse_methods
+from mma.adapters.protocols import PROTOCOLS
+from mma.analysis.compare import Setup, compare, render_markdown, verdicts
+from mma.app.results import comparison_setup
 from mma.errors import MmaError
 from mma.io import atomic_write, atomic_write_json, read_json
+from mma.probe.data import parse_data_spec
+from mma.probe.data.coop import COOP_DATASETS, COOP_SOURCE, canonical_coop_name, find_coop
+from mma.probe.specs import parse_model_spec
 
 from .outdir import run_folder
+from .train_selected import TrainSelectedConfig, train_selected
 
 __all__ = [
     "REPRODUCED",
@@ -57,9 +65,9 @@ __all__ = [
     "reproduce",
 ]
 
-REPRODUCED = ("base2novel", "cross-dataset", "domain-gen")
+#: the protocols of the paper's tables
+REPRODUCED = tuple(name for name, protocol in PROTOCOLS.items() if protocol.in_paper)
 PAPER_MODEL = "ViT-B-16-quickgelu:openai"  # the paper's main model (ViT-B/16, OpenAI's weights)
-SOURCE = "imagenet"
 
 
 @dataclass
@@ -78,7 +86,7 @@ class ReproduceConfig:
     template: str | None = None
     strict: bool = False
     progress: bool = True
-    methods: list[str] = field(default_factory=lambda: ["mma"])  # the methods of mma.adapters.methods to run
+    methods: list[str] = field(default_factory=lambda: [DEFAULT.name])  # the methods of mma.adapters.methods
 
 
 @dataclass
@@ -89,15 +97,14 @@ class ReproduceRun:
     skipped_protocols: dict[str, str]  # protocol -> why
     comparison: pd.DataFrame
     verdicts: list  # mma.analysis.compare.Verdict
+    setup: Setup  # what the comparison knew of the protocols and methods (for printing its tables)
     notes: list[str]
     seconds: float
 
 
 def _coop_root(cfg: ReproduceConfig) -> tuple[str, tuple[str, ...] | None]:
-    from mma.probe.data import parse_data_spec
-
     spec = parse_data_spec(cfg.data)
-    if spec.kind != "coop":
+    if spec.kind != "coop":  # not a method: the CoOp data source
         raise MmaError(
             f"--data {cfg.data!r} is not a CoOp data spec; mma reproduce runs the paper's protocols on the CoOp "
             "datasets: give coop:ROOT or coop:ROOT:A,B (CoOp's DATASETS.md layout)."
@@ -113,9 +120,7 @@ def _validate(cfg: ReproduceConfig) -> None:
         raise MmaError(f"--protocol {bad[0]!r} is not one mma reproduce runs (valid: {', '.join(REPRODUCED)}).")
     if not cfg.seeds:
         raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
-    from mma.adapters.methods import parse_methods
-
-    cfg.methods = ["mma", *(m for m in parse_methods(cfg.methods) if m != "mma")]  # MMA is what is reproduced
+    cfg.methods = list(dict.fromkeys([DEFAULT.name, *parse_methods(cfg.methods)]))  # MMA is what is reproduced
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise MmaError(f"--seeds {cfg.seeds} repeats a seed; give distinct seeds.")
 
@@ -123,15 +128,7 @@ def _validate(cfg: ReproduceConfig) -> None:
 def protocol_datasets() -> dict[str, list[str]]:
     """The CoOp datasets of each protocol, the source first: base-to-novel the 11, cross-dataset ImageNet and the
     10 others, domain generalisation ImageNet and its 4 shifted variants."""
-    from mma.adapters.protocols import COOP_SHIFTS
-    from mma.probe.data.coop import COOP_DATASETS
-
-    eleven = [d for d in COOP_DATASETS if d not in COOP_SHIFTS[SOURCE]]
-    return {
-        "base2novel": eleven,
-        "cross-dataset": [SOURCE, *(d for d in eleven if d != SOURCE)],
-        "domain-gen": [SOURCE, *COOP_SHIFTS[SOURCE]],
-    }
+    return {name: PROTOCOLS[name].benchmark_datasets(COOP_DATASETS, COOP_SOURCE) for name in REPRODUCED}
 
 
 def protocol_plans(
@@ -146,10 +143,11 @@ def protocol_plans(
     plans, skipped = {}, {}
     for protocol in protocols:
         names = [d for d in wanted[protocol] if d in present and (asked is None or d in asked)]
-        if protocol != "base2novel" and SOURCE not in names:
-            where = "not in the data spec" if asked is not None and SOURCE not in asked else "not found"
-            skipped[protocol] = f"it trains on {SOURCE}, which is {where}"
-        elif protocol != "base2novel" and len(names) < 2:
+        on_source = not PROTOCOLS[protocol].per_dataset
+        if on_source and COOP_SOURCE not in names:
+            where = "not in the data spec" if asked is not None and COOP_SOURCE not in asked else "not found"
+            skipped[protocol] = f"it trains on {COOP_SOURCE}, which is {where}"
+        elif on_source and len(names) < 2:
             skipped[protocol] = f"none of its targets ({', '.join(wanted[protocol][1:])}) is there"
         elif not names:
             skipped[protocol] = f"none of its datasets ({', '.join(wanted[protocol])}) is there"
@@ -175,9 +173,6 @@ def reproduce(cfg: ReproduceConfig) -> ReproduceRun | None:
     Resolve the data and the plan, run each protocol (train-selected), then write the side-by-side tables.
     Returns None off rank 0 under torchrun.
     """
-    from mma.probe.data.coop import canonical_coop_name, find_coop
-    from mma.probe.specs import parse_model_spec
-
     start = time.perf_counter()
     _validate(cfg)
     root, names = _coop_root(cfg)
@@ -221,8 +216,6 @@ def _record(cfg, model, root, plans, missing, skipped_protocols, verdicts=None) 
 
 def _run_protocol(cfg: ReproduceConfig, model: str, root: str, protocol: str, datasets: list[str], out: Path):
     """One protocol as a train-selected run in ``out/<protocol>`` (k and the rest from the recipe's defaults)."""
-    from .train_selected import TrainSelectedConfig, train_selected
-
     if cfg.progress and distributed.launched().main:
         print(f"\n== {protocol}: {', '.join(datasets)}", flush=True)
     return train_selected(
@@ -245,26 +238,27 @@ def _run_protocol(cfg: ReproduceConfig, model: str, root: str, protocol: str, da
 
 
 def _this_run(run, protocol: str, datasets: list[str], seeds: list[int]) -> pd.DataFrame:
-    """The result rows this invocation asked for (a run folder may hold other k, seeds or datasets from before)."""
+    """The result rows this invocation asked for (a run folder may hold other methods, k, seeds or datasets from
+    before): the baseline (no seed) and every method that ran, at this run's seeds and k."""
     r = run.results
-    keep = (r["protocol"] == protocol) & r["dataset"].isin(datasets) & r["method"].isin(["mma", "zeroshot"])
-    keep &= (r["method"] == "zeroshot") | ((r["k"] == run.k) & r["seed"].isin(seeds))
+    keep = (r["protocol"] == protocol) & r["dataset"].isin(datasets) & r["method"].isin(run.methods)
+    keep &= r["seed"].isna() | (r["seed"].isin(seeds) & (r["k"].isna() | (r["k"] == run.k)))
     return r[keep]
 
 
 def _report(cfg, model, root, plans, runs, missing, skipped_protocols, notes, out: Path, start) -> ReproduceRun:
-    from mma.analysis.compare import compare, render_markdown, verdicts
-
     results = pd.concat([_this_run(runs[p], p, plans[p], cfg.seeds) for p in plans], ignore_index=True)
-    comparison = compare(results)
-    found = verdicts(comparison)
+    setup = comparison_setup()
+    comparison = compare(results, setup)
+    found = verdicts(comparison, setup)
     tail = [f"Skipped (missing under ROOT): {', '.join(missing)}."] if missing else []
     tail += [f"Skipped protocol {p}: {why}." for p, why in skipped_protocols.items()]
     settings = [f"{p}: {runs[p].k_line} {runs[p].settings.line()}" for p in plans]
     title = f"{model} on coop:{root}: measured beside published (seeds {', '.join(map(str, cfg.seeds))})"
-    text = render_markdown(comparison, title=title, notes=[*settings, *tail])
+    text = render_markdown(comparison, setup, title=title, notes=[*settings, *tail])
     atomic_write(out / "comparison.csv", lambda p: comparison.to_csv(p, index=False))
     atomic_write(out / "comparison.md", lambda p: p.write_text(text, encoding="utf-8"))
     record = _record(cfg, model, root, plans, missing, skipped_protocols, [v.text for v in found])
     atomic_write_json(out / "reproduce.json", record)
-    return ReproduceRun(out, runs, missing, skipped_protocols, comparison, found, tail, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return ReproduceRun(out, runs, missing, skipped_protocols, comparison, found, setup, tail, seconds)

@@ -1,0 +1,40 @@
+"""Job: every registered method, built in or from a plugin, described (``mma methods``)."""
+
+from __future__ import annotations
+
+import inspect
+
+from mma.adapters.methods import BUILT_IN, registry
+from mma.probe.embedded import EMBEDDED_NAME
+from mma.probe.specs import load_model
+
+__all__ = ["list_methods", "SIZE_K", "SIZE_CLASSES"]
+
+SIZE_K = 5  # the depth a method with a depth is sized at (MMA's published base-to-novel k)
+SIZE_CLASSES = 10  # the classes a method is sized for (the linear probe's size grows with them)
+
+
+def list_methods() -> list[dict]:
+    """One row per method: its name, where it comes from, whether it trains and has a depth, its own options at
+    its published values, and its trainable parameters on the embedded model."""
+    loaded = load_model(EMBEDDED_NAME)
+    classnames = [f"class {i}" for i in range(SIZE_CLASSES)]
+    rows = []
+    for name, method in registry().items():
+        values = {**method.make_config().values(), **method.paper}
+        if method.depth_indexed:
+            values["k"] = SIZE_K
+        cfg = method.make_config(values)
+        options = ", ".join(f"{o}={values[o]}" for o in method.option_names()) or "-"
+        built = method.build(loaded, cfg, classnames)
+        rows.append(
+            {
+                "method": name,
+                "from": "built in" if method in BUILT_IN else inspect.getmodule(method).__name__.split(".")[0],
+                "trains": "yes" if method.trains else "no",
+                "depth (k)": "yes" if method.depth_indexed else "no",
+                "options (published values)": options,
+                "parameters": f"{built.num_parameters():,}",
+            }
+        )
+    return rows

@@ -1,0 +1,118 @@
+"""Job: accuracy against the first adapted block k (``mma sweep-k``), beside the k the probe selected.
+
+Trains and evaluates the depth-indexed method (MMA) base-to-novel at every k (one train-selected run per k in
+one folder, the model loaded once), the other methods of ``--method`` once, and plots base / novel / HM against
+k with the zero-shot model and the other methods as horizontal lines. Writes ``k_sweep.png`` / ``.pdf`` /
+``.csv`` and ``k_sweep.json`` (every k's HM, the best k, the selected k and each rule's k, and how far each lies
+below the best).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from mma import distributed
+from mma.adapters.methods import BASELINE, DEFAULT, parse_methods, trained_methods
+from mma.adapters.protocols import get_protocol
+from mma.analysis.plots import plot_k_sweep
+from mma.app.results import method_averages
+from mma.app.settings import DEFAULT_PROBE_RUN, TrainSelectedConfig, read_selection, selection_layers
+from mma.errors import MmaError
+from mma.io import atomic_write_json
+from mma.metrics import harmonic_mean
+from mma.probe.extract import resolve_device
+from mma.probe.layers import layer_maps
+from mma.probe.specs import load_model, parse_model_spec
+
+from .train_selected import train_selected
+
+__all__ = ["sweep_k"]
+
+_PLOTTED = ("base", "novel", "hm")
+
+
+def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | None:
+    """Train and evaluate at every k (or *ks*), plot base / novel / HM against k, compare with the selected k.
+
+    None off rank 0 under torchrun.
+    """
+    if not set(_PLOTTED) <= set(get_protocol(cfg.protocol).metrics):
+        raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
+    methods = trained_methods(parse_methods(cfg.methods))
+    swept = [m for m in methods if m.depth_indexed] or [DEFAULT]
+    if len(swept) > 1:
+        raise MmaError(f"sweep-k sweeps one method with a depth; --method names {', '.join(m.name for m in swept)}.")
+    swept = swept[0]
+    names = [swept.name, *(m.name for m in methods if m is not swept)]  # the others train once, at the first k
+    # the selected k and every rule's k, to say which rule would have chosen best; a given probe run must have a
+    # selection, the default one may be missing
+    selection = selection_layers(TrainSelectedConfig(run=cfg.run, model=cfg.model))
+    selected, rules = selection.k, {}
+    if selected is not None:
+        rules = read_selection(cfg.run or DEFAULT_PROBE_RUN, selection.model).get("rules", {})
+    spec = parse_model_spec(selection.model)
+    swept.check_spec(spec)  # before any weights are loaded
+    _, device = distributed.setup(resolve_device(cfg.device))
+    loaded = load_model(spec, device=str(device))
+    if ks is None:
+        ks = list(range(1, min(m.depth for m in layer_maps(loaded.model).values()) + 1))
+    runs = []
+    for k in ks:
+        one = TrainSelectedConfig(**{**asdict(cfg), "k": k, "model": selection.model, "run": None, "methods": names})
+        runs.append(train_selected(one, loaded=loaded))
+    if not distributed.world().main:
+        return None
+    return _report(cfg, runs[-1].results, swept, ks, selected, rules, str(spec))
+
+
+def _report(cfg, results, swept, ks: list[int], selected, rules: dict, model: str) -> dict:
+    """The figure and ``k_sweep.json``: every k's HM (mean of the per-seed HMs), the best and the selected k."""
+    rows = results[(results["method"] == swept.name) & results["k"].isin(ks)]
+    per_seed = (
+        rows[rows["metric"].isin(["base", "novel"])]
+        .groupby(["k", "seed", "metric"])["value"]
+        .mean()
+        .unstack("metric")
+        .reset_index()
+    )
+    per_seed["hm"] = [harmonic_mean(b, n) for b, n in zip(per_seed["base"], per_seed["novel"])]
+    tidy = per_seed.melt(id_vars=["k", "seed"], value_vars=list(_PLOTTED), var_name="metric")
+    zs = results[(results["method"] == BASELINE.name) & results["metric"].isin(["base", "novel"])]
+    zs_avg = zs.groupby("metric")["value"].mean()
+    baseline = None
+    if {"base", "novel"} <= set(zs_avg.index):
+        b, n = zs_avg["base"], zs_avg["novel"]
+        baseline = {"base": b, "novel": n, "hm": harmonic_mean(b, n)}
+    others = {}
+    for method, g in method_averages(results[~results["method"].isin([swept.name, BASELINE.name])]).groupby("method"):
+        others[method] = g.groupby("metric")["value"].mean().to_dict()
+        if {"base", "novel"} <= set(others[method]):  # the HM of the seed-averaged base and novel
+            others[method]["hm"] = harmonic_mean(others[method]["base"], others[method]["novel"])
+    plot_k_sweep(
+        tidy,
+        Path(cfg.out) / "k_sweep",
+        selected_k=selected,
+        baseline=baseline,
+        title=f"{model}: {swept.title or swept.name} base-to-novel vs first adapted block k",
+        others=others or None,
+    )
+    hm = tidy[tidy["metric"] == "hm"].groupby("k")["value"].mean()
+    best_k = int(hm.idxmax())
+    record = {
+        "ks": ks,
+        "hm": {int(k): float(v) for k, v in hm.items()},
+        "best_k": best_k,
+        "selected_k": selected,
+        "selected_over_best": (float(hm[selected] / hm[best_k]) if selected in hm.index else None),
+        "selected_below_best": (float(hm[best_k] - hm[selected]) if selected in hm.index else None),
+        "rules": {
+            r: {"k": v["k"], "hm": float(hm[v["k"]]), "below_best": float(hm[best_k] - hm[v["k"]])}
+            for r, v in rules.items()
+            if v["k"] in hm.index
+        },
+        "zero_shot": {m: float(v) for m, v in baseline.items()} if baseline else None,
+        "methods": {m: {k: float(v) for k, v in vals.items()} for m, vals in others.items()},
+    }
+    atomic_write_json(Path(cfg.out) / "k_sweep.json", record)
+    return record
