@@ -225,95 +225,112 @@ def _say(show: bool, text: str) -> None:
 
 
 def _run(cfg: ProbeLayersConfig, specs, world, device, out: Path, start: float) -> ProbeRun | None:
-
+    """Draw the samples, extract every layer of every model, probe every seed, write the tables, select k, plot."""
     show = cfg.progress and world.main
     datasets = _load_all_datasets(cfg)
     counts, adjustments = _sample_counts(cfg, datasets)
     for note in adjustments:
         _say(show, note)
-
     draws = {seed: {d.name: draw_probe_samples(d.train, counts[d.name], seed) for d in datasets} for seed in cfg.seeds}
+    notes: list[str] = []
+    stores = {str(spec): _extract(cfg, spec, datasets, draws, device, out, show, notes) for spec in specs}
+    if not world.main:  # probing is scikit-learn on the stored features: rank 0 alone
+        return None
+    tidy = pd.concat([_probe(cfg, name, store, datasets, draws, out, show) for name, store in stores.items()])
+    tidy = tidy.reset_index(drop=True)
+    summary = _write_tables(cfg, tidy, list(stores), datasets, counts, adjustments, out, notes)
+    selection = _write_selection(summary, list(stores), out, cfg.rule, cfg.threshold, tidy)
+    notes += [w for s in selection["selections"] for w in s["warnings"]]
+    figure = _draw(summary, selection, out)
+    return ProbeRun(out, summary, selection, figure, time.perf_counter() - start, notes, adjustments)
+
+
+def _extract(cfg: ProbeLayersConfig, spec, datasets, draws, device, out: Path, show: bool, notes: list[str]):
+    """Every layer of one model over the union of every seed's samples, streamed into the store.
+
+    Returns ``({dataset: (image entry, text entry)}, store keys)``; what it has to say goes to *notes*.
+    """
     union: dict[str, list[Sample]] = {}
     for d in datasets:
         seen = {s.ref: s for seed in cfg.seeds for s in draws[seed][d.name]}
         union[d.name] = sorted(seen.values(), key=lambda s: s.ref)
+    loaded = load_model(spec, device=str(device))
+    notes += loaded.notes
+    model_name = str(spec)
+    if cfg.pooling == "cls":
+        for tower, lmap in layer_maps(loaded.model).items():
+            if not lmap.has_readout_token:
+                notes.append(
+                    f"{model_name}: the {tower} tower ({lmap.family}) reads out no single token, so --pooling "
+                    "cls pools its tokens like mean."
+                )
+    entries, store_keys = {}, []
+    total = sum(len(v) for v in union.values())
+    with tqdm(total=total, desc=f"extract {model_name}", unit="img", disable=not show) as bar:
+        for d in datasets:
+            img = extract_images(
+                loaded,
+                d,
+                union[d.name],
+                out / "store",
+                pooling=cfg.pooling,
+                xembed=cfg.xembed,
+                batch_size=cfg.batch_size,
+                device=device,
+                precision=cfg.precision,
+                workers=cfg.workers,
+                strict=cfg.strict,
+                progress=bar.update,
+                say=lambda text, bar=bar: bar.write(text) if show else None,
+            )
+            txt = extract_prompts(
+                loaded,
+                d,
+                out / "store",
+                pooling=cfg.pooling,
+                template=cfg.template,
+                device=device,
+                precision=cfg.precision,
+            )
+            entries[d.name] = (img, txt)
+            store_keys += [img.manifest["key"], txt.manifest["key"]]
+            bad = len(img.manifest["unreadable_rows"])
+            if bad:
+                notes.append(
+                    f"{d.name}: skipped {bad} unreadable image(s), e.g. "
+                    f"{[img.samples()[0][i] for i in img.manifest['unreadable_rows'][:3]]}."
+                )
+    return entries, store_keys
 
-    notes: list[str] = []
-    stores = {}  # model name -> ({dataset: (image entry, text entry)}, store keys)
-    for spec in specs:
-        loaded = load_model(spec, device=str(device))
-        notes += loaded.notes
-        model_name = str(spec)
-        if cfg.pooling == "cls":
-            for tower, lmap in layer_maps(loaded.model).items():
-                if not lmap.has_readout_token:
-                    notes.append(
-                        f"{model_name}: the {tower} tower ({lmap.family}) reads out no single token, so --pooling "
-                        "cls pools its tokens like mean."
-                    )
-        entries, store_keys = {}, []
-        total = sum(len(v) for v in union.values())
-        with tqdm(total=total, desc=f"extract {model_name}", unit="img", disable=not show) as bar:
-            for d in datasets:
-                img = extract_images(
-                    loaded,
-                    d,
-                    union[d.name],
-                    out / "store",
-                    pooling=cfg.pooling,
-                    xembed=cfg.xembed,
-                    batch_size=cfg.batch_size,
-                    device=device,
-                    precision=cfg.precision,
-                    workers=cfg.workers,
-                    strict=cfg.strict,
-                    progress=bar.update,
-                    say=lambda text, bar=bar: bar.write(text) if show else None,
-                )
-                txt = extract_prompts(
-                    loaded,
-                    d,
-                    out / "store",
-                    pooling=cfg.pooling,
-                    template=cfg.template,
-                    device=device,
-                    precision=cfg.precision,
-                )
-                entries[d.name] = (img, txt)
-                store_keys += [img.manifest["key"], txt.manifest["key"]]
-                bad = len(img.manifest["unreadable_rows"])
-                if bad:
-                    notes.append(
-                        f"{d.name}: skipped {bad} unreadable image(s), e.g. "
-                        f"{[img.samples()[0][i] for i in img.manifest['unreadable_rows'][:3]]}."
-                    )
-        stores[model_name] = (entries, store_keys)
-        del loaded
-    if not world.main:  # probing is scikit-learn on the stored features: rank 0 alone
-        return None
 
-    tidy_parts = []
-    for model_name, (entries, store_keys) in stores.items():
-        image_entry, text_entry = entries[datasets[0].name]
-        per_seed = len(image_entry.layer_names) + len(text_entry.layer_names)
-        with tqdm(total=len(cfg.seeds) * per_seed, desc=f"probe {model_name}", unit="fit", disable=not show) as bar:
-            reused = 0
-            for seed in cfg.seeds:
-                tidy, was_reused = _probe_one_seed(
-                    cfg, model_name, datasets, draws, entries, seed, store_keys, out, bar.update
-                )
-                tidy_parts.append(tidy)
-                if was_reused:
-                    reused += 1
-                    bar.update(per_seed)
-            if reused:
-                bar.write(
-                    f"{model_name}: reusing {reused * per_seed} probes ({reused} of {len(cfg.seeds)} seeds) from "
-                    f"{str(out / 'probes')!r}."
-                )
-    model_names = list(stores)
+def _probe(cfg: ProbeLayersConfig, model_name: str, store, datasets, draws, out: Path, show: bool) -> pd.DataFrame:
+    """Every seed's per-layer probes of one model (a seed probed before with the same store is reused)."""
+    entries, store_keys = store
+    image_entry, text_entry = entries[datasets[0].name]
+    per_seed = len(image_entry.layer_names) + len(text_entry.layer_names)
+    parts = []
+    with tqdm(total=len(cfg.seeds) * per_seed, desc=f"probe {model_name}", unit="fit", disable=not show) as bar:
+        reused = 0
+        for seed in cfg.seeds:
+            tidy, was_reused = _probe_one_seed(
+                cfg, model_name, datasets, draws, entries, seed, store_keys, out, bar.update
+            )
+            parts.append(tidy)
+            if was_reused:
+                reused += 1
+                bar.update(per_seed)
+        if reused:
+            bar.write(
+                f"{model_name}: reusing {reused * per_seed} probes ({reused} of {len(cfg.seeds)} seeds) from "
+                f"{str(out / 'probes')!r}."
+            )
+    return pd.concat(parts, ignore_index=True)
 
-    tidy = pd.concat(tidy_parts, ignore_index=True)
+
+def _write_tables(
+    cfg, tidy: pd.DataFrame, model_names, datasets, counts, adjustments, out: Path, notes
+) -> pd.DataFrame:
+    """``layers.csv`` (every probe), ``layers_summary.csv`` (mean and std over seeds) and ``run.json``."""
     converged = tidy.loc[tidy["metric"] == "probe_converged", "value"]
     if (converged < 1).any():
         notes.append(
@@ -323,27 +340,19 @@ def _run(cfg: ProbeLayersConfig, specs, world, device, out: Path, start: float) 
     summary = summarise(tidy)
     atomic_write(out / "layers.csv", lambda p: tidy.to_csv(p, index=False))
     atomic_write(out / "layers_summary.csv", lambda p: summary.to_csv(p, index=False))
-    run_record = {
-        **asdict(cfg),
-        "out": str(out),
-        "models": model_names,
-        "datasets": [
-            {
-                "name": d.name,
-                "source": d.source,
-                "fingerprint": d.fingerprint,
-                "classes": d.num_classes,
-                "samples": counts[d.name],
-            }
-            for d in datasets
-        ],
-        "adjustments": adjustments,
-    }
-    atomic_write_json(out / "run.json", run_record)
-    selection = _write_selection(summary, model_names, out, cfg.rule, cfg.threshold, tidy)
-    notes += [w for s in selection["selections"] for w in s["warnings"]]
-    figure = _draw(summary, selection, out)
-    return ProbeRun(out, summary, selection, figure, time.perf_counter() - start, notes, adjustments)
+    datasets_record = [
+        {
+            "name": d.name,
+            "source": d.source,
+            "fingerprint": d.fingerprint,
+            "classes": d.num_classes,
+            "samples": counts[d.name],
+        }
+        for d in datasets
+    ]
+    run_record = {**asdict(cfg), "out": str(out), "models": model_names, "datasets": datasets_record}
+    atomic_write_json(out / "run.json", {**run_record, "adjustments": adjustments})
+    return summary
 
 
 def _selection_of(summary, model: str, rule: str, thresholds: dict | None, tidy=None) -> dict:
