@@ -77,7 +77,6 @@ class LinearProbeMethod(MethodBase):
     title: ClassVar[str] = "linear probe"
     paper: ClassVar[dict] = {}
     uses: ClassVar[tuple[str, ...]] = ("shots", "precision", "workers")
-    names_unseen_classes: ClassVar[bool] = False
 
     def __init__(self, *, embed_dim: int, classnames: Sequence[str], C: float = float("nan")) -> None:
         super().__init__()

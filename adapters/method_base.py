@@ -24,8 +24,7 @@ What a method answers (class attributes and class methods), instead of the jobs 
 * ``paper`` (its published values over the shared defaults), ``paper_protocols`` / ``paper_datasets`` (published
   values for one protocol or one training dataset: MMA's k 5 for base-to-novel, batch 128 on ImageNet);
 * ``trains`` (False: the zero-shot model, evaluated once per task, without a seed), ``depth_indexed`` (it takes
-  k from the probe selection and its results are keyed by k), ``names_unseen_classes`` (False: novel classes and
-  other datasets' classes are "not applicable");
+  k from the probe selection and its results are keyed by k);
 * :meth:`check_spec` / :meth:`check_model`: what it needs of a model, before and after the weights load;
 * :meth:`run_key`, :meth:`file_key`, :meth:`record_name`: the names of its result, checkpoint, training state
   and configuration record; :meth:`qualify`: how a value source names it (``paper default (coop)``);
@@ -38,6 +37,8 @@ And an instance (an ``nn.Module`` whose parameters are the trainable ones):
 * ``attach(model)`` / ``detach()``: whatever it changes in the model (forward hooks), undone exactly;
 * ``objective(loaded, classnames, template, cfg)``: an ``nn.Module`` whose only parameters are the method's,
   mapping ``(images, labels)`` to the training loss (what DDP wraps);
+* ``can_classify(classnames)``: whether it can name these classes (the linear probe only those it was fitted on:
+  novel classes and other datasets' are "not applicable");
 * ``classifier(loaded, classnames, template, device)``: ``images -> logits`` for evaluation, or None when
   the model as it is (hooks attached) is evaluated by the zero-shot code (MMA, the zero-shot model);
 * ``after_training(cfg)``: what changes once training is over (MMA: ``alpha_eval``); ``fitted_values()``: what
@@ -129,7 +130,6 @@ class MethodBase(nn.Module):
     paper_datasets: ClassVar[dict[str, dict]] = {}
     trains: ClassVar[bool] = True
     depth_indexed: ClassVar[bool] = False
-    names_unseen_classes: ClassVar[bool] = True
     title: ClassVar[str] = ""  # how figures and lines name it ("" = its name)
     published_as: ClassVar[str | None] = None  # None: its name, matched loosely against the published tables
     colour: ClassVar[str | None] = None  # None: the next colour of the figures' palette

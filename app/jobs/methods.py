@@ -25,7 +25,7 @@ def list_methods() -> list[dict]:
         if method.depth_indexed:
             values["k"] = SIZE_K
         cfg = method.make_config(values)
-        options = ", ".join(f"{o}={values[o]}" for o in method.option_names()) or "-"
+        options = ", ".join(f"{o}={_show(values[o])}" for o in method.option_names()) or "-"
         built = method.build(loaded, cfg, classnames)
         rows.append(
             {
@@ -38,3 +38,7 @@ def list_methods() -> list[dict]:
             }
         )
     return rows
+
+
+def _show(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)

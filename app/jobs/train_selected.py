@@ -143,7 +143,7 @@ def train_selected(cfg: TrainSelectedConfig, *, loaded: LoadedModel | None = Non
         ctx.loaded = loaded or load_model(resolved.spec, device=str(device))
         for method in resolved.methods:
             method.check_model(ctx.loaded, ctx.train_config(method, "")[0])
-        _say(ctx, [resolved.k_line, *(s.line() for s in resolved.method_settings.values())])
+        _say(ctx, [resolved.k_line, *(s.line() for s in ctx.resolved.method_settings.values())])
         _write_records(ctx, skipped, notes)
         _run_all(ctx, plans)
         distributed.barrier()
