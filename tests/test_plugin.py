@@ -7,6 +7,7 @@ below see on their path; the test session's own registry stays the built-in one.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,12 +24,13 @@ EXAMPLE = ROOT / "examples" / "plugin_method"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    """The example package, installed into a folder of its own (no dependencies: mma is already here)."""
+    """The example package, installed into a folder of its own (no dependencies: mma is already here); built with
+    this environment's setuptools when it has one, else in pip's isolated build environment."""
     target = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", target]
-        + [str(EXAMPLE)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation, "--target", target, EXAMPLE],
         check=True,
         cwd=build,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
