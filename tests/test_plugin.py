@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +28,12 @@ def site(tmp_path_factory) -> Path:
     """The example package, installed into a folder of its own (no dependencies: mma is already here); built with
     this environment's setuptools when it has one, else in pip's isolated build environment."""
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    source = shutil.copytree(EXAMPLE, tmp_path_factory.mktemp("build") / "plugin_method")  # builds write beside it
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation, "--target", target, EXAMPLE],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation, "--target", target, source],
         check=True,
-        cwd=build,
+        cwd=source,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     return target
