@@ -34,7 +34,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import transforms as T
 
 from mma import distributed
 from mma.errors import MmaError
@@ -85,6 +84,9 @@ def train_transform(loaded: LoadedModel, cfg: TrainConfig):
     """
     if not cfg.augment:
         return loaded.preprocess
+    # lazy: torchvision (with the torch._dynamo it pulls in) adds about 1.1 s to every import of mma.adapters,
+    # which every job, and every refusal of a bad option, pays; only augmenting training needs it
+    from torchvision import transforms as T
 
     pcfg = getattr(loaded.model.visual, "preprocess_cfg", {})
     mean = pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))

@@ -13,13 +13,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from mma.io import atomic_write  # noqa: E402
 
 __all__ = ["plot_layers", "plot_k_sweep", "plot_methods", "save_figure"]
 
 TOWER_COLOURS = {"text": "#d62728", "image": "#1f77b4"}
+
+
+def _theme(font_scale: float) -> None:
+    """seaborn's paper theme for the next figure."""
+    # lazy: seaborn, with the SciPy it loads, takes about 0.7 s, which every job that imports this module would
+    # pay before its first figure (and every refusal of a bad option before any)
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper", font_scale=font_scale)
 
 
 def save_figure(fig, stem: str | Path, data: pd.DataFrame | None = None) -> list[Path]:
@@ -54,7 +62,7 @@ def plot_layers(
     blocks k..L; *chance* (e.g. 1 / number of datasets) is drawn as a dotted line in every panel, and
     *caption* is written under the figure.
     """
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    _theme(1.1)
     data = summary[(summary["metric"] == metric) & summary["tower"].isin(["image", "text"])].copy()
     if "model" not in data.columns:
         data["model"] = "model"
@@ -128,7 +136,7 @@ def plot_k_sweep(
     """
     if others:
         return _k_sweep_panels(results, stem, selected_k=selected_k, baseline=baseline, title=title, others=others)
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    _theme(1.1)
     fig, ax = plt.subplots(figsize=(6.6, 3.6))
     colours = {"base": "#1f77b4", "novel": "#ff7f0e", "hm": "#2ca02c"}
     for metric in ("base", "novel", "hm"):
@@ -171,7 +179,7 @@ _METRIC_NAMES = {"hm": "HM", "target_average": "target average"}
 
 def _k_sweep_panels(results, stem, *, selected_k, baseline, title, others) -> list[Path]:
     """One panel per metric: MMA against k (mean, std band), zero-shot and every other method as horizontal lines."""
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
+    _theme(1.0)
     metrics = ("base", "novel", "hm")
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.4), sharey=False)
     for ax, metric in zip(axes, metrics):
@@ -219,7 +227,7 @@ def plot_methods(
     *order*: the methods' order (default: as they come); *colours*: a method's own colour (the others take the
     palette's in turn).
     """
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
+    _theme(1.0)
     data = averages.copy()
     rank = {m: i for i, m in enumerate(order or [])}
     data = data.sort_values("method", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
