@@ -162,6 +162,11 @@ class MethodBase(nn.Module):
         shared = {k: v for k, v in values.items() if k in COMMON_FIELDS}
         return TrainConfig(**shared, options=cls.Options(**{k: v for k, v in values.items() if k in own}))
 
+    @classmethod
+    def published_values(cls) -> dict:
+        """Every value it reads at its published recipe: the defaults, then its ``paper`` values (flat)."""
+        return {**cls.make_config().values(), **cls.paper}
+
     # -- what it needs of a model -------------------------------------------------------------------
 
     @classmethod

@@ -307,7 +307,7 @@ def resolve_settings(cfg: TrainSelectedConfig, *, device_type: str, datasets=())
     for method in methods:
         method.check_spec(spec)  # e.g. "MMA needs transformer blocks", before any weights are loaded
     recipe = get_recipe(cfg.recipe, str(spec))
-    by_method = {m.name: settle_method(cfg, recipe, selection, device_type, m, datasets) for m in methods}
+    resolved = Resolved(spec, recipe, methods, {}, "", selection).settle(cfg, device_type, datasets)  # k checked
     depth = next((m for m in methods if m.depth_indexed), None)
-    line = k_line(cfg, recipe, selection, device_type, depth) if depth else ""
-    return Resolved(spec, recipe, methods, by_method, line, selection)
+    resolved.k_line = k_line(cfg, recipe, selection, device_type, depth) if depth else ""
+    return resolved

@@ -33,7 +33,7 @@ from mma.probe.extract import autocast_for, resolve_device
 
 def _config(method, k: int, device: torch.device, batch: int | None):
     """*method*'s published values (its paper's batch), at *k* when it has a depth, in the device's precision."""
-    values = {**method.make_config().values(), **method.paper, "precision": "fp16" if device.type == "cuda" else "fp32"}
+    values = {**method.published_values(), "precision": "fp16" if device.type == "cuda" else "fp32"}
     if method.depth_indexed:
         values["k"] = k
     if batch is not None:

@@ -21,7 +21,7 @@ def list_methods() -> list[dict]:
     classnames = [f"class {i}" for i in range(SIZE_CLASSES)]
     rows = []
     for name, method in registry().items():
-        values = {**method.make_config().values(), **method.paper}
+        values = method.published_values()
         if method.depth_indexed:
             values["k"] = SIZE_K
         cfg = method.make_config(values)
