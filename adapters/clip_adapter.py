@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mma.errors import MmaError
+from mma.probe.layers import layer_maps
+from mma.probe.textcut import encode_text
 
 from .config import Options
 from .method_base import (
@@ -34,6 +36,7 @@ from .method_base import (
     feature_width,
     freeze,
     model_device_dtype,
+    whole_image_tower,
 )
 
 __all__ = ["ClipAdapter", "ClipAdapterOptions"]
@@ -105,13 +108,15 @@ class ClipAdapter(MethodBase):
         f = features.to(self.fc[0].weight.dtype)
         return self.ratio * self.fc(f) + (1 - self.ratio) * f
 
+    def image_start(self, loaded) -> int:
+        return whole_image_tower(loaded)  # it adapts the final feature only
+
     def head(self, loaded, classnames, template, device, *, train: bool):
         tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
         with torch.no_grad():
-            return {"text": F.normalize(loaded.model.encode_text(tokens).float(), dim=-1)}
+            text = encode_text(loaded.model, layer_maps(loaded.model)["text"], tokens)
+            return {"text": F.normalize(text.float(), dim=-1)}
 
-    def logits(self, model, images, head, *, train: bool) -> torch.Tensor:
-        with torch.no_grad():
-            f = model.encode_image(images).float()
-        img = F.normalize(self.adapt(f).float(), dim=-1)
+    def logits(self, model, features, head, *, train: bool) -> torch.Tensor:
+        img = F.normalize(self.adapt(features.float()).float(), dim=-1)
         return float(model.logit_scale.exp()) * img @ head["text"].T

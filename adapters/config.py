@@ -76,6 +76,7 @@ class TrainConfig:
     workers: int = 0
     warmup_epochs: int = 0  # epochs at a constant warmup_lr before the cosine schedule (CoOp, CoCoOp: 1)
     warmup_lr: float = 1e-5
+    cache: bool = True  # compute the frozen part of the image tower once per image when augment is off
     options: Options = field(default_factory=Options)
 
     def values(self) -> dict:

@@ -15,7 +15,8 @@ How it reaches the text tower without forking open_clip: the prompt is tokenised
 words (CoOp's own trick: ``"X X ... X name."``, or the words of ``ctx_init``), and while the method encodes
 text, a forward hook on the tower's token embedding replaces the embeddings at positions ``1..n_ctx`` by the
 context vectors. Everything else (positions, blocks, final norm, the EOT readout at the highest token id, the
-projection) is open_clip's ``encode_text`` unchanged. The hook exists only during the method's own text pass,
+projection) is open_clip's ``encode_text`` unchanged, run on the live positions only
+(:mod:`mma.probe.textcut`). The hook exists only during the method's own text pass,
 so the model is never left changed (``attach`` / ``detach`` have nothing to do).
 
 Defaults are each paper's published recipe (the official configs, read at github.com/KaiyangZhou/CoOp):
@@ -36,9 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mma.errors import MmaError
+from mma.probe.layers import layer_maps
+from mma.probe.textcut import cut_text
 
 from .config import Options
-from .method_base import WARMUP, MethodBase, feature_width, freeze, model_device_dtype
+from .method_base import WARMUP, MethodBase, feature_width, freeze, model_device_dtype, whole_image_tower
 
 __all__ = ["CoOp", "CoCoOp", "PromptOptions", "token_embedding", "prompt_texts"]
 
@@ -167,13 +170,16 @@ class _PromptLearner(MethodBase):
         method = cls._new(width=width, embed_dim=embed_dim, n_ctx=config["n_ctx"], ctx_init=config["ctx_init"])
         return method.to(*model_device_dtype(loaded.model))
 
+    def image_start(self, loaded) -> int:
+        return whole_image_tower(loaded)  # the image tower is frozen and nothing of it is in the prompt
+
     def tokens(self, loaded, classnames: Sequence[str], device) -> torch.Tensor:
         return loaded.tokenizer(prompt_texts(self.prefix, classnames)).to(device)
 
     def encode_prompts(self, model: nn.Module, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        """Text features (unnormalised) of *tokens* with *ctx* at positions 1..n_ctx."""
-        with _context_in(model, ctx):
-            return model.encode_text(tokens)
+        """Text features (unnormalised) of *tokens* with *ctx* at positions 1..n_ctx (live positions only)."""
+        with _context_in(model, ctx), cut_text(model, layer_maps(model)["text"], tokens) as live:
+            return model.encode_text(live)
 
 
 def _scale(model: nn.Module) -> float:
@@ -200,9 +206,8 @@ class CoOp(_PromptLearner):
             return {"tokens": tokens}
         return {"text": F.normalize(self.encode_prompts(loaded.model, tokens, self.ctx).float(), dim=-1)}
 
-    def logits(self, model, images, head, *, train: bool) -> torch.Tensor:
-        with torch.no_grad():  # the image tower is frozen and nothing of CoOp is in it
-            img = F.normalize(model.encode_image(images).float(), dim=-1)
+    def logits(self, model, features, head, *, train: bool) -> torch.Tensor:
+        img = F.normalize(features.float(), dim=-1)
         text = head.get("text")
         if text is None:
             text = F.normalize(self.encode_prompts(model, head["tokens"], self.ctx).float(), dim=-1)
@@ -236,9 +241,8 @@ class CoCoOp(_PromptLearner):
     def head(self, loaded, classnames, template, device, *, train: bool):
         return {"tokens": self.tokens(loaded, classnames, device)}
 
-    def logits(self, model, images, head, *, train: bool) -> torch.Tensor:
-        with torch.no_grad():
-            img = F.normalize(model.encode_image(images).float(), dim=-1)
+    def logits(self, model, features, head, *, train: bool) -> torch.Tensor:
+        img = F.normalize(features.float(), dim=-1)
         tokens = head["tokens"]
         n_cls = tokens.shape[0]
         chunk = len(img) if train else max(1, _PROMPTS_PER_CHUNK // n_cls)

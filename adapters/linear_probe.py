@@ -26,7 +26,15 @@ import torch
 from mma.errors import MmaError
 from mma.probe.data.reading import ImageReader, collate_readable
 
-from .method_base import MethodBase, TrainResult, check_feature_width, feature_width, freeze, model_device_dtype
+from .method_base import (
+    MethodBase,
+    TrainResult,
+    check_feature_width,
+    feature_width,
+    freeze,
+    model_device_dtype,
+    whole_image_tower,
+)
 
 __all__ = ["LinearProbeMethod", "SEARCH_CS", "choose_c"]
 
@@ -119,13 +127,15 @@ class LinearProbeMethod(MethodBase):
             return None
         return [index[c] for c in classnames]
 
+    def image_start(self, loaded) -> int:
+        return whole_image_tower(loaded)  # a classifier on the final feature
+
     def head(self, loaded, classnames, template, device, *, train: bool):
         return {"columns": self.columns(classnames)}
 
-    def logits(self, model, images, head, *, train: bool) -> torch.Tensor:
+    def logits(self, model, features, head, *, train: bool) -> torch.Tensor:
         with torch.no_grad():
-            f = model.encode_image(images).float()
-            out = f @ self.weight.float().T + self.bias.float()
+            out = features.float() @ self.weight.float().T + self.bias.float()
         return out[:, head["columns"]]
 
     def classifier(self, loaded, classnames, template, device):

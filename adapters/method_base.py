@@ -35,11 +35,15 @@ And an instance (an ``nn.Module`` whose parameters are the trainable ones):
 * ``build(loaded, cfg, classnames)`` / ``restore(config, loaded)`` / ``config()``: a fresh method for the
   loaded model (its trunk frozen, on its device), or one rebuilt from a checkpoint's JSON-able values;
 * ``attach(model)`` / ``detach()``: whatever it changes in the model (forward hooks), undone exactly;
+* ``image_start(loaded)``: where its image tower starts to change: a block (MMA: its first adapted image block),
+  :func:`whole_image_tower` (nothing of it changes: it reads the final feature) or None (it reads the images;
+  the default). What lies below is computed once per image where the preprocessing allows it
+  (:mod:`mma.adapters.frozen`), and the method's *inputs* below are what lies there;
 * ``objective(loaded, classnames, template, cfg)``: an ``nn.Module`` whose only parameters are the method's,
-  mapping ``(images, labels)`` to the training loss (what DDP wraps);
+  mapping ``(inputs, labels)`` to the training loss (what DDP wraps);
 * ``can_classify(classnames)``: whether it can name these classes (the linear probe only those it was fitted on:
   novel classes and other datasets' are "not applicable");
-* ``classifier(loaded, classnames, template, device)``: ``images -> logits`` for evaluation, or None when
+* ``classifier(loaded, classnames, template, device)``: ``inputs -> logits`` for evaluation, or None when
   the model as it is (hooks attached) is evaluated by the zero-shot code (MMA, the zero-shot model);
 * ``after_training(cfg)``: what changes once training is over (MMA: ``alpha_eval``); ``fitted_values()``: what
   it chose while fitting, recorded with its result (the linear probe's C);
@@ -58,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mma.errors import MmaError
+from mma.probe.layers import layer_maps
 
 from .config import COMMON_FIELDS, Options, TrainConfig
 
@@ -71,6 +76,7 @@ __all__ = [
     "model_device_dtype",
     "feature_width",
     "check_feature_width",
+    "whole_image_tower",
 ]
 
 #: the constant warm-up epoch of CoOp's Dassl configs, which CoCoOp and CLIP-Adapter's trainer share
@@ -106,6 +112,11 @@ def feature_width(loaded) -> int:
     model = loaded.model
     with torch.no_grad():
         return int(model.encode_text(loaded.tokenizer(["a"]).to(model_device_dtype(model)[0])).shape[-1])
+
+
+def whole_image_tower(loaded) -> int:
+    """The :meth:`MethodBase.image_start` of a method that changes nothing of the image tower (``depth + 1``)."""
+    return layer_maps(loaded.model)["image"].depth + 1
 
 
 def check_feature_width(name: str, config, loaded, *, fitted: bool = False) -> None:
@@ -226,12 +237,17 @@ class MethodBase(nn.Module):
         """Whether the method can name these classes (the linear probe: only those it was fitted on)."""
         return True
 
+    def image_start(self, loaded) -> int | None:
+        """The first image block it changes (1-based), :func:`whole_image_tower` if none, or None: it reads images."""
+        return None
+
     def num_parameters(self) -> int:
         """Number of trainable parameters of the method (the frozen trunk not counted)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # the training loss and the evaluation logits, from one function: the tapped path cannot drift
-    def logits(self, model: nn.Module, images: torch.Tensor, head: Any, *, train: bool) -> torch.Tensor:
+    def logits(self, model: nn.Module, inputs: torch.Tensor, head: Any, *, train: bool) -> torch.Tensor:
+        """Logits of a batch of its inputs (:meth:`image_start`: images, or the final image features)."""
         raise NotImplementedError
 
     def head(self, loaded, classnames: Sequence[str], template: str, device: torch.device, *, train: bool) -> Any:

@@ -66,6 +66,7 @@ from mma.probe.layers import TOWERS, LayerMap, layer_maps
 from mma.probe.towers import check_mma_support
 
 from .config import Options, TrainConfig
+from .frozen import ImagePart, image_part
 from .method_base import MethodBase, freeze, model_device_dtype
 from .text_cache import TextPrefixCache
 
@@ -155,6 +156,7 @@ MMA_FIELDS = (
     "precision",
     "workers",
     "prefix_cache",
+    "cache",
 )
 #: the published per-protocol values (SPEC.md section 3): k 5 for base-to-novel; k 9 and one epoch for
 #: cross-dataset and domain generalisation, as the paper's text gives them; ImageNet trains in batches of 128
@@ -385,15 +387,20 @@ class MultiModalAdapter(MethodBase):
     def qualify(cls, source: str) -> str:
         return source  # the default method: its sources carry no name
 
+    def image_start(self, loaded) -> int:
+        return self.k_image  # the image blocks below it are frozen
+
     def objective(self, loaded, classnames, template: str, cfg: TrainConfig) -> nn.Module:
-        """The training loss: the dataset's prompts, the frozen text blocks below k run once (prefix cache)."""
+        """The training loss: the dataset's prompts, the frozen text blocks below k run once (prefix cache), the
+        image tower from block ``k_image`` on (its inputs are that block's input, :mod:`mma.adapters.frozen`)."""
         model = loaded.model
         device = next(self.parameters()).device
         text_map = layer_maps(model)["text"]
         tokens = loaded.tokenizer([template.format(c) for c in classnames]).to(device)
         cacheable = cfg.options.prefix_cache and text_map.prefix_cache  # Hugging Face towers run in full
         text = TextPrefixCache(model, text_map, self.k_text, tokens) if cacheable else None
-        return MMAObjective(loaded, self, tokens, text, cfg.options.consistency)
+        images = image_part(loaded, self.image_start(loaded))
+        return MMAObjective(loaded, self, tokens, text, cfg.options.consistency, images)
 
     def after_training(self, cfg: TrainConfig) -> None:
         """MMA++: evaluate at ``alpha_eval`` when one is given."""
@@ -497,34 +504,44 @@ class MMAObjective(nn.Module):
     cosine`` between the two passes' features, per tower.
     """
 
-    def __init__(self, loaded, adapter: MultiModalAdapter, tokens, text, consistency: float = 0.0) -> None:
+    def __init__(
+        self,
+        loaded,
+        adapter: MultiModalAdapter,
+        tokens,
+        text,
+        consistency: float = 0.0,
+        images: ImagePart | None = None,
+    ) -> None:
         super().__init__()
         self.adapter = adapter
-        self._frozen = (loaded.model, tokens, text)  # a tuple: not registered, so DDP leaves the trunk alone
+        # a tuple: not registered, so DDP leaves the trunk alone
+        self._frozen = (loaded.model, tokens, text, images.rest if images is not None else loaded.model.encode_image)
         self.logit_scale = float(loaded.model.logit_scale.exp())
         self.consistency = consistency
 
     def encode_text(self) -> torch.Tensor:
-        model, tokens, text = self._frozen
+        model, tokens, text, _ = self._frozen
         return text.encode() if text is not None else model.encode_text(tokens)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        model = self._frozen[0]
-        img_n = F.normalize(model.encode_image(images).float(), dim=-1)
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """*inputs*: the images, or the input of image block ``k_image`` when the objective was given that split."""
+        encode_image = self._frozen[3]
+        img_n = F.normalize(encode_image(inputs).float(), dim=-1)
         txt_n = F.normalize(self.encode_text().float(), dim=-1)
         loss = F.cross_entropy(self.logit_scale * img_n @ txt_n.T, labels)
         if self.consistency > 0:
-            loss = loss + self.consistency * self._consistency(images, img_n, txt_n)
+            loss = loss + self.consistency * self._consistency(inputs, img_n, txt_n)
         return loss
 
-    def _consistency(self, images, img_n, txt_n) -> torch.Tensor:
+    def _consistency(self, inputs, img_n, txt_n) -> torch.Tensor:
         """MMA++ alpha-consistency: -mean cosine between features at alpha and at alpha2 = U(0,1)*alpha."""
-        model, adapter = self._frozen[0], self.adapter
+        encode_image, adapter = self._frozen[3], self.adapter
         alpha = adapter.alpha
         adapter.alpha = random.random() * alpha  # seeded by the training loop; no host sync
         try:
             with torch.no_grad():
-                img2 = F.normalize(model.encode_image(images).float(), dim=-1)
+                img2 = F.normalize(encode_image(inputs).float(), dim=-1)
                 txt2 = F.normalize(self.encode_text().float(), dim=-1)
         finally:
             adapter.alpha = alpha

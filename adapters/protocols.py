@@ -42,7 +42,7 @@ from mma.probe.data import (
 )
 from mma.probe.specs import LoadedModel
 
-from .evaluate import accuracy, classifier_accuracy, harmonic_mean
+from .evaluate import harmonic_mean, method_accuracy
 
 __all__ = [
     "PROTOCOLS",
@@ -313,25 +313,22 @@ def evaluate_task(
     device: torch.device,
     template: str | None = None,
     *,
+    method,
     workers: int = 0,
-    method=None,
+    cache: bool = True,
+    cache_dir=None,
 ) -> dict[str, float]:
-    """Accuracy (%) of every evaluation split of *task*: with the model as it is (an MMA adapter attached or not),
-    or with *method*'s own classifier (:mod:`mma.adapters.methods`). A split whose classes the method cannot
-    name (the linear probe on novel classes) is left out: not applicable."""
+    """Accuracy (%) of *method* (:mod:`mma.adapters.methods`) on every evaluation split of *task*
+    (:func:`~mma.adapters.evaluate.method_accuracy`; *cache* / *cache_dir*: its frozen-input cache). A split whose
+    classes the method cannot name (the linear probe on novel classes) is left out: not applicable."""
     accs = {}
     for e in task.evals:
-        if method is not None and not method.can_classify(e.classnames):
+        if not method.can_classify(e.classnames):
             continue
-        predict = None
-        if method is not None:
-            predict = method.classifier(loaded, e.classnames, template or e.dataset.template, device)
-        if predict is None:
-            accs[e.name] = accuracy(
-                loaded, e.dataset, e.samples, e.classnames, template=template, device=device, workers=workers
-            )
-        else:
-            accs[e.name] = classifier_accuracy(loaded, predict, e.dataset, e.samples, device=device, workers=workers)
+        accs[e.name] = method_accuracy(
+            loaded, method, e.dataset, e.samples, e.classnames, template or e.dataset.template, device=device,
+            workers=workers, cache=cache, cache_dir=cache_dir,
+        )  # fmt: skip
     return accs
 
 

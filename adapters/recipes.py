@@ -134,7 +134,10 @@ class Recipe:
         return found
 
 
-_EMBEDDED_AUGMENTATION = {"crop_scale_min": 1.0, "flip": False}
+# no augmentation: the embedded suite's images are 32 px, the model's input size, so the eval preprocessing is the
+# whole image unchanged (as a random-resized crop of scale 1 without flips gave it, tensor for tensor), and the
+# frozen part of the image tower is computed once per image (mma.adapters.frozen)
+_EMBEDDED_AUGMENTATION = {"augment": False}
 _EMBEDDED_XD = {"k": 9, "epochs": 3, "alpha": 0.1, "lr": 0.01, "batch_size": 8}
 
 RECIPES: dict[str, Recipe] = {
@@ -150,8 +153,8 @@ RECIPES: dict[str, Recipe] = {
                     protocols={"cross-dataset": _EMBEDDED_XD, "domain-gen": _EMBEDDED_XD},
                 ),
                 # the other methods keep their papers' optimisation; only the augmentation follows the embedded
-                # model's pretraining (unzoomed 32 px images, where flips change letters, digits and arrows), as
-                # MMA's does
+                # model's pretraining (unzoomed 32 px images, where flips change letters, digits and arrows): none,
+                # as MMA's
                 **{m: MethodValues(values=_EMBEDDED_AUGMENTATION) for m in ("coop", "cocoop", "clip-adapter")},
             },
         ),

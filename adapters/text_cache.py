@@ -1,23 +1,25 @@
-"""Run the frozen text blocks below k once per run, not once per step.
+"""Run the frozen text blocks below k once per run, not once per step, on the live positions only.
 
 The prompts never change during training, and every text block below the first adapted block k is
 frozen, so block k's input is a constant. :class:`TextPrefixCache` computes it once, then each training
 step runs only blocks k..L (with their adapters) and open_clip's own tail (final LayerNorm, EOT pooling,
-projection) by calling ``model.encode_text`` with two temporary changes read from the layer map: the
-tower's block list is cut to blocks k..L, and the input of block k is replaced by the cached hidden state
-(the embeddings still run, which costs a lookup).
-Nothing of open_clip is copied, so the result equals ``encode_text`` (a test checks it).
+projection) by calling ``model.encode_text`` with the tower cut at block k (:func:`mma.adapters.frozen.from_block`:
+the block list holds blocks k..L and block k receives the cached hidden state; the embeddings still run, which
+costs a lookup). Both passes run on the live positions only, up to the prompts' last end-of-text token
+(:mod:`mma.probe.textcut`). Nothing of open_clip is copied, so the result equals ``encode_text`` (a test checks
+it).
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from mma.errors import MmaError
 from mma.probe.layers import LayerMap
+from mma.probe.textcut import cut_text, live_length
+
+from .frozen import block_input, from_block
 
 __all__ = ["TextPrefixCache"]
 
@@ -46,49 +48,16 @@ class TextPrefixCache:
         self.text_map = text_map
         self.k = k
         self.tokens = tokens
-        parent, _, self._attr = text_map.blocks_path.rpartition(".")
-        self._container = model.get_submodule(parent) if parent else model
-        blocks = text_map.blocks(model)
-        captured = {}
-
-        def grab(_module, args, kwargs):
-            captured["x"] = text_map.block_input(args, kwargs).detach()
-
-        handle = blocks[k - 1].register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            with torch.no_grad():
-                model.encode_text(tokens)  # one full pass; only block k's input is kept
-        finally:
-            handle.remove()
-        self.hidden = captured["x"]  # in the blocks' own layout
-
-    @contextmanager
-    def _tail_only(self):
-        original = getattr(self._container, self._attr)
-        tail = list(original)[self.k - 1 :]
-        setattr(
-            self._container,
-            self._attr,
-            nn.Sequential(*tail) if isinstance(original, nn.Sequential) else nn.ModuleList(tail),
-        )
-        first = tail[0]
-        name = self.text_map.input_name
-
-        def swap_input(_module, args, kwargs):
-            if args:
-                return (self.hidden, *args[1:]), kwargs
-            return args, {**kwargs, name: self.hidden}
-
-        handle = first.register_forward_pre_hook(swap_input, with_kwargs=True)
-        try:
-            yield
-        finally:
-            handle.remove()
-            setattr(self._container, self._attr, original)
+        self.length = live_length(text_map, tokens)  # once: the prompts never change
+        self.hidden = None
+        if k > 1:
+            with torch.no_grad(), cut_text(model, text_map, tokens, self.length) as live:
+                self.hidden = block_input(model, text_map, k, lambda: model.encode_text(live))
 
     def encode(self) -> torch.Tensor:
         """Text features ``[n_prompts, embed_dim]`` (unnormalised), with gradients into blocks k..L."""
-        if self.k == 1:
-            return self.model.encode_text(self.tokens)
-        with self._tail_only():
-            return self.model.encode_text(self.tokens)
+        with cut_text(self.model, self.text_map, self.tokens, self.length) as live:
+            if self.hidden is None:
+                return self.model.encode_text(live)
+            with from_block(self.model, self.text_map, self.k, self.hidden):
+                return self.model.encode_text(live)

@@ -17,6 +17,13 @@ epoch, and a rerun resumes from it; a non-finite loss stops training and keeps t
 The loop knows no method: it builds the one it is given (:mod:`mma.adapters.methods`), trains the parameters of
 its ``objective`` and calls its ``after_training`` (MMA++'s ``alpha_eval``); a method with its own ``fit`` (the
 linear probe) runs that instead.
+
+Pay only for what trains (:mod:`mma.adapters.frozen`): the objective reads the method's inputs, the image tower's
+output below the first block the method changes (``image_start``). With augmentation off (``augment=False``)
+and ``cache`` on, those inputs are computed once per image (in ``cache_dir``, shared by every seed, method and
+k of a run, or in memory) and the loop reads them back in the very batches it would have drawn; otherwise each
+batch's frozen part runs under ``no_grad`` before the step. The loader's generator is drawn from identically
+in both cases, so caching changes no number (bit for bit on the CPU; ``tests/test_frozen.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from mma.probe.extract import autocast_for
 from mma.probe.specs import LoadedModel
 
 from .config import TrainConfig
+from .frozen import FrozenInputs, image_part
 from .method_base import MethodBase, TrainResult
 from .methods import DEFAULT, get_method
 
@@ -270,13 +278,15 @@ def fit_method(
     template: str | None = None,
     state_path: str | Path | None = None,
     val: Sequence[Sample] = (),
+    cache_dir: str | Path | None = None,
 ) -> TrainResult:
     """Build a fresh *method* (a class or a name of :func:`mma.adapters.methods.registry`) on ``loaded.model`` and
     train it with *cfg* (:meth:`~mma.adapters.method_base.MethodBase.make_config`).
 
     As :func:`fit_adapter` (which is ``fit_method(loaded, mma.adapters.methods.DEFAULT, ...)``): the same loop,
     resume and torchrun rules for every method trained by SGD; a method with its own ``fit`` (the linear probe)
-    runs that, with the few-shot validation samples *val*. The method stays attached on return.
+    runs that, with the few-shot validation samples *val*. The method stays attached on return. *cache_dir*: where
+    the frozen inputs are kept on disk (module doc; None: in memory, for this call).
     """
     kind = get_method(method) if isinstance(method, str) else method
     if not kind.trains:
@@ -296,15 +306,28 @@ def fit_method(
     adapter = kind.build(loaded, cfg, classnames).attach(loaded.model)
     _augmentation_seed(seed, distributed.world().rank)
     try:
-        return _train(
-            loaded, dataset, samples, classnames, cfg, adapter, gen, device, template, state_path, fingerprint
-        )
+        inputs = _inputs(loaded, adapter, dataset, samples, cfg, device, cache_dir)
+        return _train(loaded, dataset, inputs, classnames, cfg, adapter, gen, device, template, state_path, fingerprint)
     except BaseException:
         adapter.detach()  # an interrupted or failed run leaves the model as it found it
         raise
 
 
-def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
+def _inputs(loaded, method, dataset, samples, cfg: TrainConfig, device, cache_dir):
+    """``(reader, prefix)``: the training set as the method's inputs, read back from the frozen cache (prefix None),
+    or as images with the function that turns a batch of them into inputs (None: the images are the inputs)."""
+    part = image_part(loaded, method.image_start(loaded))
+    if part is not None and cfg.cache and not cfg.augment:  # the eval preprocessing: the same tensor every epoch
+        frozen = FrozenInputs(
+            part, loaded, dataset, samples, loaded.preprocess, device=device, precision=cfg.precision,
+            folder=cache_dir, workers=cfg.workers,
+        )  # fmt: skip
+        return frozen.rows(), None
+    reader = ImageReader(dataset, samples, train_transform(loaded, cfg))
+    return reader, part.prefix if part is not None else None
+
+
+def _train(loaded, dataset, inputs, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
     """The training loop of :func:`fit_method` (the method is attached; resume from *state_path* if it fits)."""
     world = distributed.world()
     model = loaded.model
@@ -315,11 +338,11 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
         ids = [device.index] if device.type == "cuda" else None
         step_fn = nn.parallel.DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
 
-    batch = effective_batch_size(cfg.batch_size, len(samples), world.size)
-    reader = ImageReader(dataset, samples, train_transform(loaded, cfg))
+    reader, prefix = inputs
+    batch = effective_batch_size(cfg.batch_size, len(reader), world.size)
     loader = torch.utils.data.DataLoader(
         reader,
-        batch_sampler=RankBatches(len(samples), batch, gen, world),
+        batch_sampler=RankBatches(len(reader), batch, gen, world),
         generator=gen,
         num_workers=cfg.workers,
         worker_init_fn=_worker_seeder(world.rank),
@@ -352,7 +375,7 @@ def _train(loaded, dataset, samples, classnames, cfg, adapter, gen, device, temp
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             with autocast_for(device, cfg.precision):
-                loss = step_fn(images, labels)
+                loss = step_fn(prefix(images) if prefix is not None else images, labels)
             sgd_step(opt, scaler, loss)
             losses.append(loss.detach())
         sched.step()

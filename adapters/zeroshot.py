@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .method_base import MethodBase, freeze
+from .method_base import MethodBase, freeze, whole_image_tower
 
 __all__ = ["ZeroShot"]
 
@@ -39,6 +39,9 @@ class ZeroShot(MethodBase):
     @classmethod
     def restore(cls, config: Mapping[str, Any], loaded) -> ZeroShot:
         return cls.build(loaded)
+
+    def image_start(self, loaded) -> int:
+        return whole_image_tower(loaded)
 
     def classifier(self, loaded, classnames, template, device):
         """None: the model as it is, evaluated by the zero-shot code."""

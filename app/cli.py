@@ -386,6 +386,11 @@ _METHOD_HELP = (
     "its own paper's recipe."
 )
 
+_CACHE_HELP = (
+    "Compute the frozen part of the image tower once per image when augmentation is off (default: on; the "
+    "numbers are the same either way; --no-cache recomputes it every step)."
+)
+
 _TRAIN_HELP = {
     "shots": "Training images per class (CoOp few-shot draw).",
     "epochs": "Training epochs (paper recipe: 5; cross-dataset and domain-gen: 1).",
@@ -435,6 +440,7 @@ def train_selected_cmd(
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes for training images.")] = None,
+    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help=_CACHE_HELP)] = None,
     recipe: Annotated[
         str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
     ] = "auto",
@@ -467,6 +473,7 @@ def train_selected_cmd(
         batch_size=batch_size,
         precision=precision,
         workers=workers,
+        cache=cache,
     )
     cfg = TrainSelectedConfig(
         run=run,

@@ -75,6 +75,12 @@ class LayerMap:
         needs it); None for towers whose blocks sit in several stages.
     prefix_cache : bool
         The frozen blocks below k may be skipped by caching block k's input (native text towers).
+    cut_owner : str or None
+        Text towers whose positions after the last readout token cannot change any feature (open_clip's own
+        causal text towers read out at a token: ``argmax``, ``eos`` or ``first``): path of the module that holds
+        the tower's ``positional_embedding`` and causal ``attn_mask``, which :mod:`mma.probe.textcut` cuts to the
+        live length. None: the tower runs in full (bidirectional towers, ``last`` or appended-token readouts,
+        padding masks, Hugging Face encoders).
     embed_norm : str or None
         Image towers: path of the norm applied to the embeddings before block 1 (open_clip's ``visual.ln_pre``,
         timm's ``visual.trunk.norm_pre``); its input, batch-first tokens ``[B, T, D]``, is XEmbed
@@ -94,6 +100,7 @@ class LayerMap:
     blocks_path: str | None = None
     prefix_cache: bool = False
     embed_norm: str | None = None
+    cut_owner: str | None = None
 
     # -- names and indices -------------------------------------------------------------------------
 

@@ -213,11 +213,15 @@ def _native_text(model: nn.Module, embed_dim: int) -> LayerMap:
         out_width = _proj_width(text.text_projection, text.width)
         pool, eos = text.pool_type, getattr(text, "eos_id", None)
         appended = getattr(text, "cls_emb", None) is not None
+        padded = getattr(text, "use_pad_mask", False)
     else:
         prefix, tower, tr = "", model, model.transformer
         out_width = _proj_width(model.text_projection, tr.width)
         pool, eos = getattr(model, "text_pool_type", "argmax"), getattr(model, "text_eos_id", None)
-        appended = False
+        appended = padded = False
+    # causal, and read out at a token: the positions after the batch's last readout token change nothing
+    causal = getattr(tower, "attn_mask", None) is not None and not padded
+    cuttable = causal and not appended and pool in ("argmax", "eos", "first")
     n = len(tr.resblocks)
     path = f"{prefix}transformer.resblocks"
     return _map(
@@ -233,6 +237,7 @@ def _native_text(model: nn.Module, embed_dim: int) -> LayerMap:
         text_readout=TextReadout("appended" if appended else pool, eos_id=eos),
         blocks_path=path,
         prefix_cache=True,
+        cut_owner=prefix.rstrip(".") if cuttable else None,
     )
 
 

@@ -12,7 +12,9 @@ from mma import distributed
 
 from .data.base import ImageDataset, Sample
 from .data.reading import ImageReader, ReadReport, collate_readable
+from .layers import layer_maps
 from .specs import LoadedModel
+from .textcut import encode_text
 
 __all__ = ["encode_texts", "encode_images", "zero_shot_classifier", "zero_shot_counts", "zero_shot_accuracy"]
 
@@ -21,11 +23,13 @@ __all__ = ["encode_texts", "encode_images", "zero_shot_classifier", "zero_shot_c
 def encode_texts(
     loaded: LoadedModel, texts: Sequence[str], *, device: str | torch.device = "cpu", batch_size: int = 256
 ) -> torch.Tensor:
-    """L2-normalised text embeddings, ``[len(texts), embed_dim]`` (float32)."""
+    """L2-normalised text embeddings, ``[len(texts), embed_dim]`` (float32), on the live positions only
+    (:mod:`mma.probe.textcut`)."""
+    text_map = layer_maps(loaded.model)["text"]
     out = []
     for i in range(0, len(texts), batch_size):
         tokens = loaded.tokenizer(list(texts[i : i + batch_size])).to(device)
-        out.append(F.normalize(loaded.model.encode_text(tokens).float(), dim=-1))
+        out.append(F.normalize(encode_text(loaded.model, text_map, tokens).float(), dim=-1))
     return torch.cat(out)
 
 

@@ -249,6 +249,10 @@ ALLOWED = {
     ("mma/io.py", "atomic_write"): "fsyncs its own temporary file",
     ("probe/embedded/cache.py", "_save"): "writes atomic_write's temporary (its callers are checked too)",
     ("probe/store.py", "*"): "feature-store memmaps, trusted only through the atomically written manifest",
+    (
+        "adapters/frozen.py",
+        "_fill_on_disk",
+    ): "frozen-input memmap, trusted only through the atomic manifest's rows_done",
 }
 
 

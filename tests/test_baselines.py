@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from mma.adapters.clip_adapter import ClipAdapter
 from mma.adapters.coop import CoCoOp, CoOp
+from mma.adapters.frozen import image_part
 from mma.adapters.linear_probe import SEARCH_CS, LinearProbeMethod, choose_c
 from mma.adapters.methods import get_method, method_names, parse_methods
 from mma.adapters.mma import MultiModalAdapter
@@ -69,6 +70,12 @@ def _text_by_hand(model, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tenso
     return x[torch.arange(len(tokens)), tokens.argmax(dim=-1)] @ model.text_projection
 
 
+def _inputs(method, loaded, images):
+    """What the method reads of *images*: the frozen image tower's output below its ``image_start``."""
+    part = image_part(loaded, method.image_start(loaded))
+    return part.prefix(images) if part is not None else images
+
+
 def _build(cls, loaded, **cfg):
     method = cls.build(loaded, cls.make_config({**cls.paper, **cfg}), CLASSES)
     g = torch.Generator().manual_seed(3)
@@ -90,8 +97,10 @@ def test_coop_logits_equal_the_prompt_written_out(small):
         img = F.normalize(model.encode_image(images), dim=-1)
         txt = F.normalize(_text_by_hand(model, tokens, method.ctx), dim=-1)
         want = model.logit_scale.exp() * img @ txt.T
-        got_train = method.logits(model, images, method.head(small, CLASSES, "", "cpu", train=True), train=True)
-    got_eval = method.classifier(small, CLASSES, "ignored {}", torch.device("cpu"))(images)
+        got_train = method.logits(
+            model, _inputs(method, small, images), method.head(small, CLASSES, "", "cpu", train=True), train=True
+        )
+    got_eval = method.classifier(small, CLASSES, "ignored {}", torch.device("cpu"))(_inputs(method, small, images))
     torch.testing.assert_close(got_train, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_eval, want, rtol=1e-5, atol=1e-5)
 
@@ -109,9 +118,13 @@ def test_cocoop_logits_equal_one_prompt_set_per_image_written_out(small):
             txt = F.normalize(_text_by_hand(model, tokens, method.ctx + shift), dim=-1)
             want.append(model.logit_scale.exp() * f @ txt.T)
         want = torch.stack(want)
-        got = method.logits(model, images, method.head(small, CLASSES, "", "cpu", train=True), train=True)
+        got = method.logits(
+            model, _inputs(method, small, images), method.head(small, CLASSES, "", "cpu", train=True), train=True
+        )
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(method.classifier(small, CLASSES, "", torch.device("cpu"))(images), want)
+    torch.testing.assert_close(
+        method.classifier(small, CLASSES, "", torch.device("cpu"))(_inputs(method, small, images)), want
+    )
 
 
 def test_cocoop_context_starts_from_its_init_words(small):
@@ -133,7 +146,7 @@ def test_clip_adapter_logits_equal_the_residual_blend_written_out(small):
         img = F.normalize(0.2 * a + 0.8 * f, dim=-1)
         txt = F.normalize(model.encode_text(tokens), dim=-1)
         want = model.logit_scale.exp() * img @ txt.T
-    got = method.classifier(small, CLASSES, "a photo of a {}.", torch.device("cpu"))(images)
+    got = method.classifier(small, CLASSES, "a photo of a {}.", torch.device("cpu"))(_inputs(method, small, images))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not method.fc[0].bias and method.fc[0].weight.shape == (24 // 4, 24)
 
@@ -159,7 +172,7 @@ def test_linear_probe_is_scikit_learns_classifier_and_chooses_c_on_val(small):
     images = _images()
     with torch.no_grad():
         want = (small.model.encode_image(images) @ method.weight.T + method.bias)[:, [2, 0]]
-    got = method.classifier(small, ["blue", "red circle"], "", torch.device("cpu"))(images)
+    got = method.classifier(small, ["blue", "red circle"], "", torch.device("cpu"))(_inputs(method, small, images))
     torch.testing.assert_close(got, want)
 
 

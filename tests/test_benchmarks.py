@@ -41,3 +41,16 @@ def test_bench_methods_smoke_run_prints_every_method_and_its_ratio_to_mma(tmp_pa
     assert list(rows) == ["mma", "coop", "cocoop", "clip-adapter", "linear-probe"]
     assert rows["mma"]["ratio_to_mma"] == 1.0 and all(r["step_s"] > 0 for m, r in rows.items() if m != "linear-probe")
     assert rows["linear-probe"]["fit_s"] > 0 and "ratio to MMA" in done.stdout
+    assert all(r["step_uncached_s"] > 0 and r["cache_speedup"] > 0 for m, r in rows.items() if m != "linear-probe")
+
+
+def test_bench_train_step_smoke_run_prints_its_ratios():
+    args = ["--model", "mma-tiny", "--classes", "4", "--steps", "1", "--batch-size", "2", "--k", "3"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_train_step.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "recompute / cached" in done.stdout and "cached / limit" in done.stdout

@@ -52,8 +52,7 @@ def test_the_paper_recipe_carries_the_published_settings():
         "alpha": 0.03,
         "lr": 0.1,
         "epochs": 15,
-        "crop_scale_min": 1.0,
-        "flip": False,
+        "augment": False,
     }
     assert tiny.k_for("cross-dataset") == (9, "protocol default (mma-tiny, cross-dataset)")
     assert settle(tiny.layers("domain-gen", "objects"))[0] == {

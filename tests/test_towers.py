@@ -586,3 +586,58 @@ def test_convolutional_towers_are_probed_stage_by_stage(local_hf, two_folders, t
     with pytest.raises(MmaError, match="MMA needs transformer blocks"):
         train_selected(TrainSelectedConfig(run=tmp_path, k=1, data=two_folders[:1], out=tmp_path / "t", progress=False))
     assert not (tmp_path / "t").exists()
+
+
+# -- 5. only live text positions and the image tower from block k, on every family ----------------------------
+
+CUT = {"EVA02-B-16", "ViT-B-32", "vit_relpos_medium_patch16_cls_224", "RN50"}  # causal, read out at the EOT token
+
+
+@pytest.mark.parametrize("name", list(REPRESENTATIVES))
+def test_text_runs_only_to_the_last_readout_token(name):
+    from mma.probe.textcut import encode_text, live_length
+
+    model = build(name, **REPRESENTATIVES[name][0])
+    text_map = layer_maps(model)["text"]
+    _, tokens = _inputs(model, size=64)
+    n = live_length(text_map, tokens)
+    if text_map.cut_owner is None:  # bidirectional (SigLIP: last-token readout) or an appended token (CoCa)
+        assert n is None and name not in CUT
+        return
+    assert n == 10 < tokens.shape[1]  # the longer prompt's EOT sits at position 9
+    owner = model.get_submodule(text_map.cut_owner)
+    pos, mask = owner.positional_embedding, owner.attn_mask
+    with torch.no_grad():
+        full, cut = model.encode_text(tokens), encode_text(model, text_map, tokens)
+    torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-5)
+    assert owner.positional_embedding is pos and owner.attn_mask is mask  # restored
+
+
+def test_the_cut_covers_the_named_representatives():
+    cut = {n for n in REPRESENTATIVES if layer_maps(build(n, **REPRESENTATIVES[n][0]))["text"].cut_owner is not None}
+    assert CUT <= cut and not {"ViT-B-16-SigLIP", "coca_ViT-B-32"} & cut
+
+
+@pytest.mark.parametrize("model_type", list(HF_CONFIGS))
+def test_hf_text_towers_run_in_full(local_hf, model_type):
+    from mma.probe.textcut import live_length
+
+    loaded = load_model(f"mma-test-hf-{model_type}:random")
+    text_map = layer_maps(loaded.model)["text"]
+    assert text_map.cut_owner is None and live_length(text_map, loaded.tokenizer(["a dog"])) is None
+
+
+@pytest.mark.parametrize("name", TRANSFORMER_REPS)
+def test_the_image_tower_runs_from_block_k_exactly(name):
+    from mma.adapters.frozen import image_part
+
+    model = build(name, **REPRESENTATIVES[name][0])
+    image_map = layer_maps(model)["image"]
+    loaded = mock.Mock(model=model, image_size=_image_size(model))
+    part = image_part(loaded, image_map.depth)  # the last block: every block below it is frozen
+    images, _ = _inputs(model)
+    if image_map.blocks_path is None or image_map.depth < 2:  # Swin's stages: the method reads images
+        assert part is None
+        return
+    with torch.no_grad():
+        assert torch.equal(part.rest(part.prefix(images)), model.encode_image(images))

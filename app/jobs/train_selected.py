@@ -9,6 +9,8 @@ Run folder (``--out``)::
     checkpoints/<protocol>-<dataset>-seed<S>-k<K>.safetensors   adapter weights + configs (other methods:
                                                                  ...-seed<S>-<method>.safetensors)
     state/<protocol>-<dataset>-seed<S>-k<K>.pt   the training state after the last finished epoch (while training)
+    cache/<dataset>-<key>/                               frozen image inputs, computed once per image and shared by
+                                                         every method, seed and k (mma.adapters.frozen; safe to delete)
     results.csv                                          tidy roll-up of every JSON
     results_summary.csv                                  per dataset and averaged (HM of averages, mean of HMs)
     train-k<K>.json                                      the configuration that ran at k (train-<method>.json: others)
@@ -115,6 +117,10 @@ class RunContext:
     def k(self, method: type[MethodBase]) -> int | None:
         """*method*'s k (None for a method without a depth)."""
         return int(self.settings(method).values["k"]) if method.depth_indexed else None
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out / "cache"
 
     def result_path(self, method: type[MethodBase], dataset: str, seed: int | None) -> Path:
         return self.out / "results" / self.cfg.protocol / dataset / f"{method.run_key(seed, self.k(method))}.json"
@@ -315,8 +321,11 @@ def _evaluate_baseline(ctx: RunContext, tasks: list[Task], todo: list[int], bar)
     for ti in todo:
         task = tasks[ti]
         bar.set_postfix_str(f"{BASELINE.title or BASELINE.name} {task.name}")
-        workers = ctx.train_config(first, task.name)[0].workers if first is not None else 0
-        accs = evaluate_task(ctx.loaded, task, ctx.device, ctx.cfg.template, workers=workers, method=model)
+        shared = ctx.train_config(first, task.name)[0] if first is not None else BASELINE.make_config()
+        accs = evaluate_task(
+            ctx.loaded, task, ctx.device, ctx.cfg.template, method=model, workers=shared.workers,
+            cache=shared.cache, cache_dir=ctx.cache_dir,
+        )  # fmt: skip
         if ctx.world.main:
             atomic_write_json(
                 ctx.result_path(BASELINE, task.name, None),
@@ -328,6 +337,7 @@ def _evaluate_baseline(ctx: RunContext, tasks: list[Task], todo: list[int], bar)
                     "method": BASELINE.name,
                     "model": ctx.resolved.model,
                     "weights": ctx.loaded.weights_id,
+                    "cache": shared.cache,
                     "metrics": task_metrics(task, accs),
                 },
             )
@@ -351,9 +361,13 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
         template=cfg.template,
         state_path=state,
         val=task.val,
+        cache_dir=ctx.cache_dir,
     )
     try:
-        accs = evaluate_task(loaded, task, ctx.device, cfg.template, workers=train_cfg.workers, method=result.adapter)
+        accs = evaluate_task(
+            loaded, task, ctx.device, cfg.template, method=result.adapter, workers=train_cfg.workers,
+            cache=train_cfg.cache, cache_dir=ctx.cache_dir,
+        )  # fmt: skip
         metrics = task_metrics(task, accs)
     finally:
         result.adapter.detach()
