@@ -66,6 +66,7 @@ __all__ = [
     "fit_method",
     "schedule_for",
     "effective_batch_size",
+    "training_key",
 ]
 
 
@@ -186,6 +187,26 @@ def _fingerprint(
     what = [asdict(cfg), seed, [s.ref for s in samples], [s.label for s in samples], list(classnames), template, model]
     what.append(method)
     return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
+
+
+def training_key(
+    loaded: LoadedModel,
+    method: type[MethodBase],
+    samples: Sequence[Sample],
+    classnames,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    template: str,
+    device: torch.device,
+    val: Sequence[Sample] = (),
+) -> str:
+    """Everything a trained method depends on, hashed: two trainings with the same key give the same weights
+    (the weights, the method and its values, the seed, the exact training and validation samples, the classes,
+    the prompt, the device type and the number of processes)."""
+    what = _fingerprint(cfg, seed, samples, classnames, template, str(loaded.spec), method.name)
+    extra = [loaded.weights_id, [s.ref for s in val], torch.device(device).type, distributed.world().size]
+    return hashlib.sha256(json.dumps([what, extra]).encode()).hexdigest()[:16]
 
 
 def _rng_state(gen: torch.Generator) -> dict:

@@ -66,6 +66,7 @@ class TrainSelectedConfig:
     progress: bool = True
     strict: bool = False  # a class with fewer than --shots training images is an error, not "use all it has"
     methods: list[str] = field(default_factory=lambda: [DEFAULT.name])  # mma.adapters.methods; the baseline too
+    cache_dir: Path | None = None  # frozen inputs and finished trainings (None: <out>/cache; reproduce shares one)
 
 
 def read_selection(run: Path, model: str | None = None) -> dict:

@@ -12,6 +12,7 @@ from mma.adapters.frozen import FrozenInputs, ImagePart, image_part
 from mma.adapters.methods import get_method
 from mma.adapters.protocols import make_tasks
 from mma.adapters.train import fit_method
+from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
 from mma.io import read_json
 from mma.probe import load_model
 from mma.probe.data import load_datasets
@@ -21,7 +22,7 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), 
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("colours")
     g = torch.Generator().manual_seed(0)
     for split, n in (("train", 10), ("val", 2), ("test", 5)):
@@ -31,6 +32,11 @@ def data(tmp_path_factory):
                 noise = torch.randint(-40, 40, (32, 32, 3), generator=g)
                 arr = (torch.tensor(rgb).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
                 Image.fromarray(arr).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(root):
     (d,) = load_datasets(f"folder:{root}")
     return d
 
@@ -152,3 +158,20 @@ def test_the_key_changes_with_what_changes_the_numbers(tiny, data, tmp_path):
     other = load_model("mma-tiny:random")
     other.weights_id = "another"
     assert a.key != FrozenInputs(ImagePart(other, 4), other, data, samples, other.preprocess, device=cpu).key
+
+
+def test_a_run_sharing_the_cache_reuses_an_identical_training(root, tmp_path):
+    """What reproduce does for cross-dataset and domain generalisation: the same training is run once."""
+    common = dict(
+        model="mma-tiny:random", k=5, data=[f"folder:{root}"], seeds=[1], progress=False, cache_dir=tmp_path / "cache",
+        methods=["mma", "clip-adapter"], train={"epochs": 1, "shots": 4, "batch_size": 4},
+    )  # fmt: skip
+    first = train_selected(TrainSelectedConfig(out=tmp_path / "a", **common))
+    again = train_selected(TrainSelectedConfig(out=tmp_path / "b", **common))
+    assert first.results["value"].tolist() == again.results["value"].tolist()
+    for method in ("seed1-k5-mma", "seed1-clip-adapter"):
+        a = read_json(tmp_path / "a" / "results" / "base2novel" / root.name / f"{method}.json")
+        b = read_json(tmp_path / "b" / "results" / "base2novel" / root.name / f"{method}.json")
+        assert "reused" not in a["train"] and b["train"]["reused"].startswith(str(tmp_path / "cache" / "trained"))
+        assert a["train"]["final_loss"] == b["train"]["final_loss"] and a["metrics"] == b["metrics"]
+    assert not (tmp_path / "a" / "cache").exists()  # the given cache folder, not the run folder's

@@ -23,6 +23,7 @@ from mma.app.cli import app
 from mma.app.jobs.reproduce import ReproduceConfig, protocol_plans, reproduce
 from mma.app.results import comparison_setup
 from mma.errors import MmaError
+from mma.io import read_json
 
 MODEL = "mma-tiny:random"
 SETUP = comparison_setup()
@@ -214,14 +215,16 @@ def test_an_interrupted_reproduction_resumes_to_the_same_tables(reproduced, coop
         return original(*args, **kwargs)
 
     original = patch_everywhere(monkeypatch, "mma.adapters.train.fit_method", counting)
-    stop_at = 9  # base-to-novel 3 datasets x 2 seeds, cross-dataset 2 seeds, then the first domain-gen training
+    stop_at = 8  # base-to-novel 3 datasets x 2 seeds, then cross-dataset's second seed
     with pytest.raises(KeyboardInterrupt):
         reproduce(_config(coop_root, tmp_path / "run"))
     assert not (tmp_path / "run" / "comparison.csv").exists()
     calls.clear()
     stop_at = 0
     run = reproduce(_config(coop_root, tmp_path / "run"))
-    assert calls == [1, 2]  # only the two domain-gen trainings were left
+    assert calls == [2]  # cross-dataset's second seed; domain-gen trains the same ImageNet adapters: reused
+    dg = sorted((tmp_path / "run" / "domain-gen" / "results" / "domain-gen").rglob("seed*.json"))
+    assert dg and all(read_json(p)["train"]["reused"] for p in dg)
     columns = ["protocol", "method", "dataset", "metric", "published", "measured", "measured_std", "seeds"]
     pd.testing.assert_frame_equal(run.comparison[columns], reproduced.comparison[columns])
     calls.clear()

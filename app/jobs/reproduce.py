@@ -50,7 +50,8 @@ from mma.errors import MmaError
 from mma.io import atomic_write, atomic_write_json, read_json
 from mma.probe.data import parse_data_spec
 from mma.probe.data.coop import COOP_DATASETS, COOP_SOURCE, canonical_coop_name, find_coop
-from mma.probe.specs import parse_model_spec
+from mma.probe.extract import resolve_device
+from mma.probe.specs import load_model, parse_model_spec
 
 from .outdir import run_folder
 from .train_selected import TrainSelectedConfig, train_selected
@@ -196,7 +197,9 @@ def reproduce(cfg: ReproduceConfig) -> ReproduceRun | None:
                 print(note, flush=True)
         if world.main:
             atomic_write_json(out / "reproduce.json", _record(cfg, model, root, plans, missing, skipped_protocols))
-        runs = {p: _run_protocol(cfg, model, root, p, datasets, out) for p, datasets in plans.items()}
+        _, device = distributed.setup(resolve_device(cfg.device))
+        loaded = load_model(parse_model_spec(cfg.model), device=str(device))  # once, for every protocol
+        runs = {p: _run_protocol(cfg, model, root, p, datasets, out, loaded) for p, datasets in plans.items()}
         if not world.main:
             return None
         return _report(cfg, model, root, plans, runs, missing, skipped_protocols, notes, out, start)
@@ -214,8 +217,9 @@ def _record(cfg, model, root, plans, missing, skipped_protocols, verdicts=None) 
     }
 
 
-def _run_protocol(cfg: ReproduceConfig, model: str, root: str, protocol: str, datasets: list[str], out: Path):
-    """One protocol as a train-selected run in ``out/<protocol>`` (k and the rest from the recipe's defaults)."""
+def _run_protocol(cfg: ReproduceConfig, model: str, root: str, protocol: str, datasets: list[str], out: Path, loaded):
+    """One protocol as a train-selected run in ``out/<protocol>`` (k and the rest from the recipe's defaults), with
+    the model loaded once and one cache for every protocol (frozen inputs, and trainings two protocols share)."""
     if cfg.progress and distributed.launched().main:
         print(f"\n== {protocol}: {', '.join(datasets)}", flush=True)
     return train_selected(
@@ -233,7 +237,9 @@ def _run_protocol(cfg: ReproduceConfig, model: str, root: str, protocol: str, da
             progress=cfg.progress,
             strict=cfg.strict,
             methods=list(cfg.methods),
-        )
+            cache_dir=out / "cache",
+        ),
+        loaded=loaded,
     )
 
 

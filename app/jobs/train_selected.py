@@ -11,6 +11,8 @@ Run folder (``--out``)::
     state/<protocol>-<dataset>-seed<S>-k<K>.pt   the training state after the last finished epoch (while training)
     cache/<dataset>-<key>/                               frozen image inputs, computed once per image and shared by
                                                          every method, seed and k (mma.adapters.frozen; safe to delete)
+    cache/trained/<key>.safetensors                      every finished training, reused by an identical one (another
+                                                         protocol of a reproduce run; safe to delete)
     results.csv                                          tidy roll-up of every JSON
     results_summary.csv                                  per dataset and averaged (HM of averages, mean of HMs)
     train-k<K>.json                                      the configuration that ran at k (train-<method>.json: others)
@@ -33,13 +35,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mma import distributed
-from mma.adapters.checkpoint import save_adapter
+from mma.adapters.checkpoint import load_adapter, save_adapter
 from mma.adapters.config import TrainConfig
-from mma.adapters.method_base import MethodBase
+from mma.adapters.method_base import MethodBase, TrainResult
 from mma.adapters.methods import BASELINE, get_method
 from mma.adapters.protocols import Protocol, Task, evaluate_task, get_protocol, make_tasks, task_metrics
 from mma.adapters.recipes import Settings
-from mma.adapters.train import effective_batch_size, fit_method
+from mma.adapters.train import effective_batch_size, fit_method, training_key
 from mma.app.results import beside_the_default, method_figure, methods_table, summarise_results, summary_table
 from mma.app.settings import (
     Resolved,
@@ -120,7 +122,8 @@ class RunContext:
 
     @property
     def cache_dir(self) -> Path:
-        return self.out / "cache"
+        """Frozen inputs and finished trainings, shared by every method, seed and k (and protocol, when given)."""
+        return Path(self.cfg.cache_dir) if self.cfg.cache_dir is not None else self.out / "cache"
 
     def result_path(self, method: type[MethodBase], dataset: str, seed: int | None) -> Path:
         return self.out / "results" / self.cfg.protocol / dataset / f"{method.run_key(seed, self.k(method))}.json"
@@ -349,20 +352,7 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
     stem = f"{cfg.protocol}-{task.name}-{method.file_key(seed, k)}"
     state = ctx.out / "state" / f"{stem}.pt"
     train_cfg, train_sources = ctx.train_config(method, task.name)
-    result = fit_method(
-        loaded,
-        method,
-        task.dataset,
-        task.train,
-        task.classnames,
-        train_cfg,
-        seed=seed,
-        device=ctx.device,
-        template=cfg.template,
-        state_path=state,
-        val=task.val,
-        cache_dir=ctx.cache_dir,
-    )
+    result, fitted = _trained(ctx, method, task, seed, train_cfg, state)
     try:
         accs = evaluate_task(
             loaded, task, ctx.device, cfg.template, method=result.adapter, workers=train_cfg.workers,
@@ -400,13 +390,46 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
         "trainable_parameters": result.adapter.num_parameters(),
         "processes": ctx.world.size,
         "batch_size": result.batch_size,
-        **result.adapter.fitted_values(),
+        **fitted,
     }
     atomic_write_json(
         ctx.result_path(method, task.name, seed),
         {**meta, "metrics": metrics, "train": train, "checkpoint": str(ckpt) if ckpt else None},
     )
     state.unlink(missing_ok=True)  # the result is safe; the epoch state is no longer needed
+
+
+def _trained(ctx: RunContext, method: type[MethodBase], task: Task, seed: int, train_cfg, state: Path):
+    """*method* trained on *task* at *seed*, and what it chose while fitting: trained here, or the very training
+    another protocol of this cache folder already ran (same weights, method, values, seed, samples, classes, prompt:
+    ``reproduce`` trains the ImageNet adapter of cross-dataset and domain generalisation once when they agree)."""
+    template = ctx.cfg.template or task.dataset.template
+    key = training_key(
+        ctx.loaded, method, task.train, task.classnames, train_cfg, seed=seed, template=template, device=ctx.device,
+        val=task.val,
+    )  # fmt: skip
+    shared = ctx.cache_dir / "trained" / f"{key}.safetensors"
+    if distributed.broadcast(shared.is_file() if ctx.world.main else None):
+        adapter, meta = load_adapter(shared, ctx.loaded)
+        done = meta["trained"]
+        result = TrainResult(adapter, done["steps"], done["seconds"], done["final_loss"], done["losses"], done["batch"])
+        return result, {**done["fitted"], "reused": str(shared)}
+    result = fit_method(
+        ctx.loaded, method, task.dataset, task.train, task.classnames, train_cfg, seed=seed, device=ctx.device,
+        template=ctx.cfg.template, state_path=state, val=task.val, cache_dir=ctx.cache_dir,
+    )  # fmt: skip
+    fitted = result.adapter.fitted_values()
+    if ctx.world.main:
+        done = {
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "final_loss": result.final_loss,
+            "losses": result.losses,
+            "batch": result.batch_size,
+            "fitted": fitted,
+        }
+        save_adapter(result.adapter, shared, {"weights": ctx.loaded.weights_id, "key": key, "trained": done})
+    return result, fitted
 
 
 def _summarise(ctx: RunContext, notes: list[str], start: float) -> TrainRun:
