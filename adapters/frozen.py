@@ -240,11 +240,11 @@ class FrozenInputs:
 
     def _fill_on_disk(self, labels) -> _Rows:
         manifest = self._open()
-        array = None
-        if manifest.get("shape") is not None:
-            array = open_memmap(self.entry / "inputs.npy", mode="r+")
         bad = set(manifest["unreadable"])
         if not manifest["done"]:
+            array = None
+            if manifest.get("shape") is not None:  # an interrupted fill: go on writing where it stopped
+                array = open_memmap(self.entry / "inputs.npy", mode="r+")
             for idx, x, unreadable in self._batches(manifest["rows_done"]):
                 bad.update(unreadable)
                 if x is not None:
@@ -260,7 +260,8 @@ class FrozenInputs:
             manifest["done"] = True
             atomic_write_json(self.entry / "manifest.json", manifest)
         dtype = getattr(torch, manifest.get("dtype") or "float32")
-        read = np.load(self.entry / "inputs.npy", mmap_mode="r") if array is not None else np.zeros(0)
+        stored = manifest.get("shape") is not None  # else no image was readable
+        read = np.load(self.entry / "inputs.npy", mmap_mode="r") if stored else np.zeros(0)
         return _Rows(read, bad, labels, dtype)
 
     def _open(self) -> dict:

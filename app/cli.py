@@ -391,6 +391,11 @@ _CACHE_HELP = (
     "numbers are the same either way; --no-cache recomputes it every step)."
 )
 
+_CACHE_DIR_HELP = (
+    "Folder of frozen inputs and finished trainings (default: <out>/cache); runs that share one reuse each other's, "
+    "e.g. cross-dataset and domain-gen train the same adapter once."
+)
+
 _TRAIN_HELP = {
     "shots": "Training images per class (CoOp few-shot draw).",
     "epochs": "Training epochs (paper recipe: 5; cross-dataset and domain-gen: 1).",
@@ -441,6 +446,7 @@ def train_selected_cmd(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes for training images.")] = None,
     cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help=_CACHE_HELP)] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help=_CACHE_DIR_HELP)] = None,
     recipe: Annotated[
         str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
     ] = "auto",
@@ -489,6 +495,7 @@ def train_selected_cmd(
         config=config,
         strict=strict,
         methods=_split_methods(method),
+        cache_dir=cache_dir,
     )
     result = train_selected(cfg)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
