@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the reference figures and tables of the embedded default (mma-tiny on the downstream suite)
-# that the README shows. Run from the repository root after `pip install -e .`; about 45 minutes on two CPU
+# that the README shows. Run from the repository root after `pip install -e .`; about 42 minutes on two CPU
 # cores (the k sweep and the methods are most of it); each step's time goes to $runs/timings.txt (copied to figures/).
 # The README's numbers come from these files.
 set -euo pipefail
