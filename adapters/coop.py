@@ -38,7 +38,7 @@ from torch import nn
 
 from mma.errors import MmaError
 from mma.probe.layers import layer_maps
-from mma.probe.textcut import cut_text
+from mma.probe.textcut import cut_text, live_length
 
 from .config import Options
 from .method_base import WARMUP, MethodBase, feature_width, freeze, model_device_dtype, whole_image_tower
@@ -176,9 +176,17 @@ class _PromptLearner(MethodBase):
     def tokens(self, loaded, classnames: Sequence[str], device) -> torch.Tensor:
         return loaded.tokenizer(prompt_texts(self.prefix, classnames)).to(device)
 
-    def encode_prompts(self, model: nn.Module, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        """Text features (unnormalised) of *tokens* with *ctx* at positions 1..n_ctx (live positions only)."""
-        with _context_in(model, ctx), cut_text(model, layer_maps(model)["text"], tokens) as live:
+    def prompts(self, loaded, classnames: Sequence[str], device) -> dict:
+        """The prompts' tokens and their live length, found once (not in every training step)."""
+        tokens = self.tokens(loaded, classnames, device)
+        return {"tokens": tokens, "length": live_length(layer_maps(loaded.model)["text"], tokens)}
+
+    def encode_prompts(
+        self, model: nn.Module, tokens: torch.Tensor, ctx: torch.Tensor, length: int | None = None
+    ) -> torch.Tensor:
+        """Text features (unnormalised) of *tokens* with *ctx* at positions 1..n_ctx, on the live positions only
+        (the first *length*, when the caller found it already)."""
+        with _context_in(model, ctx), cut_text(model, layer_maps(model)["text"], tokens, length) as live:
             return model.encode_text(live)
 
 
@@ -201,16 +209,17 @@ class CoOp(_PromptLearner):
     }
 
     def head(self, loaded, classnames, template, device, *, train: bool):
-        tokens = self.tokens(loaded, classnames, device)
+        prompts = self.prompts(loaded, classnames, device)
         if train:
-            return {"tokens": tokens}
-        return {"text": F.normalize(self.encode_prompts(loaded.model, tokens, self.ctx).float(), dim=-1)}
+            return prompts
+        text = self.encode_prompts(loaded.model, prompts["tokens"], self.ctx, prompts["length"])
+        return {"text": F.normalize(text.float(), dim=-1)}
 
     def logits(self, model, features, head, *, train: bool) -> torch.Tensor:
         img = F.normalize(features.float(), dim=-1)
         text = head.get("text")
         if text is None:
-            text = F.normalize(self.encode_prompts(model, head["tokens"], self.ctx).float(), dim=-1)
+            text = F.normalize(self.encode_prompts(model, head["tokens"], self.ctx, head["length"]).float(), dim=-1)
         return _scale(model) * img @ text.T
 
 
@@ -239,7 +248,7 @@ class CoCoOp(_PromptLearner):
         return self.ctx.unsqueeze(0) + self.meta_net(img_n.to(self.ctx.dtype)).unsqueeze(1)
 
     def head(self, loaded, classnames, template, device, *, train: bool):
-        return {"tokens": self.tokens(loaded, classnames, device)}
+        return self.prompts(loaded, classnames, device)
 
     def logits(self, model, features, head, *, train: bool) -> torch.Tensor:
         img = F.normalize(features.float(), dim=-1)
@@ -250,7 +259,7 @@ class CoCoOp(_PromptLearner):
         for i in range(0, len(img), chunk):
             f = img[i : i + chunk]
             ctx = self.context(f).repeat_interleave(n_cls, dim=0)  # [b * n_cls, n_ctx, w]
-            text = self.encode_prompts(model, tokens.repeat(len(f), 1), ctx).float()
+            text = self.encode_prompts(model, tokens.repeat(len(f), 1), ctx, head["length"]).float()
             text = F.normalize(text, dim=-1).view(len(f), n_cls, -1)
             out.append(_scale(model) * torch.einsum("bd,bcd->bc", f, text))
         return torch.cat(out)
