@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from mma import distributed
 from mma.metrics import harmonic_mean
 from mma.probe.data.base import ImageDataset, Sample
-from mma.probe.data.reading import ImageReader, ReadReport, collate_readable
+from mma.probe.data.reading import ReadReport, collate_readable
 from mma.probe.specs import LoadedModel
 from mma.probe.zeroshot import zero_shot_accuracy, zero_shot_classifier
 
-from .frozen import FrozenInputs, image_part
+from .frozen import image_part, method_inputs
 
 __all__ = ["accuracy", "method_accuracy", "harmonic_mean"]
 
@@ -90,14 +90,9 @@ def method_accuracy(
 
     samples = list(samples)
     mine = [samples[i] for batch in distributed.shard_batches(np.arange(len(samples)), batch_size) for i in batch]
-    prefix = part.prefix if part is not None else None
-    if part is not None and cache:
-        reader = FrozenInputs(
-            part, loaded, dataset, mine, loaded.preprocess, device=device, folder=cache_dir, workers=workers
-        ).rows()
-        prefix = None
-    else:
-        reader = ImageReader(dataset, mine, loaded.preprocess)
+    reader, prefix = method_inputs(
+        part, loaded, dataset, mine, loaded.preprocess, cached=cache, device=device, folder=cache_dir, workers=workers
+    )
     loader = torch.utils.data.DataLoader(
         reader,
         batch_size=batch_size,

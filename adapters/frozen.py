@@ -47,7 +47,16 @@ from mma.probe.extract import autocast_for
 from mma.probe.layers import LayerMap, layer_maps
 from mma.probe.store import store_key
 
-__all__ = ["from_block", "block_input", "to_layout", "ImagePart", "image_part", "FrozenInputs", "FROZEN_VERSION"]
+__all__ = [
+    "from_block",
+    "block_input",
+    "to_layout",
+    "ImagePart",
+    "image_part",
+    "FrozenInputs",
+    "method_inputs",
+    "FROZEN_VERSION",
+]
 
 FROZEN_VERSION = 1
 _FILL_BATCH = 256  # the evaluation's batch: its rows are the ones evaluation computed before the cache
@@ -146,6 +155,32 @@ def image_part(loaded, start: int | None) -> ImagePart | None:
     if start <= lmap.depth and (lmap.blocks_path is None or not lmap.transformer):
         return None
     return ImagePart(loaded, start)
+
+
+def method_inputs(
+    part: ImagePart | None,
+    loaded,
+    dataset: ImageDataset,
+    samples: Sequence[Sample],
+    transform,
+    *,
+    cached: bool,
+    device: torch.device,
+    precision: str = "fp32",
+    folder: str | Path | None = None,
+    workers: int = 0,
+):
+    """``(reader, prefix)``: *samples* as a method's inputs. Read back from the frozen cache when *cached* (and
+    the method has a frozen part; *transform* must then be deterministic), with ``prefix`` None; otherwise the
+    images under *transform*, with the function that turns a batch of them into inputs (None: the images are the
+    inputs). Both readers yield ``(index, inputs, label)`` for :func:`~mma.probe.data.reading.collate_readable`."""
+    if part is not None and cached:
+        frozen = FrozenInputs(
+            part, loaded, dataset, samples, transform, device=device, precision=precision, folder=folder,
+            workers=workers,
+        )  # fmt: skip
+        return frozen.rows(), None
+    return ImageReader(dataset, samples, transform), part.prefix if part is not None else None
 
 
 class _Rows(torch.utils.data.Dataset):

@@ -46,12 +46,12 @@ from mma import distributed
 from mma.errors import MmaError
 from mma.io import atomic_write
 from mma.probe.data.base import ImageDataset, Sample
-from mma.probe.data.reading import ImageReader, collate_readable
+from mma.probe.data.reading import collate_readable
 from mma.probe.extract import autocast_for
 from mma.probe.specs import LoadedModel
 
 from .config import TrainConfig
-from .frozen import FrozenInputs, image_part
+from .frozen import image_part, method_inputs
 from .method_base import MethodBase, TrainResult
 from .methods import DEFAULT, get_method
 
@@ -338,14 +338,12 @@ def _inputs(loaded, method, dataset, samples, cfg: TrainConfig, device, cache_di
     """``(reader, prefix)``: the training set as the method's inputs, read back from the frozen cache (prefix None),
     or as images with the function that turns a batch of them into inputs (None: the images are the inputs)."""
     part = image_part(loaded, method.image_start(loaded))
-    if part is not None and cfg.cache and not cfg.augment:  # the eval preprocessing: the same tensor every epoch
-        frozen = FrozenInputs(
-            part, loaded, dataset, samples, loaded.preprocess, device=device, precision=cfg.precision,
-            folder=cache_dir, workers=cfg.workers,
-        )  # fmt: skip
-        return frozen.rows(), None
-    reader = ImageReader(dataset, samples, train_transform(loaded, cfg))
-    return reader, part.prefix if part is not None else None
+    cached = cfg.cache and not cfg.augment  # the eval preprocessing: the same tensor every epoch
+    transform = loaded.preprocess if cached else train_transform(loaded, cfg)
+    return method_inputs(
+        part, loaded, dataset, samples, transform, cached=cached, device=device, precision=cfg.precision,
+        folder=cache_dir, workers=cfg.workers,
+    )  # fmt: skip
 
 
 def _train(loaded, dataset, inputs, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
