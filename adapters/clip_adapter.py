@@ -6,12 +6,16 @@ With ``f`` the image feature (the model's own ``encode_image``), ``d`` its width
     f'     = ratio * a + (1 - ratio) * f  # residual blending
     logits = exp(logit_scale) * cos(f', t_c)
 
-``t_c``: the frozen text feature of the dataset's prompt for class ``c`` (computed once). Defaults from the
-paper and its released code (github.com/gaopengcuhk/CLIP-Adapter): reduction 4, ratio 0.2, PyTorch's default
-initialisation of both layers. ViT-B/16 (d = 512): 2 x 512 x 128 = 131,072 trainable parameters.
-The released trainer runs in Dassl with CoOp's optimiser settings, which are the defaults here: SGD lr 0.002,
-batch 32, 200 epochs, cosine with one warm-up epoch at a constant 1e-5. The model is never changed: the
-adapter acts on the returned features, so ``attach`` / ``detach`` have nothing to do.
+``t_c``: the frozen text feature of the dataset's published prompt for class ``c`` (computed once): the released
+trainer's CUSTOM_TEMPLATES, CoOp's per-dataset zero-shot templates (``a centered satellite photo of {}.`` for
+EuroSAT, ...), read on ``coop:`` data; elsewhere the dataset's prompt. Defaults from its released code
+(github.com/gaopengcuhk/CLIP-Adapter, ``clip_adapter.py`` at commit 08d07f8): reduction 4, ratio 0.2 (both
+hard-coded there), no biases, PyTorch's default initialisation. ViT-B/16 (d = 512): 2 x 512 x 128 = 131,072
+trainable parameters. That file sets no optimiser values: its README says to run it with CoOp's command, so they
+are CoOp's Dassl config (``configs/trainers/CoOp/vit_b16.yaml``: SGD lr 0.002, batch 32, 200 epochs, cosine with
+one warm-up epoch at a constant 1e-5). The paper's own values (lr, and a larger ratio for fine-grained datasets)
+could not be read here and are not used. The model is never changed: the adapter acts on the returned features,
+so ``attach`` / ``detach`` have nothing to do.
 """
 
 from __future__ import annotations
@@ -68,6 +72,15 @@ class ClipAdapter(MethodBase):
         **WARMUP,
         "reduction": 4,
         "ratio": 0.2,
+    }
+    paper_files: ClassVar[dict[str, str]] = {
+        "": "CLIP-Adapter clip_adapter.py (reduction, ratio, templates) + CoOp configs/trainers/CoOp/vit_b16.yaml",
+    }
+    published_prompts: ClassVar[bool] = True
+    search_space: ClassVar[dict[str, list]] = {
+        "ratio": [0.2, 0.4, 0.6, 0.8],
+        "lr": [0.0005, 0.002, 0.008, 0.032, 0.128],
+        "epochs": [25, 50, 100, 200],
     }
     Options: ClassVar[type[Options]] = ClipAdapterOptions
 

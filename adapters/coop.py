@@ -19,10 +19,18 @@ projection) is open_clip's ``encode_text`` unchanged, run on the live positions 
 (:mod:`mma.probe.textcut`). The hook exists only during the method's own text pass,
 so the model is never left changed (``attach`` / ``detach`` have nothing to do).
 
-Defaults are each paper's published recipe (the official configs, read at github.com/KaiyangZhou/CoOp):
-CoOp 16 context vectors initialised N(0, 0.02), generic (shared by all classes), class token at the end,
-SGD lr 0.002, batch 32, 200 epochs for 16 shots, cosine schedule with one warm-up epoch at a constant 1e-5;
-CoCoOp 4 context vectors initialised from "a photo of a", batch 1, 10 epochs, otherwise the same.
+Defaults are the configurations behind each published row (github.com/KaiyangZhou/CoOp at commit ff61507):
+
+* CoOp, few-shot (the CoOp paper): 16 context vectors initialised N(0, 0.02), generic (shared by all classes),
+  class token at the end, SGD lr 0.002, batch 32, 200 epochs, cosine schedule with one warm-up epoch at a
+  constant 1e-5 (``configs/trainers/CoOp/vit_b16.yaml``, ``scripts/coop/main.sh``);
+* CoOp, base-to-novel, cross-dataset and domain generalisation (the CoCoOp paper's protocol, which gives the
+  published CoOp rows): 4 context vectors initialised from "a photo of a", otherwise the same
+  (``configs/trainers/CoOp/vit_b16_ctxv1.yaml``, as the comments of ``scripts/cocoop/base2new_train.sh`` and
+  ``xd_train.sh`` say to run CoOp; the repository's issues #27 and #70); ViT-B/16 at 4 vectors: 2,048 parameters;
+* CoOp on ImageNet: 50 epochs (``vit_b16_ep50_ctxv1.yaml`` / ``vit_b16_ep50.yaml``);
+* CoCoOp: 4 context vectors initialised from "a photo of a", batch 1, 10 epochs, otherwise the same
+  (``configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml``).
 """
 
 from __future__ import annotations
@@ -44,6 +52,12 @@ from .config import Options
 from .method_base import WARMUP, MethodBase, feature_width, freeze, model_device_dtype, whole_image_tower
 
 __all__ = ["CoOp", "CoCoOp", "PromptOptions", "token_embedding", "prompt_texts"]
+
+#: CoOp as the CoCoOp paper's protocol runs it (the published base-to-novel, cross-dataset and domain-gen rows)
+_CTXV1 = {"n_ctx": 4, "ctx_init": "a photo of a"}
+_CTXV1_FILE = "CoOp configs/trainers/CoOp/vit_b16_ctxv1.yaml via scripts/cocoop/base2new_train.sh, xd_train.sh"
+#: the learning rates mma tune may try for the prompt learners (factors of 4 around the published 0.002)
+_PROMPT_LRS = [0.0005, 0.002, 0.008, 0.032, 0.128]
 
 _PLACEHOLDER = "X"
 # images per evaluation chunk of CoCoOp: every image encodes every class's prompt
@@ -207,6 +221,20 @@ class CoOp(_PromptLearner):
         "ctx_init": "",
         **WARMUP,
     }
+    paper_protocols: ClassVar[dict[str, dict]] = {"base2novel": _CTXV1, "cross-dataset": _CTXV1, "domain-gen": _CTXV1}
+    paper_datasets: ClassVar[dict[str, dict]] = {"imagenet": {"epochs": 50}}
+    paper_files: ClassVar[dict[str, str]] = {
+        "": "CoOp configs/trainers/CoOp/vit_b16.yaml, scripts/coop/main.sh (16 vectors, class token at the end)",
+        "base2novel": _CTXV1_FILE,
+        "cross-dataset": _CTXV1_FILE,
+        "domain-gen": _CTXV1_FILE,
+        "imagenet": "CoOp configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
+    }
+    search_space: ClassVar[dict[str, list]] = {
+        "lr": _PROMPT_LRS,
+        "epochs": [25, 50, 100, 200],
+        "context": [_CTXV1, {"n_ctx": 8, "ctx_init": ""}, {"n_ctx": 16, "ctx_init": ""}],
+    }
 
     def head(self, loaded, classnames, template, device, *, train: bool):
         prompts = self.prompts(loaded, classnames, device)
@@ -236,6 +264,8 @@ class CoCoOp(_PromptLearner):
         "ctx_init": "a photo of a",
         **WARMUP,
     }
+    paper_files: ClassVar[dict[str, str]] = {"": "CoOp configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"}
+    search_space: ClassVar[dict[str, list]] = {"lr": _PROMPT_LRS, "epochs": [2, 5, 10, 20]}
     meta_reduction: ClassVar[int] = 16  # the official hidden width: embedding width // 16
 
     def __init__(self, *, width: int, embed_dim: int, n_ctx: int, ctx_init: str = "", init=None) -> None:

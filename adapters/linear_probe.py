@@ -3,9 +3,10 @@
 The recipe of the CoOp paper's baseline (its ``lpclip`` scripts, read at github.com/KaiyangZhou/CoOp): the
 features are ``encode_image`` of the training shots and of the few-shot validation split under the test-time
 preprocessing (no augmentation, no normalisation); an L2-regularised multinomial logistic regression (lbfgs, at
-most 1,000 iterations) is fitted for ``C`` in 1e-6, 1e-4, ..., 1e6, the best ``C`` on the validation split is
-refined by a search in log C between a tenth and ten times it (8 halvings, keeping the better end each time),
-and the classifier fitted on the training shots at the best ``C`` is evaluated. Ties go to the smaller ``C``.
+most 1,000 iterations) is fitted for ``C`` in 1e6, 1e4, ..., 1e-6, the first best ``C`` on the validation split
+(ties: the larger) is refined by 8 bisection steps in log C between a tenth and ten times it (each keeps the
+better end, ties: the smaller), and the classifier fitted on the training shots at the last step's winner is
+evaluated (:func:`search_c`; ``lpclip/linear_probe.py``).
 
 It has a weight per training class and nothing else, so it cannot name a class it was not trained on: novel
 classes, and other datasets' classes, are "not applicable" (the papers leave those cells empty). A shifted
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,7 +37,7 @@ from .method_base import (
     whole_image_tower,
 )
 
-__all__ = ["LinearProbeMethod", "SEARCH_CS", "choose_c"]
+__all__ = ["LinearProbeMethod", "SEARCH_CS", "search_c", "choose_c"]
 
 #: The initial grid of inverse L2 strengths, as CoOp's linear probe searches it.
 SEARCH_CS = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
@@ -54,10 +55,30 @@ def _fit_lr(C: float, X: np.ndarray, y: np.ndarray):
         return LogisticRegression(C=C, solver="lbfgs", max_iter=1000).fit(X, y)
 
 
+def search_c(score: Callable[[float], float], *, steps: int = SEARCH_STEPS) -> float:
+    """The C that CoOp's ``lpclip/linear_probe.py`` ends with, given ``score(C)`` (validation accuracy).
+
+    The grid from 1e6 down to 1e-6, its first best (ties go to the larger C); then *steps* bisection steps in
+    log10 C between a tenth and ten times that peak: each fits both ends, the right end wins only when strictly
+    better (ties go to the smaller C), and the interval shrinks to the winner's half. The last step's winner is
+    the choice (the peak itself when *steps* is 0), not the best C seen over all steps.
+    """
+    grid = sorted(SEARCH_CS, reverse=True)
+    accs = [score(c) for c in grid]
+    peak = grid[int(np.argmax(accs))]
+    left, right, chosen = peak / 10, peak * 10, peak
+    for _ in range(steps):
+        chosen = right if score(left) < score(right) else left
+        mid = 10 ** (0.5 * (math.log10(left) + math.log10(right)))
+        left, right = (mid, right) if chosen == right else (left, mid)
+    return chosen
+
+
 def choose_c(
     X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *, steps: int = SEARCH_STEPS
 ) -> tuple[float, float, list[tuple[float, float]]]:
-    """``(C, val accuracy, every (C, accuracy) scored)``: the grid, then the search in log C around its best."""
+    """``(C, its val accuracy, every (C, accuracy) scored)``: :func:`search_c` on classifiers fitted on the training
+    features and scored on the validation features."""
     scored: dict[float, float] = {}
 
     def score(C: float) -> float:
@@ -65,18 +86,8 @@ def choose_c(
             scored[C] = float((_fit_lr(C, X_train, y_train).predict(X_val) == y_val).mean())
         return scored[C]
 
-    for C in SEARCH_CS:
-        score(C)
-    peak = max(SEARCH_CS, key=lambda c: (scored[c], -c))
-    left, right = peak / 10, peak * 10
-    for _ in range(steps):
-        mid = math.sqrt(left * right)
-        if score(left) < score(right):
-            left = mid
-        else:
-            right = mid
-    best = max(scored, key=lambda c: (scored[c], -c))
-    return best, scored[best], list(scored.items())
+    chosen = search_c(score, steps=steps)
+    return chosen, scored[chosen], list(scored.items())
 
 
 class LinearProbeMethod(MethodBase):

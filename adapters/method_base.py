@@ -22,7 +22,10 @@ What a method answers (class attributes and class methods), instead of the jobs 
 * ``name``; ``Options`` (a dataclass of its own options, :class:`~mma.adapters.config.Options`) and ``uses``
   (every training value it reads, shared ones and its own, in the order lines print them);
 * ``paper`` (its published values over the shared defaults), ``paper_protocols`` / ``paper_datasets`` (published
-  values for one protocol or one training dataset: MMA's k 5 for base-to-novel, batch 128 on ImageNet);
+  values for one protocol or one training dataset: MMA's k 5 for base-to-novel, batch 128 on ImageNet) and
+  ``paper_files`` (the official file each of those came from, printed with the values' source);
+* ``published_prompts`` (it reads each dataset's published zero-shot prompt, :meth:`prompt_template`) and
+  ``search_space`` (what ``mma tune`` may try, :mod:`mma.adapters.search`);
 * ``trains`` (False: the zero-shot model, evaluated once per task, without a seed), ``depth_indexed`` (it takes
   k from the probe selection and its results are keyed by k);
 * :meth:`check_spec` / :meth:`check_model`: what it needs of a model, before and after the weights load;
@@ -139,6 +142,9 @@ class MethodBase(nn.Module):
     paper: ClassVar[dict] = {}
     paper_protocols: ClassVar[dict[str, dict]] = {}
     paper_datasets: ClassVar[dict[str, dict]] = {}
+    paper_files: ClassVar[dict[str, str]] = {}  # "" / protocol / dataset -> the official file its values come from
+    published_prompts: ClassVar[bool] = False  # it was published with each dataset's own zero-shot prompt
+    search_space: ClassVar[dict[str, list]] = {}  # what mma tune may try (mma.adapters.search); {}: nothing
     trains: ClassVar[bool] = True
     depth_indexed: ClassVar[bool] = False
     title: ClassVar[str] = ""  # how figures and lines name it ("" = its name)
@@ -172,6 +178,20 @@ class MethodBase(nn.Module):
             raise MmaError(f"Unknown training option(s) {unknown} for method {cls.name!r}; valid: {valid}.")
         shared = {k: v for k, v in values.items() if k in COMMON_FIELDS}
         return TrainConfig(**shared, options=cls.Options(**{k: v for k, v in values.items() if k in own}))
+
+    @classmethod
+    def prompt_template(cls, dataset, template: str | None = None) -> str:
+        """The prompt it reads for *dataset*'s classes: the user's *template*; else the dataset's published zero-shot
+        prompt if it was published with one (CoOp's per-dataset templates on ``coop:`` data); else the dataset's."""
+        if template:
+            return template
+        published = getattr(dataset, "published_template", None)
+        return published if cls.published_prompts and published else dataset.template
+
+    @classmethod
+    def paper_file(cls, where: str = "") -> str:
+        """The official file its published values for *where* ("" / a protocol / a dataset) come from ("" if none)."""
+        return cls.paper_files.get(where, "")
 
     @classmethod
     def published_values(cls) -> dict:

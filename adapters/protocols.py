@@ -56,6 +56,7 @@ __all__ = [
     "check_shots",
     "evaluate_task",
     "task_metrics",
+    "tuning_tasks",
 ]
 
 MIN_BASE2NOVEL_CLASSES = 4  # 2 base + 2 novel: fewer makes a one-class "classification" that is always right
@@ -114,6 +115,13 @@ def _all_classes(d: ImageDataset) -> EvalSplit:
     return EvalSplit(d.name, d, list(d.test), list(d.classnames))
 
 
+def _val_of(d: ImageDataset, labels: list[int], classnames: list[str]) -> EvalSplit:
+    """The validation images of *labels* (relabelled 0..), named as the task, among *classnames*."""
+    if not d.val:
+        raise MmaError(f"Dataset {d.name!r} has no validation split; mma tune scores validation images only.")
+    return EvalSplit(d.name, d, subsample_classes(d.val, labels), classnames)
+
+
 def _subset_eval(source: ImageDataset, target: ImageDataset) -> EvalSplit:
     missing = [c for c in target.classnames if c not in set(source.classnames)]
     if missing:
@@ -161,6 +169,23 @@ class Protocol:
         """The reported numbers of one task from the accuracy of each of its evaluation splits."""
         raise NotImplementedError
 
+    @property
+    def tuning_metric(self) -> str:
+        """The averaged metric ``mma tune`` maximises on its tuning tasks."""
+        return self.headline
+
+    def tuning_tasks(self, datasets: list[ImageDataset], shots: int, seed: int, shortfall) -> list[Task]:
+        """Tasks that read only the training and *validation* images of the classes the protocol trains on (no test
+        image, no novel class, no target dataset), scored like :meth:`make_tasks`' (``mma tune``)."""
+        tasks = []
+        for d, *_ in self.training_groups(datasets):  # each dataset, or the source alone
+            shortfall(d)
+            fs = draw_few_shot(d, shots, seed)
+            classes = list(d.classnames)
+            evals = [_val_of(d, list(range(d.num_classes)), classes)]
+            tasks.append(Task(self.name, d.name, d, list(fs.train), classes, evals, list(fs.val)))
+        return tasks
+
 
 class Base2Novel(Protocol):
     name = "base2novel"
@@ -192,6 +217,28 @@ class Base2Novel(Protocol):
             tasks.append(Task(self.name, d.name, d, train, base_names, evals, val))
         return tasks
 
+    def tuning_tasks(self, datasets, shots, seed, shortfall):
+        """The base classes split again, as base and novel are: train on the first half (pseudo-base), score the
+        validation images of both halves, each among its own classes (the HM of the two is the score). A dataset
+        with fewer than 4 base classes is left out."""
+        tasks = []
+        for [d] in self.training_groups(datasets):
+            base, _ = split_base_novel(d.num_classes)
+            if len(base) < MIN_BASE2NOVEL_CLASSES:
+                continue
+            halves = split_base_novel(len(base))
+            pseudo_base, pseudo_novel = ([base[i] for i in half] for half in halves)
+            shortfall(d, pseudo_base)
+            fs = draw_few_shot(d, shots, seed)
+            names = [d.classnames[i] for i in pseudo_base]
+            evals = [
+                EvalSplit("base", d, subsample_classes(d.val, pseudo_base), names),
+                EvalSplit("novel", d, subsample_classes(d.val, pseudo_novel), [d.classnames[i] for i in pseudo_novel]),
+            ]
+            train, val = subsample_classes(fs.train, pseudo_base), subsample_classes(fs.val, pseudo_base)
+            tasks.append(Task(self.name, d.name, d, train, names, evals, val))
+        return tasks
+
     def score(self, task, accs):
         if "novel" not in accs:  # a method that cannot name novel classes: novel and HM are not applicable
             return {"base": accs["base"]}
@@ -219,6 +266,7 @@ class CrossDataset(Protocol):
     name = "cross-dataset"
     per_dataset = False
     metrics = ("source", "target_average")
+    tuning_metric = "source"  # the targets are unseen datasets: tuning reads the source's validation images only
 
     def benchmark_datasets(self, datasets, source):
         return [source, *(d for d in Base2Novel().benchmark_datasets(datasets, source) if d != source)]
@@ -307,6 +355,27 @@ def make_tasks(
     return chosen.make_tasks(datasets, shots, seed, shortfall)
 
 
+def tuning_tasks(
+    protocol: str, datasets: list[ImageDataset], *, shots: int, seed: int, notes: list[str] | None = None
+) -> list[Task]:
+    """*protocol*'s tuning tasks (:meth:`Protocol.tuning_tasks`): training and validation images of trained classes."""
+
+    def shortfall(d: ImageDataset, labels=None) -> None:
+        note = check_shots(d, shots, labels)
+        if note and notes is not None and note not in notes:
+            notes.append(note)
+
+    if not datasets:
+        raise MmaError("No datasets were given; pass --data.")
+    tasks = get_protocol(protocol).tuning_tasks(datasets, shots, seed, shortfall)
+    if not tasks:
+        raise MmaError(
+            f"No dataset can be tuned on under {protocol} (base-to-novel tuning splits the base classes again, so it "
+            f"needs at least {2 * MIN_BASE2NOVEL_CLASSES} classes); give larger datasets."
+        )
+    return tasks
+
+
 def evaluate_task(
     loaded: LoadedModel,
     task: Task,
@@ -326,7 +395,8 @@ def evaluate_task(
         if not method.can_classify(e.classnames):
             continue
         accs[e.name] = method_accuracy(
-            loaded, method, e.dataset, e.samples, e.classnames, template or e.dataset.template, device=device,
+            loaded, method, e.dataset, e.samples, e.classnames, type(method).prompt_template(e.dataset, template),
+            device=device,
             workers=workers, cache=cache, cache_dir=cache_dir,
         )  # fmt: skip
     return accs

@@ -14,17 +14,18 @@ official lr 0.0015 and alpha 0.001 are calibrated for ViT-B/16 (768/512-wide tow
 steps per dataset). On the embedded ``mma-tiny`` that recipe leaves every prediction unchanged, so a k sweep
 would be flat.
 
-``mma-tiny`` makes the adapter matter on the small model: alpha 0.03, lr 0.1, 15 epochs, and no
-random-resized-crop zoom or horizontal flip (the model was pretrained on unzoomed 32 px images with small
-shifts, and flipping changes letters, digits and arrows). It was chosen on the downstream suite's
-*validation* splits only, by ``figures/recipe_search.py`` (alpha x lr x epochs grid plus points beyond
-its edges, base-to-novel validation HM; the table is ``figures/recipe_search.csv``). For
-cross-dataset and domain generalisation it takes the paper's k = 9 (the same depth: the model has
-ViT-B/16's 12 blocks), alpha 0.1, lr 0.01 in batches of 8 for 3 epochs (the paper: 1): the best target
-validation average of ``figures/xd_recipe_search.py`` (k {9, 12} x alpha x lr x batch x epochs {1, 3},
-fitted on the source, scored on the validation splits of the source and the eight targets;
-``figures/xd_recipe_search.csv``). Base-to-novel and few-shot have no protocol k, so there k comes from
-the probe selection.
+``mma-tiny`` is every method's recipe on the embedded model: no random-resized-crop zoom or horizontal flip for
+any method (the model was pretrained on unzoomed 32 px images with small shifts, and flipping changes letters,
+digits and arrows), and the values ``mma tune`` chose for each method with one shared budget, on validation images
+of base classes only (``adapters/tuned/mma-tiny-<method>.json``, written by ``figures/regenerate.sh``; each file
+records every candidate's score and the command). MMA was tuned at k = 5, the paper's base-to-novel k, fixed
+before any k was swept; for cross-dataset and domain generalisation it takes the paper's k = 9 (the model has
+ViT-B/16's 12 blocks) with the same tuned values. Base-to-novel and few-shot have no protocol k, so there k comes
+from the probe selection.
+
+``released`` is the official MMA code's values alone: the released code ships only the base-to-novel configs
+(k = 5, 5 epochs; ImageNet batch 128), so it runs every protocol at those; ``paper`` takes k = 9 and one epoch for
+cross-dataset and domain generalisation from the paper's text instead.
 
 ``auto`` (the CLI default) picks ``mma-tiny`` for the embedded model and ``paper`` for every other model.
 
@@ -53,17 +54,22 @@ trains at the selected k, and ``--protocol cross-dataset`` or ``domain-gen`` at 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 
 from mma.errors import MmaError
 from mma.probe.embedded import EMBEDDED_NAME
 
 from .method_base import MethodBase
-from .methods import DEFAULT
+from .methods import BUILT_IN, DEFAULT
 
 __all__ = [
     "RECIPES",
+    "EMBEDDED_RECIPE",
+    "TUNED",
+    "tuned_records",
     "Recipe",
     "MethodValues",
     "Settings",
@@ -104,11 +110,37 @@ class Recipe:
     name: str
     methods: Mapping[str, MethodValues] = field(default_factory=dict)
     published: bool = False
+    files: Mapping[str, str] = field(default_factory=dict)  # method (or method/protocol) -> where its values come from
+
+    def publishes(self, method: type[MethodBase]) -> bool:
+        """Whether *method* runs at its published per-protocol and per-dataset values here (a recipe that says
+        nothing of a method leaves it at them)."""
+        return self.published or method.name not in self.methods
 
     def values_for(self, method: type[MethodBase]) -> MethodValues:
-        if self.published:
+        if self.publishes(method):
             return MethodValues(protocols=method.paper_protocols, datasets=method.paper_datasets)
-        return self.methods.get(method.name, MethodValues())
+        return self.methods[method.name]
+
+    def where(self, method: type[MethodBase], where: str = "") -> str:
+        """The official file (or tuning record) the values for *where* ("", a protocol, a dataset) come from."""
+        key = f"{method.name}/{where}" if where else method.name
+        return self.files.get(key) or (method.paper_file(where) if self.publishes(method) or where else "")
+
+    def provenance(
+        self, protocol: str, dataset: str | None = None, method: type[MethodBase] = DEFAULT
+    ) -> dict[str, str]:
+        """``{source: file}``: where each of :meth:`layers`' sources (and the method's paper default) comes from."""
+        out = {method.qualify(PAPER_DEFAULT): method.paper_file("")}
+        labels = [
+            ("", method.qualify(f"recipe {self.name}")),
+            (protocol, method.qualify(f"protocol default ({self.name}, {protocol})")),
+        ]
+        if dataset is not None:
+            labels.append((dataset, method.qualify(f"dataset default ({self.name}, {dataset})")))
+        for where, label in labels:
+            out[label] = self.where(method, where)
+        return {label: file for label, file in out.items() if file}
 
     def layers(
         self, protocol: str, dataset: str | None = None, method: type[MethodBase] = DEFAULT
@@ -138,34 +170,56 @@ class Recipe:
 # whole image unchanged (as a random-resized crop of scale 1 without flips gave it, tensor for tensor), and the
 # frozen part of the image tower is computed once per image (mma.adapters.frozen)
 _EMBEDDED_AUGMENTATION = {"augment": False}
-_EMBEDDED_XD = {"k": 9, "epochs": 3, "alpha": 0.1, "lr": 0.01, "batch_size": 8}
+#: the folder of the tuning records behind the embedded recipe (package data), one per method
+TUNED = "tuned"
+#: MMA's k for cross-dataset and domain generalisation on the embedded model: the paper's (its text)
+_EMBEDDED_XD = {"k": 9}
 
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe("paper", published=True),
-        Recipe(
-            "mma-tiny",
-            {
-                "mma": MethodValues(
-                    values={"alpha": 0.03, "lr": 0.1, "epochs": 15, **_EMBEDDED_AUGMENTATION},
-                    # k, epochs and the optimisation chosen by figures/xd_recipe_search.py on validation splits
-                    protocols={"cross-dataset": _EMBEDDED_XD, "domain-gen": _EMBEDDED_XD},
-                ),
-                # the other methods keep their papers' optimisation; only the augmentation follows the embedded
-                # model's pretraining (unzoomed 32 px images, where flips change letters, digits and arrows): none,
-                # as MMA's
-                **{m: MethodValues(values=_EMBEDDED_AUGMENTATION) for m in ("coop", "cocoop", "clip-adapter")},
-            },
-        ),
-    )
-}
+
+def tuned_records(model: str = EMBEDDED_NAME) -> dict[str, tuple[str, dict]]:
+    """``{method: (file, record)}``: what ``mma tune`` chose for each method on *model* (``adapters/tuned/``)."""
+    out = {}
+    folder = resources.files("mma.adapters").joinpath(TUNED)
+    for entry in sorted(folder.iterdir() if folder.is_dir() else (), key=lambda e: e.name):
+        if entry.name.startswith(f"{model}-") and entry.name.endswith(".json"):
+            record = json.loads(entry.read_text(encoding="utf-8"))
+            out[record["search"]["method"]] = (f"adapters/{TUNED}/{entry.name}", record)
+    return out
+
+
+def _embedded() -> Recipe:
+    """``mma-tiny``: no augmentation for any method, and each method's tuned values (the module docstring)."""
+    tuned = tuned_records()
+    methods = {
+        name: MethodValues(values={**_EMBEDDED_AUGMENTATION, **record[name]}) for name, (_, record) in tuned.items()
+    }
+    for method in BUILT_IN:  # every method the training loop runs: no augmentation, tuned or not
+        if method.trains and method.fit is None and method.name not in methods:
+            published = MethodValues(_EMBEDDED_AUGMENTATION, method.paper_protocols, method.paper_datasets)
+            methods[method.name] = published
+    depth = methods[DEFAULT.name]
+    methods[DEFAULT.name] = MethodValues(depth.values, {"cross-dataset": _EMBEDDED_XD, "domain-gen": _EMBEDDED_XD})
+    return Recipe(EMBEDDED_RECIPE, methods, files={name: file for name, (file, _) in tuned.items()})
+
+
+def _released() -> Recipe:
+    """``released``: MMA at the official code's base-to-novel config for every protocol; the others' published."""
+    protocols = {p: {"k": _RELEASED_K} for p in ("base2novel", "cross-dataset", "domain-gen")}
+    released = MethodValues(protocols=protocols, datasets=DEFAULT.paper_datasets)
+    config = DEFAULT.paper_file("base2novel")
+    files = {DEFAULT.name: config, **{f"{DEFAULT.name}/{p}": config for p in protocols}}
+    return Recipe("released", {DEFAULT.name: released}, files=files)
+
+
+EMBEDDED_RECIPE = "mma-tiny"
+_RELEASED_K = 5  # the only k the released MMA configs set (vit_b16_ep5.yaml, vit_b16_ep5_imnet.yaml)
+RECIPES: dict[str, Recipe] = {r.name: r for r in (Recipe("paper", published=True), _released(), _embedded())}
 
 
 def get_recipe(name: str, model_name: str) -> Recipe:
     """The recipe *name*; ``auto`` = ``mma-tiny`` for the embedded model, else ``paper``."""
     if name == "auto":
-        name = "mma-tiny" if model_name.split(":")[0] == EMBEDDED_NAME else "paper"
+        name = EMBEDDED_RECIPE if model_name.split(":")[0] == EMBEDDED_NAME else "paper"
     if name not in RECIPES:
         raise MmaError(f"--recipe {name!r} is not valid (valid: auto, {', '.join(RECIPES)}).")
     return RECIPES[name]
@@ -204,6 +258,7 @@ class Settings:
     per_dataset: dict = field(default_factory=dict)
     method: str = DEFAULT.name
     title: str = ""  # how the line starts (default: "Recipe NAME, PROTOCOL"; a method may name itself in it)
+    provenance: dict = field(default_factory=dict)  # source -> the official file (or tuning record) behind it
 
     def for_dataset(self, dataset: str) -> tuple[dict, dict]:
         """``(values, sources)`` for training on *dataset*."""
@@ -223,6 +278,7 @@ class Settings:
             "per_dataset": {
                 d: {n: {"value": v, "source": s} for n, (v, s) in diff.items()} for d, diff in self.per_dataset.items()
             },
+            "provenance": self.provenance,
         }
 
     def line(self) -> str:
@@ -238,7 +294,8 @@ class Settings:
                 by_source.setdefault(source, []).append(f"{name}={_show(value)}")
             parts += [f"on {dataset}, {s}: {', '.join(v)}" for s, v in by_source.items()]
         title = self.title or f"Recipe {self.recipe}, {self.protocol}"
-        return f"{title}: " + "; ".join(parts) + "."
+        where = [f"{source} = {file}" for source, file in self.provenance.items()]
+        return f"{title}: " + "; ".join(parts) + "." + (f" From: {'; '.join(where)}." if where else "")
 
 
 def _show(value) -> str:

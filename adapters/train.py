@@ -320,7 +320,7 @@ def fit_method(
     if not samples:
         raise MmaError(f"Dataset {dataset.name!r} has no training images for this task; nothing can be trained.")
     effective_batch_size(cfg.batch_size, len(samples), distributed.world().size)
-    template = template or dataset.template
+    template = kind.prompt_template(dataset, template)
     state_path = Path(state_path) if state_path is not None else None
     fingerprint = _fingerprint(cfg, seed, samples, classnames, template, str(loaded.spec), kind.name)
     gen = _seed_all(seed)

@@ -1,7 +1,10 @@
 """The zero-shot model as a method: the frozen model with the dataset's prompt, nothing trained.
 
 It is every comparison's baseline (the papers' "CLIP" rows): it runs beside every other method, once per task
-and without a seed (the frozen model has none), through the same evaluation code as MMA's hooked model.
+and without a seed (the frozen model has none), through the same evaluation code as MMA's hooked model. Like the
+published CLIP rows it reads each dataset's published zero-shot prompt where the data source knows one (CoOp's
+per-dataset templates on ``coop:`` data, ``"a centered satellite photo of {}."`` for EuroSAT, ...); elsewhere, and
+under ``--template``, the same prompt as every other method.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class ZeroShot(MethodBase):
     uses: ClassVar[tuple[str, ...]] = ()
     trains: ClassVar[bool] = False
     published_as: ClassVar[str] = "CLIP"
+    published_prompts: ClassVar[bool] = True  # CoOp's trainers/zsclip.py CUSTOM_TEMPLATES
     colour: ClassVar[str] = "#7f7f7f"  # grey: the baseline
 
     @classmethod

@@ -37,7 +37,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from mma.metrics import harmonic_mean
@@ -67,11 +66,13 @@ COLUMNS = [
     "metric",
     "published",
     "published_source",
+    "published_check",
     "measured",
     "measured_std",
     "seeds",
     "difference",
     "datasets",
+    "prompt",
 ]
 
 
@@ -194,24 +195,33 @@ def _protocol_datasets(published: pd.DataFrame, protocol: str, method: str) -> l
     return list(dict.fromkeys(rows["dataset"]))
 
 
+def _check(row) -> str:
+    """A published cell's check status as printed: ``confirmed``, ..., or ``printed-differs (what reprints print)``."""
+    check = str(getattr(row, "check", "") or "")
+    note = str(getattr(row, "note", "") or "")
+    return f"{check} ({note})" if check == "printed-differs" and note else check
+
+
 def _published_average(published: pd.DataFrame, protocol: str, method: str, datasets: list[str]) -> dict:
-    """``{metric: (value, source)}`` of *method*'s average over *datasets*: the published average when they are all
-    the protocol's datasets, else the mean of the published cells (HM of the means), marked derived."""
+    """``{metric: (value, source, check)}`` of *method*'s average over *datasets*: the published average when they
+    are all the protocol's datasets, else the mean of the published cells (HM of the means), marked derived (its
+    check: every check status of the cells it averages)."""
     rows = published[(published["protocol"] == protocol) & (published["method"] == method)]
     covered = _protocol_datasets(published, protocol, method)
     if covered and sorted(datasets) == sorted(covered):
         avg = rows[rows["dataset"] == "average"]
         if len(avg):
-            return {r.metric: (r.value, r.source) for r in avg.itertuples()}
+            return {r.metric: (r.value, r.source, _check(r)) for r in avg.itertuples()}
     cells = rows[rows["dataset"].isin(datasets) & (rows["metric"] != SOURCE_METRIC)]
     out = {}
     for metric, g in cells.groupby("metric", sort=False):
         if metric == "hm" or set(g["dataset"]) != set(datasets):
             continue
         sources = "/".join(sorted(set(g["source"])))
-        out[metric] = (float(g["value"].mean()), f"derived from {sources} ({len(datasets)} of {len(covered)})")
+        checks = "/".join(sorted(set(g["check"]))) if "check" in g else ""
+        out[metric] = (float(g["value"].mean()), f"derived from {sources} ({len(datasets)} of {len(covered)})", checks)
     if "base" in out and "novel" in out:
-        out["hm"] = (harmonic_mean(out["base"][0], out["novel"][0]), out["base"][1])
+        out["hm"] = (harmonic_mean(out["base"][0], out["novel"][0]), out["base"][1], out["base"][2])
     return out
 
 
@@ -226,20 +236,44 @@ def compare(results: pd.DataFrame, setup: Setup, published: pd.DataFrame | None 
     measured = _measured(_per_seed(results), setup)
     measured["published_method"] = [setup.published_name(m) for m in measured["method"]]
     cells = published.set_index(["protocol", "method", "dataset", "metric"])
-    values, sources = [], []
+    values, sources, checks = [], [], []
     for r in measured.itertuples(index=False):
         if r.dataset == "average":
             avg = _published_average(published, r.protocol, r.published_method, r.datasets.split(","))
-            value, source = avg.get(r.metric, (float("nan"), ""))
+            value, source, check = avg.get(r.metric, (float("nan"), "", ""))
         else:
             key = (r.protocol, r.published_method, r.dataset, r.metric)
-            value, source = (cells.loc[key, "value"], cells.loc[key, "source"]) if key in cells.index else (np.nan, "")
+            value, source, check = (float("nan"), "", "")
+            if key in cells.index:
+                cell = cells.loc[key]
+                value, source, check = cell["value"], cell["source"], _check(cell)
         values.append(float(value))
         sources.append(source)
+        checks.append(check)
     measured["published"] = values
     measured["published_source"] = sources
+    measured["published_check"] = checks
+    measured["prompt"] = _prompts(results, measured)
     measured["difference"] = measured["measured"] - measured["published"]
     return measured[COLUMNS]
+
+
+def _prompts(results: pd.DataFrame, measured: pd.DataFrame) -> list[str]:
+    """The prompt each measured row used (results' ``template``; an average: the one prompt, or "per dataset")."""
+    if "template" not in results:
+        return [""] * len(measured)
+    target = results["metric"].str.startswith("target:")
+    evaluated = results["dataset"].where(~target, results["metric"].str.split(":", n=1).str[-1])
+    keys = [results["protocol"], results["method"], evaluated]
+    used = results["template"].groupby(keys).agg(lambda t: "/".join(sorted(set(t))))
+    out = []
+    for r in measured.itertuples(index=False):
+        if r.dataset == "average":
+            seen = {used.get((r.protocol, r.method, d), "") for d in r.datasets.split(",")} - {""}
+            out.append(next(iter(seen)) if len(seen) == 1 else "per dataset" if seen else "")
+        else:
+            out.append(used.get((r.protocol, r.method, r.dataset), ""))
+    return out
 
 
 @dataclass(frozen=True)
@@ -344,7 +378,9 @@ def side_by_side(
                 row[f"{m} published"] = _number(r.published) if r else ""
                 row[f"{m} measured"] = _measured_text(r) if r else ""
                 row[f"{m} Δ"] = (f"{r.difference:+.2f}" if r and not math.isnan(r.difference) else "") if r else ""
+            row["prompt"] = next((r.prompt for r in by_metric.values() if r.prompt), "")
             row["published source"] = next((r.published_source for r in by_metric.values() if r.published_source), "")
+            row["check"] = "; ".join(dict.fromkeys(r.published_check for r in by_metric.values() if r.published_check))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -371,25 +407,30 @@ def context_table(
         row = {"method": method}
         cells = p[p["method"] == method].set_index(["dataset", "metric"])
         avg = _published_average(published, protocol, method, targets)
-        shown = set()  # the sources of the cells shown
+        shown, checked = set(), set()  # the sources and check statuses of the cells shown
         if split:
             for m in metrics:
-                value, from_ = avg.get(m, (float("nan"), ""))
+                value, from_, check = avg.get(m, (float("nan"), "", ""))
                 row[m] = _number(value)
                 shown |= {from_} - {""}
+                checked |= set(check.split("/")) - {""}
         else:
             for d, metric in [*((d, SOURCE_METRIC) for d in source), *((d, "accuracy") for d in targets)]:
                 key = (d, metric)
                 row[f"{d} (source)" if metric == SOURCE_METRIC else d] = _number(cells["value"].get(key, float("nan")))
                 shown |= {cells["source"][key]} if key in cells.index else set()
-            value, from_ = avg.get("accuracy", (float("nan"), ""))
+                checked |= {cells["check"][key]} if key in cells.index else set()
+            value, from_, check = avg.get("accuracy", (float("nan"), "", ""))
             row["average"] = _number(value)
+            checked |= set(check.split("/")) - {""}
             if from_.startswith("derived"):
                 row["source"] = "; ".join([*sorted(shown), f"average {from_}"])
+                row["check"] = "/".join(sorted(checked))
                 rows.append(row)
                 continue
             shown |= {from_} - {""}
         row["source"] = "; ".join(sorted(shown))
+        row["check"] = "/".join(sorted(checked))
         rows.append(row)
     for method, g in sorted(c.groupby("method", sort=False), key=lambda kv: kv[0] == setup.baseline):
         row = {"method": f"{setup.label(method, g['published_method'].iloc[0])}, measured"}
@@ -404,6 +445,7 @@ def context_table(
                 row[d] = _number(by.get((d, "accuracy"), float("nan")))
             row["average"] = _number(by.get(("average", "accuracy"), float("nan")))
         row["source"] = "this run"
+        row["check"] = ""
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -423,9 +465,11 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 LEGEND = (
     "Published: ViT-B/16, 16 shots, mean of seeds 1-3 (`published_numbers.csv`, shipped with mma). "
-    "`readme`: the official MMA README's averages; `recalled`: recalled rather than read from the papers and "
-    "checked only arithmetically, likely but unconfirmed; `derived`: the mean of the published cells of the "
-    "datasets measured here (the published average covers datasets this run did not have). Measured: mean ± "
+    "Source: `readme`, the official MMA README's averages; `recalled`, written from memory of the papers; "
+    "`derived`, the mean of the published cells of the datasets measured here (the published average covers "
+    "datasets this run did not have). Check, how each cell was verified against printed tables: `confirmed` (the "
+    "same value printed), `secondary` / `secondary-weak` (read off a reprint), `unconfirmed` (no reprint found), "
+    "`printed-differs` (reprints print another value, given beside it). Measured: mean ± "
     "standard deviation over seeds; Δ = measured - published. Seed noise: twice the standard deviation of the "
     "difference between two seed-means, the per-seed spread taken from this run's seeds (the papers publish none); "
     f"zero-shot has no seed and is held to ±{ZERO_SHOT_TOLERANCE} points."

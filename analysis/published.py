@@ -1,12 +1,13 @@
 """The published numbers MMA is compared with, shipped as package data (``published_numbers.csv``).
 
-One tidy row per published cell: ``protocol, method, dataset, metric, value, source``, ViT-B/16, 16 shots,
-mean of seeds 1-3. ``source`` says how sure the cell is (``published_numbers.md`` beside the CSV):
+One tidy row per published cell: ``protocol, method, dataset, metric, value, source, check, checked_against,
+note``, ViT-B/16, 16 shots, mean of seeds 1-3 (``published_numbers.md`` beside the CSV says it in full):
 
-* ``readme``: the 11-dataset base-to-novel averages of the official MMA repository's README;
-* ``recalled``: per-dataset cells recalled rather than read from the papers, checked arithmetically (each
-  row's HM matches its base and novel, the dataset means match the ``readme`` averages): likely but
-  unconfirmed, and printed as such wherever they appear.
+* ``source``: where the value was first taken from (``readme``: the official MMA README's averages; ``recalled``:
+  written from memory of the papers);
+* ``check``: how the cell was then verified against printed tables: ``confirmed`` (305 cells), ``secondary`` /
+  ``secondary-weak`` (read off reprints), ``unconfirmed`` (no reprint found) or ``printed-differs`` (reprints print
+  another value, given in ``note``); every printed table shows it beside the published cell.
 
 Dataset names are the toolkit's CoOp names (:data:`mma.probe.data.coop.COOP_DATASETS`); ``average`` is the
 papers' average (base-to-novel: HM of the averaged base and novel; cross-dataset and domain generalisation:
@@ -24,7 +25,7 @@ import pandas as pd
 __all__ = ["PUBLISHED_FILE", "published_numbers", "published_method"]
 
 PUBLISHED_FILE = "published_numbers.csv"
-COLUMNS = ["protocol", "method", "dataset", "metric", "value", "source"]
+COLUMNS = ["protocol", "method", "dataset", "metric", "value", "source", "check", "checked_against", "note"]
 
 
 @cache
@@ -37,7 +38,8 @@ def _table() -> pd.DataFrame:
 
 
 def published_numbers() -> pd.DataFrame:
-    """The published table (a copy): protocol, method, dataset, metric, value (float, %), source."""
+    """The published table (a copy): protocol, method, dataset, metric, value (float, %), source, check,
+    checked_against, note."""
     return _table().copy()
 
 

@@ -383,7 +383,7 @@ def _flags(**options) -> dict:
 _METHOD_HELP = (
     "Methods to train and evaluate beside the zero-shot model: mma, coop, cocoop, clip-adapter, linear-probe, "
     "zeroshot, or a plugin's ('mma methods' lists them); repeatable or comma-separated (default: mma). Each uses "
-    "its own paper's recipe."
+    "its own published configuration per protocol."
 )
 
 _CACHE_HELP = (
@@ -448,7 +448,7 @@ def train_selected_cmd(
     cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help=_CACHE_HELP)] = None,
     cache_dir: Annotated[Path | None, typer.Option(help=_CACHE_DIR_HELP)] = None,
     recipe: Annotated[
-        str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
+        str, typer.Option(help="auto, paper, released or mma-tiny (auto: mma-tiny for the embedded model).")
     ] = "auto",
     config: Annotated[
         Path | None, typer.Option(help="JSON or TOML file of training options (CLI options win).")
@@ -561,7 +561,15 @@ def reproduce_cmd(
         typer.Option(help="Training precision: fp32, fp16 or bf16. Default: fp16 AMP on CUDA (official), fp32 on CPU."),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes for training images.")] = None,
-    recipe: Annotated[str, typer.Option(help="paper (the published settings), mma-tiny or auto.")] = "paper",
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "paper (the published settings; cross-dataset and domain-gen at the paper text's k 9, 1 epoch), "
+                "released (the released MMA code's config for every protocol), mma-tiny or auto."
+            )
+        ),
+    ] = "paper",
     config: Annotated[
         Path | None, typer.Option(help="JSON or TOML file of training options, over the published settings.")
     ] = None,
@@ -642,7 +650,7 @@ def sweep_k_cmd(
     epochs: Annotated[int | None, typer.Option(help=_TRAIN_HELP["epochs"])] = None,
     alpha: Annotated[float | None, typer.Option(help=_TRAIN_HELP["alpha"])] = None,
     recipe: Annotated[
-        str, typer.Option(help="auto, paper or mma-tiny (auto: mma-tiny for the embedded model).")
+        str, typer.Option(help="auto, paper, released or mma-tiny (auto: mma-tiny for the embedded model).")
     ] = "auto",
     config: Annotated[Path | None, typer.Option(help="JSON or TOML file of training options.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sweep"),
@@ -669,11 +677,14 @@ def sweep_k_cmd(
     if record is None:  # a torchrun rank other than 0: rank 0 reports
         return
     for k, hm in record["hm"].items():
+        p = record["paired"][k]
+        noise = f" ({p['difference']:+.2f} vs the best, band ±{p['band']:.2f})" if p["band"] is not None else ""
         typer.echo(
-            f"k={k}: HM {hm:.1f}"
+            f"k={k}: HM {hm:.1f}{noise}"
             + ("  <- selected" if k == record["selected_k"] else "")
-            + ("  <- best" if k == record["best_k"] else "")
+            + ("  <- highest mean" if k == record["best_k"] else "")
         )
+    typer.echo(record["selected_verdict"])
     if record["selected_over_best"] is not None:
         typer.echo(
             f"Selected k={record['selected_k']} reaches {100 * record['selected_over_best']:.1f}% of the best "
@@ -682,6 +693,49 @@ def sweep_k_cmd(
     for rule, r in record.get("rules", {}).items():
         typer.echo(f"  rule {rule}: k={r['k']}, HM {r['hm']:.1f} ({r['below_best']:.1f} points below the best k)")
     typer.echo(f"Wrote {out}/k_sweep.png, k_sweep.csv, k_sweep.json")
+
+
+@command("tune")
+@friendly
+def tune_cmd(
+    method: Annotated[str, typer.Option("--method", help="The method to tune ('mma methods' lists them).")] = "mma",
+    data: Annotated[
+        list[str] | None, typer.Option("--data", "-d", help="Data spec; repeatable. Default: the built-in suite.")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="base2novel, few-shot, cross-dataset or domain-gen.")] = "base2novel",
+    budget: Annotated[int, typer.Option(help="Candidates to try (the published values are the first).")] = 8,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds every candidate trains at.")] = "1",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model spec.")] = "mma-tiny",
+    k: Annotated[
+        int | None, typer.Option(help="The k a method with a depth is tuned at (default: its published k).")
+    ] = None,
+    recipe: Annotated[str, typer.Option(help="The recipe the candidates are laid over.")] = "paper",
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of training options over the recipe.")] = None,
+    search_seed: Annotated[int, typer.Option(help="Seed of the candidates' draw.")] = 0,
+    out: Annotated[Path, typer.Option(help="Search folder (recipe.json, candidates/).")] = Path("runs/tune"),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Search a method's own space with a fixed budget, scored on validation images of base classes only.
+
+    Base-to-novel splits the base classes again (pseudo-base / pseudo-novel) and scores the HM of their validation
+    accuracies; no test image and no novel class is read. Writes OUT/recipe.json for train-selected --config.
+    """
+    from mma.app.jobs.tune import TuneConfig, tune
+
+    cfg = TuneConfig(
+        method=method.strip().lower(), data=list(data) if data else None, protocol=protocol, budget=budget,
+        seeds=_split_seeds(seeds), out=out, model=model, k=k, recipe=recipe, config=config, device=device,
+        search_seed=search_seed,
+    )  # fmt: skip
+    recipe_record = tune(cfg)
+    record = recipe_record["search"]
+    for c in record["candidates"]:
+        mark = "  <- chosen" if c["index"] == record["chosen"] else ""
+        typer.echo(f"{c['index']}: {record['metric']} {c['score']:.2f} {c['values']}{mark}")
+    typer.echo(
+        f"Wrote {out}/recipe.json ({len(record['candidates'])} candidates, {record['seconds']:.0f} s of training and "
+        "evaluation); give it to train-selected --config."
+    )
 
 
 @command("evaluate")

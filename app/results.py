@@ -40,7 +40,9 @@ def load_results(out: Path) -> pd.DataFrame:
         if path.name == "skipped.json":
             continue
         r = read_json(path)
+        prompts = r.get("prompts", {})  # the prompt of every evaluated dataset (a target's may differ)
         for metric, value in r["metrics"].items():
+            evaluated = metric.split(":", 1)[1] if metric.startswith("target:") else r["dataset"]
             rows.append(
                 {
                     "protocol": r["protocol"],
@@ -50,6 +52,7 @@ def load_results(out: Path) -> pd.DataFrame:
                     "method": r["method"],
                     "metric": metric,
                     "value": value,
+                    "template": prompts.get(evaluated, r.get("template", "")),
                 }
             )
     if not rows:

@@ -11,6 +11,9 @@ method, a table of values for that method alone, the way Dassl namespaces ``TRAI
     epochs = 5
     [coop]
     n_ctx = 4
+
+A table named ``search`` is a tuning record (``mma tune`` writes ``recipe.json`` as the chosen values in the
+method's table beside its ``search`` record) and sets nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "Selection",
     "DEFAULT_PROBE_RUN",
     "USER_FLAG",
+    "SEARCH_RECORD",
     "read_selection",
     "read_config_file",
     "selection_layers",
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 DEFAULT_PROBE_RUN = Path("runs/probe")
+SEARCH_RECORD = "search"  # the table of a --config file that records a tuning search (mma tune's recipe.json)
 USER_FLAG = "user flag"
 
 
@@ -160,6 +165,7 @@ def read_config_file(config: Path | None) -> dict:
 def _config_values(cfg: TrainSelectedConfig, method: type[MethodBase]) -> dict:
     """The ``--config`` values for *method*: the flat ones, then its own table (other methods' tables are theirs)."""
     values = read_config_file(cfg.config)
+    values = {name: v for name, v in values.items() if name != SEARCH_RECORD}
     tables = {name: v for name, v in values.items() if isinstance(v, dict)}
     unknown = sorted(set(tables) - set(registry()))
     if unknown:
@@ -247,7 +253,12 @@ def settle_method(
             method.make_config(v).validate()
             per_dataset[name] = diff
     title = method.qualify(f"Recipe {recipe.name}, {cfg.protocol}")
-    return Settings(recipe.name, cfg.protocol, values, sources, per_dataset, method.name, title)
+    used = set(sources.values()) | {s for diff in per_dataset.values() for _, s in diff.values()}
+    where = {}
+    for dataset in (None, *per_dataset):
+        where.update(recipe.provenance(cfg.protocol, dataset, method))
+    provenance = {source: file for source, file in where.items() if source in used}
+    return Settings(recipe.name, cfg.protocol, values, sources, per_dataset, method.name, title, provenance)
 
 
 def k_line(

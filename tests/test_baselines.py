@@ -161,8 +161,8 @@ def test_linear_probe_is_scikit_learns_classifier_and_chooses_c_on_val(small):
     Xv = np.concatenate([centres[y] + rng.normal(size=(2, 24)) for y in range(3)])
     yv = np.repeat(np.arange(3), 2)
     C, acc, path = choose_c(X, y, Xv, yv)
-    assert [c for c, _ in path[: len(SEARCH_CS)]] == list(SEARCH_CS)
-    assert acc == max(a for _, a in path) and C == min(c for c, a in path if a == acc)  # ties: the smaller C
+    assert sorted(c for c, _ in path[: len(SEARCH_CS)]) == sorted(SEARCH_CS)
+    assert C == _lpclip(dict(path).__getitem__) and acc == dict(path)[C]
     clf = LogisticRegression(C=C, solver="lbfgs", max_iter=1000).fit(X, y)
     method = LinearProbeMethod(embed_dim=24, classnames=CLASSES)
     method.load_fit(clf, C)
@@ -176,6 +176,47 @@ def test_linear_probe_is_scikit_learns_classifier_and_chooses_c_on_val(small):
     torch.testing.assert_close(got, want)
 
 
+def _lpclip(score, num_step: int = 8) -> float:
+    """CoOp's lpclip/linear_probe.py search, re-stated line for line in its own shape: the grid from 1e6 down, its
+    np.argmax; then num_step steps that fit both ends, "if acc_left < acc_right" the right wins, else the left; the
+    interval halves in log10; the last step's winner is the C its reported accuracy belongs to."""
+    search_list = [1e6, 1e4, 1e2, 1, 1e-2, 1e-4, 1e-6]
+    acc_list = [score(c) for c in search_list]
+    c_peak = search_list[int(np.argmax(acc_list))]
+    c_left, c_right = 0.1 * c_peak, 10 * c_peak
+    c_final = c_peak
+    for _ in range(num_step):
+        acc_left, acc_right = score(c_left), score(c_right)
+        if acc_left < acc_right:
+            c_final = c_right
+            c_left = 0.5 * (np.log10(c_right) + np.log10(c_left))
+            c_right = np.log10(c_right)
+        else:
+            c_final = c_left
+            c_right = 0.5 * (np.log10(c_right) + np.log10(c_left))
+            c_left = np.log10(c_left)
+        c_left, c_right = 10**c_left, 10**c_right
+    return c_final
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_the_c_search_is_lpclips_on_scores_with_ties(case):
+    """search_c against the re-statement on score functions full of ties (accuracies on a coarse grid), as few
+    validation images give; ties on the grid go to the larger C, ties in a step to the smaller one."""
+    from mma.adapters.linear_probe import search_c
+
+    rng = np.random.default_rng(case)
+    levels = rng.integers(0, 4, size=8) / 4  # a step function of log10 C with few distinct values
+
+    def score(c: float) -> float:
+        return float(levels[int(np.clip(np.floor((np.log10(c) + 7) / 2), 0, 7))])
+
+    assert search_c(score) == pytest.approx(_lpclip(score), rel=1e-12)
+    assert search_c(score, steps=0) == _lpclip(score, num_step=0)
+    flat = search_c(lambda c: 0.5)  # every C ties: the grid's first (1e6), then the left end each step
+    assert flat == pytest.approx(_lpclip(lambda c: 0.5)) and flat < 1e6
+
+
 # -- parameter counts: ViT-B/16's widths next to the published numbers -------------------------------------
 
 
@@ -186,6 +227,11 @@ def test_trainable_parameters_at_vit_b16_widths_match_the_published_counts():
     width, embed = cfg["text_cfg"]["width"], cfg["embed_dim"]
     assert (width, embed) == (512, 512)
     assert CoOp(width=width, embed_dim=embed, n_ctx=16).num_parameters() == 8_192  # CoOp: 16 x 512
+    # CoOp as the CoCoOp protocol runs it (the published base-to-novel rows): 4 vectors from "a photo of a"
+    ctxv1 = CoOp.paper_protocols["base2novel"]
+    assert ctxv1 == {"n_ctx": 4, "ctx_init": "a photo of a"} == CoOp.paper_protocols["cross-dataset"]
+    assert CoOp(width=width, embed_dim=embed, n_ctx=ctxv1["n_ctx"]).num_parameters() == 2_048
+    assert "n_ctx" not in CoOp.paper_protocols.get("few-shot", {})  # few-shot: the CoOp paper's 16 vectors
     assert CoCoOp(width=width, embed_dim=embed, n_ctx=4).num_parameters() == 35_360  # CoCoOp's paper
     assert ClipAdapter(embed_dim=embed, reduction=4).num_parameters() == 131_072  # 2 x 512 x 128
     model = open_clip.create_model("ViT-B-16")

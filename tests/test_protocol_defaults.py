@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from mma.adapters.config import TrainConfig
+from mma.adapters.methods import get_method
 from mma.adapters.mma import MultiModalAdapter
 from mma.adapters.recipes import RECIPES, MethodValues, Recipe, Settings, default_precision, get_recipe, settle
 from mma.app.jobs.train_selected import TrainSelectedConfig, resolve_settings
@@ -36,6 +36,13 @@ def _resolve(device_type: str = "cpu", datasets=(), **kw):
 # -- the recipes themselves ---------------------------------------------------------------------------------
 
 
+def _tuned(method: str) -> dict:
+    """The values mma tune chose for *method* on the embedded default (adapters/tuned/)."""
+    from mma.adapters.recipes import tuned_records
+
+    return tuned_records()[method][1][method]
+
+
 def test_the_paper_recipe_carries_the_published_settings():
     paper = RECIPES["paper"]
     assert paper.k_for("base2novel") == (5, "protocol default (paper, base2novel)")
@@ -45,20 +52,12 @@ def test_the_paper_recipe_carries_the_published_settings():
     assert settle(paper.layers("cross-dataset", "imagenet"))[0] == {"k": 9, "epochs": 1, "batch_size": 128}
     assert settle(paper.layers("base2novel", "imagenet"))[0] == {"k": 5, "batch_size": 128}
     assert settle(paper.layers("base2novel", "dtd"))[0] == {"k": 5}
-    # the embedded recipe: its own values, and its validation-chosen values for cross-dataset and domain-gen
+    # the embedded recipe: the tuned values and no augmentation, and the paper's k for cross-dataset and domain-gen
     tiny = RECIPES["mma-tiny"]
     mine = tiny.values_for(MultiModalAdapter)
-    assert dict(mine.values) == {
-        "alpha": 0.03,
-        "lr": 0.1,
-        "epochs": 15,
-        "augment": False,
-    }
+    assert dict(mine.values) == {**_tuned("mma"), "augment": False}
     assert tiny.k_for("cross-dataset") == (9, "protocol default (mma-tiny, cross-dataset)")
-    assert settle(tiny.layers("domain-gen", "objects"))[0] == {
-        **mine.values,
-        **{"k": 9, "epochs": 3, "alpha": 0.1, "lr": 0.01, "batch_size": 8},
-    }
+    assert settle(tiny.layers("domain-gen", "objects"))[0] == {**mine.values, "k": 9}
     assert tiny.k_for("base2novel") is None and tiny.k_for("few-shot") is None
     assert get_recipe("auto", "mma-tiny:random").name == "mma-tiny"
     assert get_recipe("auto", "ViT-B-16-quickgelu:openai").name == "paper"
@@ -123,7 +122,7 @@ def test_the_embedded_default_takes_the_probe_k_for_base2novel_and_the_recipes_k
         assert r.k_line.startswith("k = 3 from the probe selection (default run")
     for protocol in ("cross-dataset", "domain-gen"):
         r = _resolve(model=None, protocol=protocol)
-        assert (r.settings.values["k"], r.settings.values["epochs"]) == (9, 3)
+        assert (r.settings.values["k"], r.settings.values["epochs"]) == (9, _tuned("mma")["epochs"])
         assert r.settings.sources["k"] == f"protocol default (mma-tiny, {protocol})"
         assert r.k_line.startswith(f"k = 9 from the protocol default (mma-tiny, {protocol}); it wins over k = 3")
 
@@ -204,28 +203,57 @@ def test_settings_record_and_line_name_every_value_and_its_source():
     assert record["sources"]["k"] == "user flag" and record["values"]["epochs"] == 1
 
 
-def test_the_embedded_recipe_is_the_validation_search_winner():
-    """``mma-tiny``'s values are the best validation HM of figures/recipe_search.csv (never test accuracy)."""
-    import pandas as pd
+def test_every_embedded_recipe_is_its_tuning_searchs_winner_on_validation_data():
+    """``mma-tiny``'s values of every method are the best-scored candidate of its ``mma tune`` record, a search of
+    the same budget and seeds for every method that read no test image and no novel class."""
+    from mma.adapters.recipes import tuned_records
+    from mma.adapters.search import candidates
+    from mma.app.jobs.tune import READ
 
-    table = pd.read_csv(Path(__file__).parents[1] / "figures" / "recipe_search.csv")
-    candidates = table[~table["recipe"].isin(["zero-shot", "paper"])]
-    best = candidates.loc[candidates["val_hm"].idxmax()]
-    values = RECIPES["mma-tiny"].values_for(MultiModalAdapter).values
-    assert (values["alpha"], values["lr"], values["epochs"]) == (best["alpha"], best["lr"], best["epochs"])
-    for name in ("batch_size", "crop_scale_min"):  # a point beyond the grid that won would set these too
-        assert name not in best or pd.isna(best[name]) or values.get(name) == best[name]
-    assert best["val_hm"] > table.loc[table["recipe"] == "zero-shot", "val_hm"].item()
+    records = tuned_records()
+    assert set(records) == {"mma", "coop", "cocoop", "clip-adapter"}
+    budgets = {
+        (r["search"]["budget"], tuple(r["search"]["seeds"]), r["search"]["search_seed"]) for _, r in records.values()
+    }
+    assert len(budgets) == 1, f"the methods were tuned with different budgets: {budgets}"
+    for name, (_, record) in records.items():
+        search = record["search"]
+        method = get_method(name)
+        assert search["method"] == name and search["read"] == READ and search["protocol"] == "base2novel"
+        assert search["metric"] == "hm"
+        tried = search["candidates"]
+        # the candidates are the published point and the draw mma.adapters.search makes, in order
+        assert [c["values"] for c in tried] == candidates(method, search["budget"], search["base"], seed=0)
+        assert tried[0]["published"] and not any(c["published"] for c in tried[1:])
+        best = max(tried, key=lambda c: (c["score"], -c["index"]))
+        assert record[name] == best["values"] and search["chosen"] == best["index"]
+        values = RECIPES["mma-tiny"].values_for(method).values
+        assert {k: values[k] for k in best["values"]} == best["values"] and values["augment"] is False
+    assert records["mma"][1]["search"]["base"]["k"] == MultiModalAdapter.paper_protocols["base2novel"]["k"]
 
 
-def test_the_embedded_cross_dataset_values_are_the_validation_search_winner():
-    """mma-tiny's cross-dataset values are the best target validation average of figures/xd_recipe_search.csv."""
-    import pandas as pd
-
-    table = pd.read_csv(Path(__file__).parents[1] / "figures" / "xd_recipe_search.csv")
-    candidates = table[table["recipe"] != "zero-shot"]
-    best = candidates.loc[candidates["val_target_average"].idxmax()]
+def test_the_embedded_transfer_protocols_take_the_papers_k_with_the_tuned_values():
+    tuned = RECIPES["mma-tiny"].values_for(MultiModalAdapter)
     for protocol in ("cross-dataset", "domain-gen"):
-        values = RECIPES["mma-tiny"].values_for(MultiModalAdapter).protocols[protocol]
-        searched = ("k", "alpha", "lr", "batch_size", "epochs")
-        assert tuple(values[v] for v in searched) == tuple(best[v] for v in searched)
+        assert tuned.protocols[protocol] == {"k": MultiModalAdapter.paper_protocols[protocol]["k"]}
+
+
+def test_the_released_recipe_runs_every_protocol_at_the_released_config_and_says_where_values_come_from(cwd):
+    """The released MMA code ships only the base-to-novel configs: --recipe released runs cross-dataset and
+    domain-gen at them (k 5, 5 epochs); --recipe paper takes k 9 and one epoch from the paper's text. Every value's
+    official file is recorded with the settings."""
+    released = _resolve(protocol="cross-dataset", recipe="released", datasets=["imagenet"]).settings
+    assert (released.values["k"], released.values["epochs"]) == (5, 5)
+    assert released.for_dataset("imagenet")[0]["batch_size"] == 128
+    assert released.provenance["protocol default (released, cross-dataset)"].endswith("vit_b16_ep5.yaml")
+    paper = _resolve(protocol="cross-dataset", recipe="paper", datasets=["imagenet"]).settings
+    assert "paper's text" in paper.provenance["protocol default (paper, cross-dataset)"]
+    assert paper.provenance["paper default"].endswith("vit_b16_ep5.yaml")
+    assert paper.provenance["dataset default (paper, imagenet)"].endswith("vit_b16_ep5_imnet.yaml")
+    assert "From: paper default = MMA configs/trainers/MultiModalAdapter/vit_b16_ep5.yaml" in paper.line()
+    assert paper.record()["provenance"] == paper.provenance
+    coop = _resolve(protocol="base2novel", recipe="paper", methods=["coop"]).method_settings["coop"]
+    assert (coop.values["n_ctx"], coop.values["ctx_init"]) == (4, "a photo of a")
+    assert "vit_b16_ctxv1.yaml" in coop.provenance["protocol default (paper, base2novel) (coop)"]
+    few = _resolve(protocol="few-shot", recipe="paper", methods=["coop"]).method_settings["coop"]
+    assert (few.values["n_ctx"], few.values["ctx_init"]) == (16, "")

@@ -399,3 +399,59 @@ def test_side_by_side_marks_recalled_cells_and_readme_averages():
     assert rows.loc["average (11 datasets)", "published source"] == "readme"
     assert rows.loc["average (11 datasets)", "hm published"] == "79.87"
     assert rows.loc["imagenet", "base measured"] == "77.31 ± 0.40"
+
+
+# -- zero-shot as published, every method with published rows compared -----------------------------------------
+
+
+def test_zero_shot_reads_coops_published_prompts_and_mma_its_official_one(reproduced):
+    """The CLIP rows were measured with CoOp's per-dataset templates (trainers/zsclip.py): so is the zero-shot model
+    on coop: data; MMA keeps "a photo of a {}." (its released TEXT_CTX_INIT); the tables say which each row read."""
+    out = reproduced.out
+    zs = json.loads((out / "base2novel" / "results" / "base2novel" / "eurosat" / "zeroshot.json").read_text())
+    assert zs["template"] == "a centered satellite photo of {}."
+    dtd = json.loads((out / "base2novel" / "results" / "base2novel" / "dtd" / "zeroshot.json").read_text())
+    assert dtd["template"] == "{} texture."
+    (mine,) = (out / "base2novel" / "results" / "base2novel" / "eurosat").glob("seed1-k*-mma.json")
+    assert json.loads(mine.read_text())["template"] == "a photo of a {}."
+    xd = json.loads((out / "cross-dataset" / "results" / "cross-dataset" / "imagenet" / "zeroshot.json").read_text())
+    assert xd["prompts"] == {
+        "imagenet": "a photo of a {}.",
+        "dtd": "{} texture.",
+        "eurosat": "a centered satellite photo of {}.",
+    }
+    c = reproduced.comparison.set_index(["protocol", "method", "dataset", "metric"])
+    assert c.loc[("base2novel", "zeroshot", "eurosat", "base"), "prompt"] == "a centered satellite photo of {}."
+    assert c.loc[("cross-dataset", "zeroshot", "dtd", "accuracy"), "prompt"] == "{} texture."
+    assert c.loc[("base2novel", "zeroshot", "average", "base"), "prompt"] == "per dataset"
+    assert c.loc[("base2novel", "mma", "average", "base"), "prompt"] == "a photo of a {}."
+    text = (out / "comparison.md").read_text()
+    assert "| prompt |" in text and "a centered satellite photo of {}." in text
+
+
+def test_a_user_template_is_every_methods_prompt(coop_root):
+    from mma.adapters.methods import registry
+    from mma.probe.data import load_datasets
+
+    (eurosat,) = load_datasets(f"coop:{coop_root}:eurosat")
+    assert eurosat.published_template == "a centered satellite photo of {}."
+    published = {name for name, m in registry().items() if m.prompt_template(eurosat) == eurosat.published_template}
+    assert published == {"zeroshot", "clip-adapter"}  # the two published with CoOp's per-dataset templates
+    (mine,) = load_datasets(f"coop:{coop_root}:eurosat", template="a photo of {}.")
+    assert {m.prompt_template(mine) for m in registry().values()} == {"a photo of {}."}
+
+
+def test_reproduce_compares_every_method_with_published_rows(coop_root, tmp_path):
+    fast = {"epochs": 1, "batch_size": 4}
+    run = reproduce(_config(coop_root, tmp_path / "r", seeds=[1], methods=["coop", "cocoop"], train=fast))
+    c = run.comparison
+    for protocol in ("base2novel", "cross-dataset", "domain-gen"):
+        for method, published in (("coop", "CoOp"), ("cocoop", "CoCoOp")):
+            rows = c[(c["protocol"] == protocol) & (c["method"] == method)]
+            assert (rows["published_method"] == published).all() and rows["published"].notna().any(), protocol
+    text = (run.out / "comparison.md").read_text()
+    assert "CoOp" in text and "CoCoOp" in text and "| check |" in text
+    # CoOp ran at the CoCoOp protocol's configuration behind its published rows: 4 vectors from "a photo of a"
+    record = json.loads((run.out / "base2novel" / "train-coop.json").read_text())
+    assert (record["train_config"]["n_ctx"], record["train_config"]["ctx_init"]) == (4, "a photo of a")
+    assert "vit_b16_ctxv1.yaml" in record["recipe_line"]

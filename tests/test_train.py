@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -187,6 +188,8 @@ def test_sweep_k_plots_and_compares_with_the_selection(tmp_path):
     record = job.sweep_k(cfg, [5, 6])
     assert record["ks"] == [5, 6] and record["selected_k"] == 5 and record["best_k"] in (5, 6)
     assert 0 < record["selected_over_best"] <= 1
+    assert set(record["paired"]) == {5, 6} and record["best_k"] in record["within_noise_of_best"]
+    assert record["selected_verdict"].startswith("The selected k = 5")
     for name in ("k_sweep.png", "k_sweep.pdf", "k_sweep.csv", "k_sweep.json"):
         assert (tmp_path / "sweep" / name).is_file()
 
@@ -224,3 +227,31 @@ def test_mma_plus_plus_options(tiny, colour_data):
     assert result.adapter.alpha == 0.05  # the inference alpha is set after training
     # the consistency term (-lambda * cosine, two towers) lowers the loss by up to 2 * lambda
     assert all(c < p for c, p in zip(result.losses, plain.losses))
+
+
+def test_the_k_sweep_pairs_each_k_with_the_best_by_seed_and_calls_best_only_beyond_noise():
+    import pandas as pd
+
+    from mma.app.jobs.sweep_k import _verdict, paired_to_best
+
+    # three seeds: k 2 is best on average, k 1 trails it by a steady 1 point, k 3 by a noisy 0.5
+    rows = [(1, s, 50.0 + s) for s in (1, 2, 3)] + [(2, s, 51.0 + s) for s in (1, 2, 3)]
+    rows += [(3, 1, 53.0), (3, 2, 51.5), (3, 3, 53.0)]
+    per_seed = pd.DataFrame(rows, columns=["k", "seed", "hm"])
+    paired = paired_to_best(per_seed, best_k=2)
+    assert paired[2] == {"difference": 0.0, "std": 0.0, "seeds": 3, "band": 0.0, "within_noise": True}
+    assert paired[1]["difference"] == pytest.approx(-1.0) and paired[1]["band"] == pytest.approx(0.0)
+    assert not paired[1]["within_noise"]  # the same -1 on every seed: beyond noise
+    d3 = [53.0 - 52.0, 51.5 - 53.0, 53.0 - 54.0]
+    assert paired[3]["difference"] == pytest.approx(np.mean(d3))
+    assert paired[3]["band"] == pytest.approx(2 * np.std(d3, ddof=1) / np.sqrt(3)) and paired[3]["within_noise"]
+    assert "not the best beyond noise" in _verdict(2, 2, paired) and "k = 3" in _verdict(2, 2, paired)
+    assert _verdict(1, 2, paired).startswith("The selected k = 1 lies below the seed noise of the best k = 2")
+    assert _verdict(3, 2, paired).startswith("The selected k = 3 lies within seed noise of the best k = 2")
+    clear = paired_to_best(per_seed[per_seed["k"] != 3], best_k=2)
+    assert (
+        _verdict(2, 2, clear)
+        == "The selected k = 2 is the best k beyond seed noise (every other k lies below its band)."
+    )
+    one = paired_to_best(per_seed[per_seed["seed"] == 1], best_k=2)
+    assert one[1]["band"] is None and one[1]["within_noise"]  # one seed: nothing can be said

@@ -257,10 +257,10 @@ def test_checkpoints_record_their_data_and_evaluate_uses_it(trained, small):
 def test_results_csv_holds_whole_seeds_and_ks(trained):
     cfg, _ = trained
     lines = (cfg.out / "results.csv").read_text().splitlines()
-    assert lines[0] == "protocol,dataset,seed,k,method,metric,value"
+    assert lines[0] == "protocol,dataset,seed,k,method,metric,value,template"  # the prompt each row read
     mma = [line.split(",") for line in lines[1:] if ",mma," in line]
     zero = [line.split(",") for line in lines[1:] if ",zeroshot," in line]
-    assert mma and all(row[2] == "1" and row[3] == "5" for row in mma)
+    assert mma and all(row[2] == "1" and row[3] == "5" and row[7] == "a photo of a {}." for row in mma)
     assert zero and all(row[2] == "" and row[3] == "" for row in zero)
 
 

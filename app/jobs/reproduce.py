@@ -25,7 +25,8 @@ but is incomplete is an error naming the missing file. Run folder (``--out``)::
 
     <protocol>/                  a train-selected run folder (results/, checkpoints/, results.csv, train-k<K>.json)
     comparison.csv               tidy: protocol, method, published_method, dataset, metric, published,
-                                 published_source, measured, measured_std, seeds, difference, datasets
+                                 published_source, published_check, measured, measured_std, seeds, difference,
+                                 datasets
     comparison.md                the side-by-side tables, the verdicts and the published context
     reproduce.json               the configuration, what was skipped and why, the verdicts
 

@@ -3,12 +3,14 @@
 Trains and evaluates the depth-indexed method (MMA) base-to-novel at every k (one train-selected run per k in
 one folder, the model loaded once), the other methods of ``--method`` once, and plots base / novel / HM against
 k with the zero-shot model and the other methods as horizontal lines. Writes ``k_sweep.png`` / ``.pdf`` /
-``.csv`` and ``k_sweep.json`` (every k's HM, the best k, the selected k and each rule's k, and how far each lies
-below the best).
+``.csv`` and ``k_sweep.json`` (every k's HM, the best k, the selected k and each rule's k, how far each lies
+below the best, and each k's difference to the best paired by seed with its noise band, :func:`paired_to_best`: the
+selected k is called the best only when every other k lies below that band).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,6 +68,44 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
     return _report(cfg, runs[-1].results, swept, ks, selected, rules, str(spec))
 
 
+def paired_to_best(per_seed, best_k: int) -> dict[int, dict]:
+    """For every k, its HM minus the best k's, paired by seed (the same few-shot draws): the mean, the standard
+    deviation over seeds, and the noise band, twice the standard error of the mean (``2 * std / sqrt(n)``). A k lies
+    *within noise* of the best when its mean difference is no further below zero than that band; with one seed
+    nothing can be said (band None, within noise)."""
+    wide = per_seed.pivot_table(index="seed", columns="k", values="hm")
+    out = {}
+    for k in wide.columns:
+        diff = (wide[k] - wide[best_k]).dropna()
+        n = len(diff)
+        std = float(diff.std()) if n > 1 else float("nan")
+        band = 2 * std / math.sqrt(n) if n > 1 else None
+        within = band is None or float(diff.mean()) >= -band - 1e-9
+        out[int(k)] = {
+            "difference": float(diff.mean()), "std": std, "seeds": n, "band": band, "within_noise": bool(within),
+        }  # fmt: skip
+    return out
+
+
+def _verdict(selected: int | None, best_k: int, paired: dict[int, dict]) -> str:
+    """One sentence on the selected k: the best beyond seed noise, within the noise of the best, or below it."""
+    close = [k for k, p in paired.items() if p["within_noise"] and k != best_k]
+    if selected is None or selected not in paired:
+        return f"k = {best_k} has the highest mean HM; within seed noise of it: {close or 'no other k'}."
+    if selected == best_k:
+        if close:
+            return (
+                f"The selected k = {selected} has the highest mean HM, but k = {', '.join(map(str, close))} lie within "
+                "seed noise of it, so it is not the best beyond noise."
+            )
+        return f"The selected k = {selected} is the best k beyond seed noise (every other k lies below its band)."
+    p = paired[selected]
+    where = "within seed noise of" if p["within_noise"] else "below the seed noise of"
+    return f"The selected k = {selected} lies {where} the best k = {best_k} ({p['difference']:+.2f} HM, noise band " + (
+        f"±{p['band']:.2f})." if p["band"] is not None else "unknown with one seed)."
+    )
+
+
 def _report(cfg, results, swept, ks: list[int], selected, rules: dict, model: str) -> dict:
     """The figure and ``k_sweep.json``: every k's HM (mean of the per-seed HMs), the best and the selected k."""
     rows = results[(results["method"] == swept.name) & results["k"].isin(ks)]
@@ -99,10 +139,14 @@ def _report(cfg, results, swept, ks: list[int], selected, rules: dict, model: st
     )
     hm = tidy[tidy["metric"] == "hm"].groupby("k")["value"].mean()
     best_k = int(hm.idxmax())
+    paired = paired_to_best(per_seed, best_k)
     record = {
         "ks": ks,
         "hm": {int(k): float(v) for k, v in hm.items()},
         "best_k": best_k,
+        "paired": paired,
+        "within_noise_of_best": [k for k, p in paired.items() if p["within_noise"]],
+        "selected_verdict": _verdict(selected, best_k, paired),
         "selected_k": selected,
         "selected_over_best": (float(hm[selected] / hm[best_k]) if selected in hm.index else None),
         "selected_below_best": (float(hm[best_k] - hm[selected]) if selected in hm.index else None),

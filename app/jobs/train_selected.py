@@ -341,9 +341,16 @@ def _evaluate_baseline(ctx: RunContext, tasks: list[Task], todo: list[int], bar)
                     "model": ctx.resolved.model,
                     "weights": ctx.loaded.weights_id,
                     "cache": shared.cache,
+                    "template": BASELINE.prompt_template(task.dataset, ctx.cfg.template),
+                    "prompts": _prompts(BASELINE, task, ctx.cfg.template),
                     "metrics": task_metrics(task, accs),
                 },
             )
+
+
+def _prompts(method: type[MethodBase], task: Task, template: str | None) -> dict[str, str]:
+    """The prompt *method* read on each dataset *task* evaluates (the published one where it was published so)."""
+    return {e.dataset.name: method.prompt_template(e.dataset, template) for e in task.evals}
 
 
 def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int) -> None:
@@ -377,7 +384,8 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
         "recipe": ctx.resolved.recipe.name,
         "train_config": train_cfg.values(),
         "train_sources": train_sources,
-        "template": cfg.template or task.dataset.template,
+        "template": method.prompt_template(task.dataset, cfg.template),
+        "prompts": _prompts(method, task, cfg.template),
         "data": list(dict.fromkeys(ctx.data_specs[name] for name in evaluated)),
     }
     ckpt = ctx.out / "checkpoints" / f"{stem}.safetensors" if cfg.checkpoints else None
@@ -403,7 +411,7 @@ def _trained(ctx: RunContext, method: type[MethodBase], task: Task, seed: int, t
     """*method* trained on *task* at *seed*, and what it chose while fitting: trained here, or the very training
     another protocol of this cache folder already ran (same weights, method, values, seed, samples, classes, prompt:
     ``reproduce`` trains the ImageNet adapter of cross-dataset and domain generalisation once when they agree)."""
-    template = ctx.cfg.template or task.dataset.template
+    template = method.prompt_template(task.dataset, ctx.cfg.template)
     key = training_key(
         ctx.loaded, method, task.train, task.classnames, train_cfg, seed=seed, template=template, device=ctx.device,
         val=task.val,

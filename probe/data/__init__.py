@@ -130,6 +130,7 @@ def load_datasets(
         for d in datasets:
             d.prompts(template)  # validates the template
             d.template = template
+            d.published_template = None  # the user's prompt, for every method
     return datasets
 
 

@@ -71,6 +71,12 @@ class ImageDataset:
         Content hash of the split definition (for on-disk sources: of the split file itself). Keys caches.
     source:
         The data spec this dataset came from (e.g. ``"coop:/data"``), recorded in manifests.
+    template:
+        The prompt every method reads by default (``"a photo of a {}."``, MMA's official context).
+    published_template:
+        The per-dataset prompt of the published zero-shot rows, where the data source knows one (CoOp's
+        ``zsclip.py`` templates for the CoOp datasets); methods that were published with it read it
+        (:meth:`mma.adapters.method_base.MethodBase.prompt_template`). None: :attr:`template`.
     """
 
     name: str
@@ -80,6 +86,7 @@ class ImageDataset:
     fingerprint: str = ""
     source: str = ""
     template: str = DEFAULT_TEMPLATE
+    published_template: str | None = None
 
     def __post_init__(self) -> None:
         self.classnames = [clean_classname(c) for c in self.classnames]

@@ -30,13 +30,14 @@ from pathlib import Path
 from PIL import Image
 
 from mma.errors import MmaError, closest, one_line
-from mma.probe.data.base import SPLITS, ImageDataset, Sample, user_path
+from mma.probe.data.base import DEFAULT_TEMPLATE, SPLITS, ImageDataset, Sample, user_path
 from mma.probe.data.folder import IMAGE_SUFFIXES
 
 __all__ = [
     "COOP_DATASETS",
     "COOP_SOURCE",
     "COOP_SHIFTS",
+    "PUBLISHED_TEMPLATES",
     "canonical_coop_name",
     "describe_coop",
     "find_coop",
@@ -64,6 +65,19 @@ COOP_DATASETS = (
 #: the benchmark's source dataset (cross-dataset and domain generalisation train on it) and its shifted variants
 COOP_SOURCE = "imagenet"
 COOP_SHIFTS = {COOP_SOURCE: ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")}
+
+#: the zero-shot prompt of each dataset in the published CLIP rows: CoOp's ``trainers/zsclip.py`` CUSTOM_TEMPLATES
+#: (github.com/KaiyangZhou/CoOp, commit ff61507), which CLIP-Adapter's ``clip_adapter.py`` repeats character for
+#: character; every ImageNet variant reads "a photo of a {}."
+PUBLISHED_TEMPLATES = {
+    "oxford_pets": "a photo of a {}, a type of pet.",
+    "oxford_flowers": "a photo of a {}, a type of flower.",
+    "fgvc_aircraft": "a photo of a {}, a type of aircraft.",
+    "dtd": "{} texture.",
+    "eurosat": "a centered satellite photo of {}.",
+    "food101": "a photo of {}, a type of food.",
+    "ucf101": "a photo of a person doing {}.",
+}
 
 RESEARCH_ONLY = "see dataset website (research only)"
 
@@ -228,7 +242,10 @@ def _dataset(
     fingerprint: str,
     source: str,
 ) -> ImageDataset:
-    return ImageDataset(info.name, classnames, splits, _Opener(image_dir), fingerprint=fingerprint, source=source)
+    return ImageDataset(
+        info.name, classnames, splits, _Opener(image_dir), fingerprint=fingerprint, source=source,
+        published_template=PUBLISHED_TEMPLATES.get(info.name, DEFAULT_TEMPLATE),
+    )  # fmt: skip
 
 
 def _missing(root: Path, info: _Info, path: str) -> MmaError:
