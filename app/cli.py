@@ -613,7 +613,7 @@ def reproduce_cmd(
         for v in run.verdicts:
             if v.protocol == p:
                 typer.echo(v.text)
-        typer.echo("Published context (recalled cells are likely but unconfirmed; see comparison.md):")
+        typer.echo("Published context (the check column says how each cell was verified; see comparison.md):")
         typer.echo(context_table(run.comparison, p, run.setup).to_string(index=False))
     for p, protocol_run in run.runs.items():
         if beside_the_default(protocol_run.results):

@@ -354,7 +354,15 @@ def test_every_method_runs_on_the_builtin_suite_into_one_table(builtin_run):
         assert result["train_sources"]["shots"] == "user flag"
         assert result["train"]["trainable_parameters"] > 0
     coop = json.loads((out / "train-coop.json").read_text())
-    assert coop["train_config"]["n_ctx"] == 16 and coop["train_sources"]["n_ctx"] == "paper default (coop)"
+    # the embedded recipe: CoOp's tuned context (adapters/tuned/), recorded with its tuning record as the source
+    from mma.adapters.recipes import tuned_records
+
+    file, record = tuned_records()["coop"]
+    assert coop["train_config"]["n_ctx"] == record["coop"]["n_ctx"]
+    assert coop["train_sources"]["n_ctx"] == "recipe mma-tiny (coop)" and coop["settings"]["provenance"] == {
+        "paper default (coop)": get_method("coop").paper_file(""),
+        "recipe mma-tiny (coop)": file,
+    }
     assert (out / "methods.png").is_file() and (out / "methods.csv").is_file()
 
 
