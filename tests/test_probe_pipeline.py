@@ -54,6 +54,7 @@ def test_run_writes_every_output(run):
     assert (
         sel["model"] == "mma-tiny:random" and 1 <= sel["k"] <= 12 and set(sel["rules"]) == {"saturation", "gap", "knee"}
     )
+    assert "training images only" in run.selection["read"]  # the choice of k records the split it read
 
 
 def test_rerun_reuses_the_store_and_probes(run, monkeypatch):

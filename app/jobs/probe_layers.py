@@ -355,6 +355,10 @@ def _write_tables(
     return summary
 
 
+#: what the k rules read, recorded with every selection: no test split and no class's test image
+SELECTION_READ = "probe curves from the datasets' training images only (the probe splits them 60/20/20 itself)"
+
+
 def _selection_of(summary, model: str, rule: str, thresholds: dict | None, tidy=None) -> dict:
     """The selection record of one model; towers of different depth get none (k is left to --k)."""
 
@@ -383,6 +387,7 @@ def _write_selection(summary, model_names, out: Path, rule: str, threshold: floa
         "rule": rule,
         "selections": [_selection_of(summary, m, rule, thresholds, tidy) for m in model_names],
         "source": str(out),
+        "read": SELECTION_READ,
     }
     atomic_write_json(out / "selection.json", selection)
     return selection
