@@ -209,7 +209,8 @@ def _scale(model: nn.Module) -> float:
 
 
 class CoOp(_PromptLearner):
-    """CoOp: ``n_ctx`` context vectors shared by every class, class token at the end (ViT-B/16: 16 x 512 = 8,192)."""
+    """CoOp: ``n_ctx`` context vectors shared by every class, class token at the end (ViT-B/16: 4 x 512 = 2,048 as
+    published for base-to-novel, 16 x 512 = 8,192 for few-shot)."""
 
     name: ClassVar[str] = "coop"
     title: ClassVar[str] = "CoOp"

@@ -10,7 +10,8 @@ method             what it learns (ViT-B/16 trainable parameters)
 =================  ==============================================================================================
 ``zeroshot``       nothing: the frozen model with the dataset's prompt (:mod:`.zeroshot`; 0)
 ``mma``            the Multi-Modal Adapter from block k (:mod:`mma.adapters.mma`; 674,560 at k = 5)
-``coop``           16 context vectors shared by all classes, class token at the end (:mod:`.coop`; 8,192)
+``coop``           context vectors shared by all classes, class token at the end (:mod:`.coop`; 2,048 at the 4 of
+                   base-to-novel, 8,192 at the 16 of few-shot)
 ``cocoop``         CoOp's 4 context vectors plus an image-conditioned meta-network (:mod:`.coop`; 35,360)
 ``clip-adapter``   a residual bottleneck MLP on the image feature (:mod:`.clip_adapter`; 131,072)
 ``linear-probe``   logistic regression on the image feature, C chosen on the few-shot val split
