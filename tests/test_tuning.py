@@ -171,3 +171,23 @@ def test_mma_tune_on_the_command_line(run_cli, tmp_path, colour_data):  # noqa: 
     bad = CliRunner().invoke(app, ["tune", "--method", "nope", "--out", str(tmp_path / "u")])
     assert bad.exit_code != 0 and "--method 'nope' is not valid" in bad.output
     assert not (tmp_path / "u").exists()
+
+
+def test_a_search_rerun_with_other_settings_does_not_reuse_the_candidates(tmp_path, monkeypatch, colour_data):  # noqa: F811
+    import mma.app.jobs.tune as job
+
+    monkeypatch.setattr(job, "load_datasets", lambda text: [colour_data])
+    (tmp_path / "fast.json").write_text(json.dumps(FAST))
+    cfg = TuneConfig(
+        method="clip-adapter", data=["folder:x"], protocol="few-shot", budget=1, seeds=[1],
+        out=tmp_path / "tune", model="mma-tiny:random", config=tmp_path / "fast.json", progress=False,
+    )  # fmt: skip
+    tune(cfg)
+    (tmp_path / "fast.json").write_text(json.dumps({**FAST, "batch_size": 2}))  # another base: trains again
+    trained = []
+    monkeypatch.setattr(job, "fit_method", lambda *a, **k: trained.append(1) or original(*a, **k))
+    again = tune(cfg)
+    assert trained and again["search"]["base"]["batch_size"] == 2
+
+
+from mma.adapters.train import fit_method as original  # noqa: E402

@@ -17,7 +17,8 @@ Run folder (``--out``)::
                           ``mma train-selected --config DIR/recipe.json``
     cache/                frozen inputs shared by the candidates (safe to delete)
 
-A candidate whose file exists with the same values is not rerun, so an interrupted search resumes.
+A candidate whose file exists with the same values, base values and seeds is not rerun, so an interrupted search
+resumes (and a search rerun with other settings in the same folder starts those candidates afresh).
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def tune(cfg: TuneConfig) -> dict:
         bar = tqdm(total=len(tried), desc=f"tune {method.title or method.name}", unit="candidate", disable=not show)
         for i, values in enumerate(tried):
             path = out / "candidates" / f"{i}.json"
-            if path.is_file() and read_json(path).get("values") == values:
-                records.append(read_json(path))
+            done = read_json(path) if path.is_file() else {}
+            if [done.get(k) for k in ("values", "base", "seeds")] == [values, base, list(cfg.seeds)]:
+                records.append(done)
                 bar.update(1)
                 continue
             t0 = time.perf_counter()
@@ -152,6 +154,8 @@ def tune(cfg: TuneConfig) -> dict:
             record = {
                 "index": i,
                 "values": values,
+                "base": base,  # what the candidate was laid over, and its seeds: a changed one is not reused
+                "seeds": list(cfg.seeds),
                 "published": i == 0,
                 "rows": rows,
                 **_score(protocol.tuning_metric, rows),
