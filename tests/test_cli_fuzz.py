@@ -213,7 +213,7 @@ _BAD_SEEDS = ["", ",", " ", "x", "1,x", "1.5", "1;2", "-1", "2,-3", str(2**64), 
 SEEDS_PROBE = Opt(
     good=st.sampled_from(["1", "1,2", "3, 4", "7,", "0", str(2**64 - 1)]), bad=st.sampled_from([*_BAD_SEEDS, "1,1"])
 )
-SEEDS_TRAIN = Opt(good=st.sampled_from(["1", "1,2", "3, 4", "1,1"]), bad=st.sampled_from(_BAD_SEEDS))
+SEEDS_TRAIN = Opt(good=st.sampled_from(["1", "1,2", "3, 4"]), bad=st.sampled_from([*_BAD_SEEDS, "1,1", "2, 2"]))
 DEVICE = Opt(
     good=st.sampled_from(["auto", "cpu"]),
     bad=st.one_of(
@@ -268,7 +268,8 @@ RUN_WITH_SELECTION = Opt(
     good=st.just(Place("probe-run")), bad=st.sampled_from([Place("missing"), Place("file"), Place("dir")])
 )
 RECIPE = Opt(
-    good=st.sampled_from(["auto", "paper", "mma-tiny"]), bad=_not_in(("auto", "paper", "mma-tiny"), "PAPER", "")
+    good=st.sampled_from(["auto", "paper", "released", "mma-tiny"]),
+    bad=_not_in(("auto", "paper", "released", "mma-tiny"), "PAPER", ""),
 )
 
 COMMANDS: dict[str, tuple[list[str], dict[str, Opt]]] = {

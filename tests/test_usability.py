@@ -419,3 +419,12 @@ def test_offline_hub_models_fail_at_once_without_retries(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub, "_reachable", None)
     assert hub.hub_reachable() is False and hub._reachable is None  # HF_HUB_OFFLINE: not even the probe
+
+
+def test_a_repeated_seed_is_refused_by_every_command_that_trains(tmp_path):
+    """probe layers and reproduce refused --seeds 1,1; train-selected and sweep-k ran the seed once, silently."""
+    for command in ("train-selected", "sweep-k"):
+        code, out = _run(command, "--k" if command == "train-selected" else "--ks", "3", "--seeds", "1,1",
+                         "--out", str(tmp_path / command))  # fmt: skip
+        _one_line_error(code, out, "--seeds [1, 1] repeats a seed; give distinct seeds.")
+        assert not (tmp_path / command).exists()

@@ -41,6 +41,7 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
     """
     if not set(_PLOTTED) <= set(get_protocol(cfg.protocol).metrics):
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
+    cfg.check_seeds()  # before any weights are loaded
     methods = trained_methods(parse_methods(cfg.methods))
     swept = [m for m in methods if m.depth_indexed] or [DEFAULT]
     if len(swept) > 1:

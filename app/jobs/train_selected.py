@@ -142,8 +142,7 @@ def train_selected(cfg: TrainSelectedConfig, *, loaded: LoadedModel | None = Non
     start = time.perf_counter()
     requested = resolve_device(cfg.device)
     resolved = resolve_settings(cfg, device_type=requested.type)
-    if not cfg.seeds:
-        raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
+    cfg.check_seeds()
     world, device = distributed.setup(requested)
     with run_folder(cfg.out) as out:
         ctx = _context(cfg, resolved, world, device, out)
