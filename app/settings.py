@@ -73,13 +73,6 @@ class TrainSelectedConfig:
     methods: list[str] = field(default_factory=lambda: [DEFAULT.name])  # mma.adapters.methods; the baseline too
     cache_dir: Path | None = None  # frozen inputs and finished trainings (None: <out>/cache; reproduce shares one)
 
-    def check_seeds(self) -> None:
-        """One sentence for no seed or a repeated one (as probe layers and reproduce: a repeat would run once)."""
-        if not self.seeds:
-            raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise MmaError(f"--seeds {self.seeds} repeats a seed; give distinct seeds.")
-
 
 def read_selection(run: Path, model: str | None = None) -> dict:
     """The selection record of *model* (or the first model) in ``run/selection.json``."""

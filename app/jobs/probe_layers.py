@@ -38,6 +38,7 @@ from mma.probe.extract import autocast_for, extract_images, extract_prompts, res
 from mma.probe.layers import XEMBED_POINTS, layer_maps
 from mma.probe.specs import load_model, parse_model_spec
 from mma.probe.store import store_key
+from mma.seeding import check_seeds
 
 from .outdir import check_out_dir, run_folder
 
@@ -83,10 +84,7 @@ def _validate(cfg: ProbeLayersConfig) -> None:
     check_rule(cfg.rule, cfg.threshold)
     if cfg.samples < 1:
         raise MmaError(f"--samples must be at least 1 (samples per dataset); got {cfg.samples}.")
-    if not cfg.seeds:
-        raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise MmaError(f"--seeds {cfg.seeds} repeats a seed; give distinct seeds.")
+    check_seeds(cfg.seeds)
     if cfg.pooling not in POOLINGS:
         raise MmaError(f"--pooling {cfg.pooling!r} is not valid (valid: {', '.join(POOLINGS)}).")
     if cfg.xembed not in XEMBED_POINTS:

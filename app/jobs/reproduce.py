@@ -53,6 +53,7 @@ from mma.probe.data import parse_data_spec
 from mma.probe.data.coop import COOP_DATASETS, COOP_SOURCE, canonical_coop_name, find_coop
 from mma.probe.extract import resolve_device
 from mma.probe.specs import load_model, parse_model_spec
+from mma.seeding import check_seeds
 
 from .outdir import run_folder
 from .train_selected import TrainSelectedConfig, train_selected
@@ -120,11 +121,8 @@ def _validate(cfg: ReproduceConfig) -> None:
     bad = [p for p in cfg.protocols if p not in REPRODUCED]
     if bad:
         raise MmaError(f"--protocol {bad[0]!r} is not one mma reproduce runs (valid: {', '.join(REPRODUCED)}).")
-    if not cfg.seeds:
-        raise MmaError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3.")
+    check_seeds(cfg.seeds)
     cfg.methods = list(dict.fromkeys([DEFAULT.name, *parse_methods(cfg.methods)]))  # MMA is what is reproduced
-    if len(set(cfg.seeds)) != len(cfg.seeds):
-        raise MmaError(f"--seeds {cfg.seeds} repeats a seed; give distinct seeds.")
 
 
 def protocol_datasets() -> dict[str, list[str]]:

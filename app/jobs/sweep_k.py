@@ -26,6 +26,7 @@ from mma.metrics import harmonic_mean
 from mma.probe.extract import resolve_device
 from mma.probe.layers import layer_maps
 from mma.probe.specs import load_model, parse_model_spec
+from mma.seeding import check_seeds
 
 from .train_selected import train_selected
 
@@ -41,7 +42,7 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
     """
     if not set(_PLOTTED) <= set(get_protocol(cfg.protocol).metrics):
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
-    cfg.check_seeds()  # before any weights are loaded
+    check_seeds(cfg.seeds)  # before any weights are loaded
     methods = trained_methods(parse_methods(cfg.methods))
     swept = [m for m in methods if m.depth_indexed] or [DEFAULT]
     if len(swept) > 1:

@@ -55,6 +55,7 @@ from mma.io import atomic_write_json, read_json
 from mma.probe.data import dataset_spec, load_datasets
 from mma.probe.extract import resolve_device
 from mma.probe.specs import LoadedModel, load_model
+from mma.seeding import check_seeds
 
 from .outdir import run_folder
 
@@ -142,7 +143,7 @@ def train_selected(cfg: TrainSelectedConfig, *, loaded: LoadedModel | None = Non
     start = time.perf_counter()
     requested = resolve_device(cfg.device)
     resolved = resolve_settings(cfg, device_type=requested.type)
-    cfg.check_seeds()
+    check_seeds(cfg.seeds)
     world, device = distributed.setup(requested)
     with run_folder(cfg.out) as out:
         ctx = _context(cfg, resolved, world, device, out)

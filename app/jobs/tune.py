@@ -43,6 +43,7 @@ from mma.probe.data import load_datasets
 from mma.probe.embedded import EMBEDDED_NAME
 from mma.probe.extract import resolve_device
 from mma.probe.specs import load_model, parse_model_spec
+from mma.seeding import check_seeds
 
 from .outdir import run_folder
 
@@ -104,8 +105,7 @@ def tune(cfg: TuneConfig) -> dict:
     protocol = get_protocol(cfg.protocol)
     if not method.trains:
         raise MmaError(f"--method {method.name} trains nothing, so there is nothing to tune.")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise MmaError(f"--seeds {cfg.seeds} must name at least one seed, each once.")
+    check_seeds(cfg.seeds)
     spec = parse_model_spec(cfg.model)
     method.check_spec(spec)
     device = resolve_device(cfg.device)
