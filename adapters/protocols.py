@@ -115,11 +115,11 @@ def _all_classes(d: ImageDataset) -> EvalSplit:
     return EvalSplit(d.name, d, list(d.test), list(d.classnames))
 
 
-def _val_of(d: ImageDataset, labels: list[int], classnames: list[str]) -> EvalSplit:
-    """The validation images of *labels* (relabelled 0..), named as the task, among *classnames*."""
+def _val_of(d: ImageDataset, labels: list[int], name: str | None = None) -> EvalSplit:
+    """The validation images of *labels* (relabelled 0..) among those classes, named *name* (default: the dataset)."""
     if not d.val:
         raise MmaError(f"Dataset {d.name!r} has no validation split; mma tune scores validation images only.")
-    return EvalSplit(d.name, d, subsample_classes(d.val, labels), classnames)
+    return EvalSplit(name or d.name, d, subsample_classes(d.val, labels), [d.classnames[i] for i in labels])
 
 
 def _subset_eval(source: ImageDataset, target: ImageDataset) -> EvalSplit:
@@ -181,9 +181,8 @@ class Protocol:
         for d, *_ in self.training_groups(datasets):  # each dataset, or the source alone
             shortfall(d)
             fs = draw_few_shot(d, shots, seed)
-            classes = list(d.classnames)
-            evals = [_val_of(d, list(range(d.num_classes)), classes)]
-            tasks.append(Task(self.name, d.name, d, list(fs.train), classes, evals, list(fs.val)))
+            evals = [_val_of(d, list(range(d.num_classes)))]
+            tasks.append(Task(self.name, d.name, d, list(fs.train), list(d.classnames), evals, list(fs.val)))
         return tasks
 
 
@@ -230,13 +229,9 @@ class Base2Novel(Protocol):
             pseudo_base, pseudo_novel = ([base[i] for i in half] for half in halves)
             shortfall(d, pseudo_base)
             fs = draw_few_shot(d, shots, seed)
-            names = [d.classnames[i] for i in pseudo_base]
-            evals = [
-                EvalSplit("base", d, subsample_classes(d.val, pseudo_base), names),
-                EvalSplit("novel", d, subsample_classes(d.val, pseudo_novel), [d.classnames[i] for i in pseudo_novel]),
-            ]
+            evals = [_val_of(d, pseudo_base, "base"), _val_of(d, pseudo_novel, "novel")]
             train, val = subsample_classes(fs.train, pseudo_base), subsample_classes(fs.val, pseudo_base)
-            tasks.append(Task(self.name, d.name, d, train, names, evals, val))
+            tasks.append(Task(self.name, d.name, d, train, evals[0].classnames, evals, val))
         return tasks
 
     def score(self, task, accs):
@@ -343,31 +338,30 @@ def make_tasks(
     A class with fewer than *shots* training images trains on all it has; the sentence saying so is added
     to *notes* (once), or, with *strict*, raised as an :class:`MmaError`.
     """
+    chosen = get_protocol(protocol)
+    if not datasets:
+        raise MmaError("No datasets were given; pass --data.")
+    return chosen.make_tasks(datasets, shots, seed, _shortfall(shots, strict, notes))
+
+
+def _shortfall(shots: int, strict: bool, notes: list[str] | None):
+    """``shortfall(dataset, labels=None)``: :func:`check_shots`, its sentence added to *notes* once."""
 
     def shortfall(d: ImageDataset, labels=None) -> None:
         note = check_shots(d, shots, labels, strict=strict)
         if note and notes is not None and note not in notes:
             notes.append(note)
 
-    chosen = get_protocol(protocol)
-    if not datasets:
-        raise MmaError("No datasets were given; pass --data.")
-    return chosen.make_tasks(datasets, shots, seed, shortfall)
+    return shortfall
 
 
 def tuning_tasks(
     protocol: str, datasets: list[ImageDataset], *, shots: int, seed: int, notes: list[str] | None = None
 ) -> list[Task]:
     """*protocol*'s tuning tasks (:meth:`Protocol.tuning_tasks`): training and validation images of trained classes."""
-
-    def shortfall(d: ImageDataset, labels=None) -> None:
-        note = check_shots(d, shots, labels)
-        if note and notes is not None and note not in notes:
-            notes.append(note)
-
     if not datasets:
         raise MmaError("No datasets were given; pass --data.")
-    tasks = get_protocol(protocol).tuning_tasks(datasets, shots, seed, shortfall)
+    tasks = get_protocol(protocol).tuning_tasks(datasets, shots, seed, _shortfall(shots, False, notes))
     if not tasks:
         raise MmaError(
             f"No dataset can be tuned on under {protocol} (base-to-novel tuning splits the base classes again, so it "
