@@ -204,7 +204,7 @@ def _embedded() -> Recipe:
 
 def _released() -> Recipe:
     """``released``: MMA at the official code's base-to-novel config for every protocol; the others' published."""
-    protocols = {p: {"k": _RELEASED_K} for p in ("base2novel", "cross-dataset", "domain-gen")}
+    protocols = {p: {"k": _RELEASED_K} for p in DEFAULT.paper_protocols}  # every protocol it publishes a k for
     released = MethodValues(protocols=protocols, datasets=DEFAULT.paper_datasets)
     config = DEFAULT.paper_file("base2novel")
     files = {DEFAULT.name: config, **{f"{DEFAULT.name}/{p}": config for p in protocols}}
