@@ -12,7 +12,7 @@ from torch import nn
 
 from mma.errors import MmaError, one_line
 from mma.io import atomic_write
-from mma.probe.specs import LoadedModel
+from mma.probe.specs import CHECKPOINT_METADATA_KEY, LoadedModel
 
 from .methods import DEFAULT, get_method
 
@@ -26,7 +26,7 @@ def save_adapter(adapter: nn.Module, path: str | Path, meta: dict) -> Path:
     as before the other methods existed).
     """
     state = {k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
-    metadata = {"mma": json.dumps({**meta, "adapter": adapter.config()}, default=str)}  # not a method: the toolkit
+    metadata = {CHECKPOINT_METADATA_KEY: json.dumps({**meta, "adapter": adapter.config()}, default=str)}
     return atomic_write(path, lambda p: safetensors.torch.save_file(state, str(p), metadata=metadata))
 
 
@@ -37,7 +37,7 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise MmaError(f"The checkpoint {str(path)!r} does not exist.")
     try:
         with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("mma", "null"))
+            meta = json.loads((fh.metadata() or {}).get(CHECKPOINT_METADATA_KEY, "null"))
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, json.JSONDecodeError) as exc:
         raise MmaError(f"The checkpoint {str(path)!r} is not an mma adapter checkpoint ({one_line(exc)}).") from None

@@ -98,6 +98,9 @@ def check_shots(
     short = [(dataset.classnames[y], counts.get(y, 0)) for y in labels if counts.get(y, 0) < shots]
     if not short:
         return None
+    empty = [y for y in labels if not counts.get(y, 0)]
+    if empty:  # not a shortfall but a class the training split lacks (e.g. only in test/): said as that
+        return _no_training_images(dataset, empty, strict)
     name, n = short[0]
     if strict:
         raise MmaError(
@@ -109,6 +112,32 @@ def check_shots(
         f"Dataset {dataset.name!r}: {len(short)} class(es) have fewer than --shots {shots} training images "
         f"(e.g. {name!r}: {n}); using all of their images (the CoOp / Dassl rule)."
     )
+
+
+def _no_training_images(dataset: ImageDataset, labels: list[int], strict: bool) -> str:
+    """One sentence on classes of *dataset* without a training image (an :class:`MmaError` with *strict*)."""
+    y = labels[0]
+    splits = (("validation", dataset.val), ("test", dataset.test))
+    where = [w for w, split in splits if any(s.label == y for s in split)]
+    only = f" (only {' and '.join(where)} images)" if where else ""
+    more = f" and {len(labels) - 1} other class(es) have" if len(labels) > 1 else " has"
+    what = f"Dataset {dataset.name!r}: class {dataset.classnames[y]!r}{more} no training images{only}"
+    if strict:
+        raise MmaError(f"{what}; add training images for it (a train/ subfolder of that class), or drop --strict.")
+    return f"{what}; it trains on none and is still evaluated."
+
+
+def _two_classes(tasks: list[Task]) -> list[Task]:
+    """*tasks*, refusing one whose training or evaluation has fewer than 2 classes (always right by construction)."""
+    for t in tasks:
+        for what, classes in [(t.name, t.classnames), *((e.dataset.name, e.classnames) for e in t.evals)]:
+            if len(classes) < 2:
+                raise MmaError(
+                    f"Dataset {what!r} has {len(classes)} class(es) {classes}; a classifier needs at least 2 classes "
+                    "to choose between (with 1 every accuracy is 100%), so give it more class folders or leave it "
+                    "out of --data."
+                )
+    return tasks
 
 
 def _all_classes(d: ImageDataset) -> EvalSplit:
@@ -341,7 +370,7 @@ def make_tasks(
     chosen = get_protocol(protocol)
     if not datasets:
         raise MmaError("No datasets were given; pass --data.")
-    return chosen.make_tasks(datasets, shots, seed, _shortfall(shots, strict, notes))
+    return _two_classes(chosen.make_tasks(datasets, shots, seed, _shortfall(shots, strict, notes)))
 
 
 def _shortfall(shots: int, strict: bool, notes: list[str] | None):
@@ -361,7 +390,7 @@ def tuning_tasks(
     """*protocol*'s tuning tasks (:meth:`Protocol.tuning_tasks`): training and validation images of trained classes."""
     if not datasets:
         raise MmaError("No datasets were given; pass --data.")
-    tasks = get_protocol(protocol).tuning_tasks(datasets, shots, seed, _shortfall(shots, False, notes))
+    tasks = _two_classes(get_protocol(protocol).tuning_tasks(datasets, shots, seed, _shortfall(shots, False, notes)))
     if not tasks:
         raise MmaError(
             f"No dataset can be tuned on under {protocol} (base-to-novel tuning splits the base classes again, so it "

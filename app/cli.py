@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from mma import __version__
+from mma.coop_layout import coop_folder_names
 from mma.errors import MmaError
 
 
@@ -532,7 +533,19 @@ def _split_protocols(values: list[str] | None) -> list[str] | None:
     return [p.strip() for v in values for p in v.split(",") if p.strip()] or None
 
 
-@command("reproduce")
+_REPRODUCE_HELP = f"""The paper's evaluation in one resumable job, printed beside the published numbers.
+
+    Zero-shot and MMA, seeds 1-3, each protocol with its published settings:
+    base2novel on the 11 CoOp datasets (k 5, 5 epochs, batch 16; 128 on ImageNet);
+    cross-dataset, ImageNet to the 10 others, and domain-gen, ImageNet to V2 / Sketch / A / R (k 9, 1 epoch).
+    Writes comparison.md and comparison.csv; rerun the same command to resume.
+
+    ROOT holds one folder per dataset, as CoOp's DATASETS.md lays them out (a missing one is skipped):
+    {", ".join(f + "/" for f in coop_folder_names())}; 'mma datasets' lists the files each needs.
+    """
+
+
+@command("reproduce", help=_REPRODUCE_HELP)
 @friendly
 def reproduce_cmd(
     data: Annotated[
@@ -578,13 +591,7 @@ def reproduce_cmd(
         typer.Option(help="A class with fewer than 16 training images is an error (default: use all it has)."),
     ] = False,
 ) -> None:
-    """The paper's evaluation in one resumable job, printed beside the published numbers.
-
-    Zero-shot and MMA, seeds 1-3, each protocol with its published settings:
-    base2novel on the 11 CoOp datasets (k 5, 5 epochs, batch 16; 128 on ImageNet);
-    cross-dataset, ImageNet to the 10 others, and domain-gen, ImageNet to V2 / Sketch / A / R (k 9, 1 epoch).
-    Writes comparison.md and comparison.csv; rerun the same command to resume.
-    """
+    """The paper's evaluation in one resumable job (the help: ``_REPRODUCE_HELP``, which lists ROOT's folders)."""
     from mma.analysis.compare import context_table, side_by_side
     from mma.app.jobs.reproduce import ReproduceConfig, reproduce
     from mma.app.results import beside_the_default, methods_table

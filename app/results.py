@@ -93,7 +93,8 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     (protocol, method, k) the averages over datasets (``dataset == "average"``). Base-to-novel follows the papers:
     a dataset's ``hm`` is the HM of its seed-averaged base and novel (its std: the spread of the per-seed HMs;
     ``mean_of_seed_hms`` is the mean of the per-seed HMs, for comparison), the average's ``hm`` is the HM of the
-    averaged base and novel, and ``mean_of_hms`` the mean of the per-dataset HMs. For every row
+    averaged base and novel, and ``mean_of_hms`` the mean of the per-dataset HMs (average rows only: on a dataset
+    row it would be that dataset's ``hm``, which :func:`summary_table` shows in its place). For every row
     of a trained method ``vs_zeroshot``: its mean minus the zero-shot model's on the same dataset and metric
     (blank where the zero-shot model has no such number).
     """
@@ -147,6 +148,10 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as one printable table: a row per (protocol, method, k, dataset), metric columns in the
     order base, novel, hm (then the other metrics), each "mean ± std" over seeds ("mean" alone for one seed),
     a blank where a metric does not apply, and the headline metric's difference to the zero-shot model.
+
+    ``mean_of_hms`` (the mean of per-dataset HMs) is a mean over a row's datasets: on an average row the mean over
+    its datasets, on a dataset row the mean over that one dataset, i.e. its own ``hm`` (so it differs from ``hm``
+    on the average rows alone, where the HM of averages and the mean of HMs part).
     """
     metrics = list(dict.fromkeys(summary["metric"]))
     ordered = [m for m in METRIC_ORDER if m in metrics]
@@ -162,6 +167,8 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
         key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][1], str(kv[0][2]), kv[0][3] == "average"),
     ):
         by_metric = g.set_index("metric")
+        if dataset != "average" and "hm" in by_metric.index and "mean_of_hms" not in by_metric.index:
+            by_metric.loc["mean_of_hms"] = by_metric.loc["hm"]  # the mean over this one dataset: its HM
         row = {"protocol": protocol, "method": method, "k": "-" if pd.isna(k) else str(int(k)), "dataset": dataset}
         for m in ordered:
             if m not in by_metric.index:

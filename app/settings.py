@@ -79,8 +79,8 @@ def read_selection(run: Path, model: str | None = None) -> dict:
     path = Path(run) / "selection.json"
     if not path.is_file():
         raise MmaError(
-            f"The run folder {str(run)!r} has no selection.json; run 'mma probe layers --out {str(run)!r}' first, "
-            "or pass --k."
+            f"The run folder {str(run)!r} has no selection.json; pass --k, or make it first with: "
+            + command_line("mma", "probe", "layers", "--out", run)
         )
     selections = read_json(path).get("selections", [])
     if not selections:

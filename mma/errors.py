@@ -8,9 +8,10 @@ The CLI catches only this type, prints the sentence and exits non-zero.
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Iterable
 
-__all__ = ["MmaError", "closest", "one_line"]
+__all__ = ["MmaError", "closest", "command_line", "one_line"]
 
 
 class MmaError(ValueError):
@@ -32,3 +33,10 @@ def closest(value: str, valid: Iterable[str], n: int = 3) -> str:
 def one_line(exc: object) -> str:
     """An exception's message (or any text) on one line: newlines and runs of spaces become one space."""
     return " ".join(str(exc).split())
+
+
+def command_line(*words: object) -> str:
+    """A command a message suggests, as the user would type it into a shell: each word quoted only where it needs
+    to be (``mma probe layers --out '/my runs/x'``). Put it at the end of the message, after a colon, never inside
+    quotes: a path's own quotes would nest (``'mma probe layers --out '/x''``)."""
+    return " ".join(shlex.quote(str(w)) for w in words)

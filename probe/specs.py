@@ -18,6 +18,7 @@ GELU. Such a pair is built with QuickGELU and the user is told so (:attr:`Loaded
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -25,12 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from mma.errors import MmaError, closest
 from mma.io import sha256_file
 
 from .embedded import EMBEDDED_NAME, WEIGHTS_PATH, load_embedded_state, register_config
 from .hub import hub_or_cache
+from .openclip import import_open_clip
 from .towers import architecture_support
 
 __all__ = ["ModelSpec", "LoadedModel", "parse_model_spec", "load_model", "list_model_specs", "DEFAULT_MODEL"]
@@ -93,7 +96,7 @@ class LoadedModel:
 def _known_models() -> list[str]:
     # lazy, here and below: open_clip (with torchvision and timm) takes ~2.5 s to import on top of torch, and
     # mma.probe is also loaded where it is not needed (mma datasets, the spawned image workers)
-    import open_clip
+    open_clip = import_open_clip()
 
     register_config()
     return list(open_clip.list_models())
@@ -132,7 +135,7 @@ def parse_model_spec(text: str | None) -> ModelSpec:
         path = os.path.expanduser(pretrained)
         _check_weights_file(path, name)
         return ModelSpec(name, path)
-    import open_clip  # lazy: heavy, see _known_models
+    open_clip = import_open_clip()  # lazy: heavy, see _known_models
 
     tags = [] if name == EMBEDDED_NAME else list(open_clip.list_pretrained_tags_by_model(name))
     if pretrained not in tags:
@@ -150,6 +153,9 @@ def parse_model_spec(text: str | None) -> ModelSpec:
 
 
 _WEIGHT_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz", ".npy", ".tar")
+# The safetensors metadata key under which an adapter checkpoint (mma.adapters.checkpoint) keeps its JSON record;
+# here so that a model's weights check can tell such a file from a model's weights.
+CHECKPOINT_METADATA_KEY = "mma"  # not a method: the toolkit
 
 
 def _looks_like_path(name: str) -> bool:
@@ -176,12 +182,37 @@ def _check_weights_file(path: str, name: str) -> None:
     pickled = head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5
     numpy = head.startswith(b"\x93NUMPY")
     safetensors = len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
+    if safetensors:
+        _refuse_adapter_checkpoint(path, name)
     if zipped or pickled or numpy or safetensors:
         return
     what = "an empty file" if not head else ("a text file" if _is_text(head) else "not a weights file")
     raise MmaError(
         f"The checkpoint file {path!r} for model {name!r} is {what}: open_clip reads weights saved by "
         "torch.save, safetensors or NumPy; pass the model's weights file."
+    )
+
+
+def adapter_checkpoint_record(path: str | os.PathLike) -> dict | None:
+    """The JSON record of an adapter checkpoint at *path* (a dict with an ``adapter`` entry), else None."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            record = json.loads((fh.metadata() or {}).get(CHECKPOINT_METADATA_KEY, "null"))
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "adapter" in record else None
+
+
+def _refuse_adapter_checkpoint(path: str, name: str) -> None:
+    """One sentence if *path* is an adapter checkpoint (written by train-selected), not a model's weights."""
+    record = adapter_checkpoint_record(path)
+    if record is None:
+        return
+    base = f"the model it adapts ({str(record['model'])!r})" if record.get("model") else "the model it adapts"
+    raise MmaError(
+        f"The checkpoint file {path!r} given as the weights of model {name!r} looks like an adapter checkpoint "
+        f"written by 'mma train-selected', not a model's weights; 'mma evaluate --checkpoint' reads it, and "
+        f"--model takes {base}."
     )
 
 
@@ -199,7 +230,7 @@ def list_model_specs() -> list[dict]:
     Each row also says, from the architecture's config alone, its tower families (``towers``) and whether
     mma can probe it (``probe``) and fit the adapter to it (``mma``; convolutional towers: probe only).
     """
-    import open_clip  # lazy: heavy, see _known_models
+    open_clip = import_open_clip()  # lazy: heavy, see _known_models
 
     register_config()
 
@@ -223,7 +254,7 @@ def list_model_specs() -> list[dict]:
 
 def _quick_gelu_note(spec: ModelSpec) -> tuple[bool, str | None]:
     """Whether to force QuickGELU: the tag was trained with it but the architecture's config lacks it."""
-    import open_clip  # lazy: heavy, see _known_models
+    open_clip = import_open_clip()  # lazy: heavy, see _known_models
 
     if spec.has_schema or spec.pretrained is None or spec.is_random or os.path.isfile(spec.pretrained):
         return False, None
@@ -247,7 +278,7 @@ def _weights_id(path: str | os.PathLike) -> str:
 
 def _download(spec: ModelSpec) -> str:
     """Fetch a pretrained tag into open_clip's cache; one clear sentence if that is impossible (offline)."""
-    import open_clip  # lazy: heavy, see _known_models
+    open_clip = import_open_clip()  # lazy: heavy, see _known_models
 
     cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
     try:
@@ -280,7 +311,7 @@ def load_model(
 
     Random-init models are seeded with *seed* so that two loads are identical.
     """
-    import open_clip  # lazy: heavy, see _known_models
+    open_clip = import_open_clip()  # lazy: heavy, see _known_models
 
     if not isinstance(spec, ModelSpec):
         spec = parse_model_spec(spec)
@@ -308,7 +339,13 @@ def load_model(
                 f"The embedded weights file {str(path)!r} is missing; reinstall mma or rebuild it with "
                 "'mma pretrain-tiny --out PATH'."
             )
-        model.load_state_dict(load_embedded_state(path))
+        try:
+            model.load_state_dict(load_embedded_state(path))
+        except Exception as exc:  # safetensors / load_state_dict raise many types on a file of other weights
+            raise MmaError(
+                f"The checkpoint {str(path)!r} does not fit model {EMBEDDED_NAME!r} "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]!r})."
+            ) from exc
         model.to(device=device)
         tokenizer = open_clip.get_tokenizer(EMBEDDED_NAME)
         weights_id = _weights_id(path)
@@ -352,7 +389,7 @@ def load_model(
 
 def _open_clip_tokenizer(spec: ModelSpec) -> Callable:
     """open_clip's tokenizer for *spec* (SigLIP's and Hugging Face text towers' come from the hub)."""
-    import open_clip  # lazy: heavy, see _known_models
+    open_clip = import_open_clip()  # lazy: heavy, see _known_models
 
     with _hub_errors(spec, "the tokenizer"), _quiet_root_logger():  # open_clip logs its own hub fallbacks
         return open_clip.get_tokenizer(spec.name)

@@ -23,6 +23,7 @@ from torch import nn
 from mma.errors import MmaError
 
 from .layermap import Layer, LayerMap, TextReadout
+from .openclip import import_open_clip
 
 __all__ = ["FAMILIES", "Family", "ArchitectureSupport", "tower_maps", "architecture_support", "check_mma_support"]
 
@@ -382,7 +383,7 @@ def _image_family_of_config(vision: dict) -> str | None:
 
 def _config_of(name: str) -> dict | None:
     """The open_clip model config of an architecture name or ``local-dir:PATH`` (None for ``hf-hub:``)."""
-    import open_clip  # lazy: heavy, see _native_text
+    open_clip = import_open_clip()  # lazy: heavy, see _native_text
 
     if name.startswith("hf-hub:"):
         return None

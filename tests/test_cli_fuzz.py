@@ -188,7 +188,9 @@ _MODEL_JUNK = JUNK.filter(lambda v: not str(v).startswith(("hf-hub:", "local-dir
 MODEL = Opt(good=st.sampled_from(["mma-tiny", "mma-tiny:random", ""]), bad=_BAD_MODEL, junk=_MODEL_JUNK)
 MODEL_TRAIN = Opt(good=st.just("mma-tiny"), bad=_BAD_MODEL, junk=_MODEL_JUNK)  # the probe run selected mma-tiny
 _BAD_DATA = st.one_of(
-    st.sampled_from(["builtin:nosuch", "nosuch:x", "", "builtin:,", "coop:/no/such/root", "folder:", "csv:"]),
+    st.sampled_from(
+        ["builtin:nosuch", "nosuch:x", "", "builtin:,", "builtin:", "coop:/no/such/root", "folder:", "csv:"]
+    ),
     st.sampled_from(
         [
             Place("missing", "folder:"),

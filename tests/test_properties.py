@@ -223,20 +223,21 @@ def test_source_kind_is_case_insensitive(kind, change, rest, pad):
 @settings(max_examples=100, deadline=None)
 @given(_name_lists())
 def test_builtin_names_are_stripped_lowercased_and_never_empty(names):
-    """builtin:A,B keeps each non-blank name stripped and lower-cased, in order; a list of only commas is an error."""
+    """builtin:A,B keeps each non-blank name stripped and lower-cased, in order; a list of only commas, or nothing
+    after the colon, is an error (as folder: is)."""
     expected = tuple(n.strip().lower() for n in names.split(",") if n.strip())
     outcome, spec = _parse(parse_data_spec, f"builtin:{names}")
     if expected:
         assert outcome == "ok" and spec == DatasetSpec("builtin", None, expected)
-    elif names.strip():
+    else:
         assert outcome == "error"
-    else:  # nothing after 'builtin:' is the whole suite
-        assert spec == DatasetSpec("builtin", None, None)
 
 
-def test_bare_builtin_means_every_builtin_dataset():
-    """'builtin' and 'builtin:' both mean the whole suite (names None)."""
-    assert parse_data_spec("builtin") == parse_data_spec("builtin:") == DatasetSpec("builtin", None, None)
+def test_bare_builtin_means_every_builtin_dataset_and_builtin_colon_is_an_error():
+    """'builtin' means the whole suite (names None); 'builtin:' names nothing, an error naming both forms."""
+    assert parse_data_spec("builtin") == DatasetSpec("builtin", None, None)
+    with pytest.raises(MmaError, match=r"write builtin for the whole suite, or builtin:NAME,\.\.\. for some"):
+        parse_data_spec("builtin:")
 
 
 _PATH = st.text(min_size=1, max_size=20).filter(lambda t: t == t.strip())

@@ -276,7 +276,7 @@ def test_the_summary_table_reads_base_novel_hm_with_no_nan_and_the_gain(trained)
     assert "nan" not in text.lower() and "±" not in text  # one seed: no spread to show
     per = run.summary.set_index(["method", "dataset", "metric"])["mean"]
     mma = table[(table["method"] == "mma") & (table["dataset"] == "warm")].iloc[0]
-    assert mma["mean_of_hms"] == ""  # only averages have a mean of HMs
+    assert mma["mean_of_hms"] == mma["hm"]  # a mean over one dataset's HM: its HM (issue 24: it was blank)
     assert mma["hm vs zero-shot"] == f"{per['mma', 'warm', 'hm'] - per['zeroshot', 'warm', 'hm']:+.1f}"
     assert table[table["method"] == "zeroshot"]["hm vs zero-shot"].eq("").all()
     assert table["dataset"].tolist()[-1] == "average"

@@ -29,7 +29,7 @@ from mma import distributed
 from mma.analysis.plots import plot_layers
 from mma.analysis.select_k import DEFAULT_THRESHOLDS, RULES, selection_record
 from mma.analysis.separability import TEXT_SPLITS, ProbeInput, draw_probe_samples, layer_separability, summarise
-from mma.errors import MmaError, closest
+from mma.errors import MmaError, closest, command_line
 from mma.io import atomic_write, atomic_write_json, read_json
 from mma.probe.capture import POOLINGS
 from mma.probe.data import load_datasets
@@ -125,7 +125,10 @@ def _load_all_datasets(cfg: ProbeLayersConfig):
     if dupes:
         raise MmaError(f"The dataset name(s) {dupes} appear twice across --data; give each dataset once.")
     if len(datasets) < 2:
-        raise MmaError(f"A 'which dataset?' probe needs at least 2 datasets; --data gives {len(datasets)} ({names}).")
+        raise MmaError(
+            f"A 'which dataset?' probe needs at least 2 datasets to tell apart, and --data gives {len(datasets)} "
+            f"({names}); add another, e.g. --data builtin beside it."
+        )
     empty = [d.name for d in datasets if not d.train]
     if empty:
         raise MmaError(f"Dataset {empty[0]!r} has no training images; a probe draws its samples from them.")
@@ -209,11 +212,12 @@ def probe_layers(cfg: ProbeLayersConfig) -> ProbeRun | None:
 
     start = time.perf_counter()
     _validate(cfg)
+    datasets = _load_all_datasets(cfg)  # before the models: a wrong --data is said without loading open_clip
     specs = [parse_model_spec(m) for m in cfg.models]
     world, device = distributed.setup(resolve_device(cfg.device))
     autocast_for(device, cfg.precision)  # validates --precision
     with run_folder(cfg.out) as out:
-        return _run(cfg, specs, world, device, out, start)
+        return _run(cfg, datasets, specs, world, device, out, start)
 
 
 def _say(show: bool, text: str) -> None:
@@ -222,11 +226,11 @@ def _say(show: bool, text: str) -> None:
         tqdm.write(text)
 
 
-def _run(cfg: ProbeLayersConfig, specs, world, device, out: Path, start: float) -> ProbeRun | None:
+def _run(cfg: ProbeLayersConfig, datasets, specs, world, device, out: Path, start: float) -> ProbeRun | None:
     """Draw the samples, extract every layer of every model, probe every seed, write the tables, select k, plot."""
     show = cfg.progress and world.main
-    datasets = _load_all_datasets(cfg)
     counts, adjustments = _sample_counts(cfg, datasets)
+    adjustments = [n for d in datasets for n in d.notes] + adjustments  # the sources' own (an implicit split)
     for note in adjustments:
         _say(show, note)
     draws = {seed: {d.name: draw_probe_samples(d.train, counts[d.name], seed) for d in datasets} for seed in cfg.seeds}
@@ -412,20 +416,21 @@ def _read_summary(run: Path) -> pd.DataFrame:
     path = Path(run) / "layers_summary.csv"
     if not path.is_file():
         raise MmaError(
-            f"The run folder {str(run)!r} has no layers_summary.csv; run 'mma probe layers --out {str(run)!r}' first."
+            f"The run folder {str(run)!r} has no layers_summary.csv; make it first with: "
+            + command_line("mma", "probe", "layers", "--out", run)
         )
     try:
         summary = pd.read_csv(path)
     except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError and UnicodeDecodeError are ValueErrors
         raise MmaError(
-            f"{str(path)!r} is not a readable CSV ({' '.join(str(exc).split())!r}); rerun 'mma probe layers --out "
-            f"{str(run)!r}'."
+            f"{str(path)!r} is not a readable CSV ({' '.join(str(exc).split())!r}); rerun: "
+            + command_line("mma", "probe", "layers", "--out", run)
         ) from None
     missing = sorted(SUMMARY_COLUMNS - set(summary.columns))
     if missing or summary.empty:
         raise MmaError(
-            f"{str(path)!r} is not a layers summary (missing columns {missing} or no rows); "
-            f"rerun 'mma probe layers --out {str(run)!r}'."
+            f"{str(path)!r} is not a layers summary (missing columns {missing} or no rows); rerun: "
+            + command_line("mma", "probe", "layers", "--out", run)
         )
     return summary
 

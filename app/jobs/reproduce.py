@@ -177,10 +177,10 @@ def reproduce(cfg: ReproduceConfig) -> ReproduceRun | None:
     _validate(cfg)
     root, names = _coop_root(cfg)
     asked = tuple(canonical_coop_name(n) for n in names) if names else None
-    model = str(parse_model_spec(cfg.model))
     wanted = protocol_datasets()
     needed = [d for d in dict.fromkeys(d for p in cfg.protocols for d in wanted[p]) if asked is None or d in asked]
-    present, missing = find_coop(root, needed)
+    present, missing = find_coop(root, needed)  # ROOT before the model: open_clip takes seconds to import
+    model = str(parse_model_spec(cfg.model))
     plans, skipped_protocols = protocol_plans(cfg.protocols, present, asked)
     if not plans:
         why = "; ".join(f"{p}: {w}" for p, w in skipped_protocols.items())

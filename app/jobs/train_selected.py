@@ -185,7 +185,8 @@ def _plan(ctx: RunContext) -> tuple[dict[str, dict[int, list[Task]]], list[str],
     """Every method's tasks per seed (the baseline's are the first method's), what the plan changed (said once
     each), and the datasets the protocol leaves out (with the reason)."""
     skipped = ctx.protocol.skipped(ctx.datasets)
-    notes = [f"Leaving {name!r} out of {ctx.cfg.protocol}: {why}." for name, why in skipped.items()]
+    notes = [n for d in ctx.datasets for n in d.notes]  # the sources' own (an implicit split)
+    notes += [f"Leaving {name!r} out of {ctx.cfg.protocol}: {why}." for name, why in skipped.items()]
     if skipped and len(skipped) == len(ctx.datasets):
         raise MmaError(f"Every dataset was left out of {ctx.cfg.protocol} ({' '.join(notes)}); give larger datasets.")
     plans = {m.name: _tasks(ctx, m, notes) for m in ctx.resolved.methods or [BASELINE]}

@@ -115,7 +115,7 @@ def tune(cfg: TuneConfig) -> dict:
         settings = _base(cfg, method, device.type, trained)
         base = settings.values
         shots = int(base["shots"])
-        notes: list[str] = []
+        notes = [n for d in datasets for n in d.notes]  # the sources' own (an implicit split)
         tasks = {seed: tuning_tasks(cfg.protocol, datasets, shots=shots, seed=seed, notes=notes) for seed in cfg.seeds}
         tried = candidates(method, cfg.budget, base, seed=cfg.search_seed)
         show = cfg.progress

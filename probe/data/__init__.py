@@ -87,7 +87,7 @@ def parse_data_spec(text: str) -> DatasetSpec:
             f"The data spec {text!r} is empty; valid forms: builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH."
         )
     text = text.strip()
-    kind, _, rest = text.partition(":")
+    kind, colon, rest = text.partition(":")
     kind = kind.lower()
     if kind not in KINDS:
         hint = closest(kind, KINDS)
@@ -97,6 +97,11 @@ def parse_data_spec(text: str) -> DatasetSpec:
             + "; valid forms: builtin[:A,B], coop:ROOT[:A,B], folder:PATH, csv:PATH."
         )
     if kind == "builtin":
+        if colon and not rest.strip():  # as folder: and coop: are: an empty name list is a mistake, not "all"
+            raise MmaError(
+                f"The data spec {text!r} has nothing after ':'; write builtin for the whole suite, or "
+                "builtin:NAME,... for some of its datasets ('mma datasets' lists them)."
+            )
         return DatasetSpec("builtin", None, _names(rest) if rest else None)
     if not rest:
         raise MmaError(f"The data spec {text!r} needs a path: {kind}:PATH.")

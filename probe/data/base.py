@@ -77,6 +77,9 @@ class ImageDataset:
         The per-dataset prompt of the published zero-shot rows, where the data source knows one (CoOp's
         ``zsclip.py`` templates for the CoOp datasets); methods that were published with it read it
         (:meth:`mma.adapters.method_base.MethodBase.prompt_template`). None: :attr:`template`.
+    notes:
+        What the source decided that the user should hear once (e.g. an implicit 60/20/20 split); the jobs
+        print them with their other notes and record them in the run's JSON.
     """
 
     name: str
@@ -87,6 +90,7 @@ class ImageDataset:
     source: str = ""
     template: str = DEFAULT_TEMPLATE
     published_template: str | None = None
+    notes: list[str] = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
         self.classnames = [clean_classname(c) for c in self.classnames]

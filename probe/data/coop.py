@@ -29,6 +29,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from mma.coop_layout import COOP_DATASETS, coop_folder_names
+from mma.coop_layout import COOP_FOLDERS as _INFO
+from mma.coop_layout import CoopFolder as _Info
 from mma.errors import MmaError, closest, one_line
 from mma.probe.data.base import DEFAULT_TEMPLATE, SPLITS, ImageDataset, Sample, user_path
 from mma.probe.data.folder import IMAGE_SUFFIXES
@@ -44,23 +47,6 @@ __all__ = [
     "load_coop",
 ]
 
-COOP_DATASETS = (
-    "imagenet",
-    "caltech101",
-    "oxford_pets",
-    "stanford_cars",
-    "oxford_flowers",
-    "food101",
-    "fgvc_aircraft",
-    "sun397",
-    "dtd",
-    "eurosat",
-    "ucf101",
-    "imagenetv2",
-    "imagenet_sketch",
-    "imagenet_a",
-    "imagenet_r",
-)
 
 #: the benchmark's source dataset (cross-dataset and domain generalisation train on it) and its shifted variants
 COOP_SOURCE = "imagenet"
@@ -109,78 +95,6 @@ _LICENCES = {
     "eurosat": "MIT (see dataset website)",
 }
 
-_CALTECH_IGNORED = ("BACKGROUND_Google", "Faces_easy")
-
-
-@dataclass(frozen=True)
-class _Info:
-    """Where one CoOp dataset lives under ROOT and how to read it (all paths relative to ROOT)."""
-
-    name: str
-    folder: str  # the dataset's own folder
-    reader: str  # "zhou" | "fgvc" | "imagenet" | "imagenetv2" | "wnid"
-    images: tuple[str, ...]  # candidate image folders; the first that exists is used
-    split: str = ""  # the split_zhou file ("zhou" reader)
-    subset: bool = False  # "wnid" reader: classes = the wnid folders present (ImageNet-A / -R)
-    ignored: tuple[str, ...] = ()  # class folders / names dropped from the split file
-
-    @property
-    def split_path(self) -> str:
-        return f"{self.folder}/{self.split}"
-
-    @property
-    def classnames_paths(self) -> tuple[str, ...]:
-        own = f"{self.folder}/classnames.txt"
-        return (own,) if self.folder == "imagenet" else (own, "imagenet/classnames.txt")
-
-    @property
-    def layout(self) -> str:
-        """The expected files, as one short phrase (used by describe_coop and in error messages)."""
-        image = self.images[0] + "/"
-        if self.reader == "zhou":
-            return f"{image} + {self.split_path}"
-        if self.reader == "fgvc":
-            txt = f"{self.folder}/images_variant_{{train,val,test}}.txt"
-            return f"{image}<id>.jpg + {self.folder}/variants.txt + {txt}"
-        if self.reader == "imagenet":
-            return f"{image}{{train,val}}/<wnid>/ + {self.classnames_paths[0]} (val/ is the test split)"
-        folders = "<label 0..999>" if self.reader == "imagenetv2" else "<wnid>"
-        return f"{image}{folders}/ + classnames.txt (test only)"
-
-
-def _zhou(name: str, folder: str, images: str, stem: str, **kw) -> _Info:
-    """A dataset read from ``<folder>/split_zhou_<stem>.json`` with images under ``<folder>/<images>``."""
-    image_dir = f"{folder}/{images}".rstrip("/")
-    return _Info(name, folder, "zhou", (image_dir,), split=f"split_zhou_{stem}.json", **kw)
-
-
-_INFO: dict[str, _Info] = {
-    info.name: info
-    for info in (
-        _Info("imagenet", "imagenet", "imagenet", ("imagenet/images",)),
-        _zhou("caltech101", "caltech-101", "101_ObjectCategories", "Caltech101", ignored=_CALTECH_IGNORED),
-        _zhou("oxford_pets", "oxford_pets", "images", "OxfordPets"),
-        _zhou("stanford_cars", "stanford_cars", "", "StanfordCars"),
-        _zhou("oxford_flowers", "oxford_flowers", "jpg", "OxfordFlowers"),
-        _zhou("food101", "food-101", "images", "Food101"),
-        _Info("fgvc_aircraft", "fgvc_aircraft", "fgvc", ("fgvc_aircraft/images",)),
-        _zhou("sun397", "sun397", "SUN397", "SUN397"),
-        # DATASETS.md has dtd/images/; extracting the archive into dtd/ gives dtd/dtd/images/, also accepted.
-        _Info(
-            "dtd",
-            "dtd",
-            "zhou",
-            ("dtd/images", "dtd/dtd/images"),
-            split="split_zhou_DescribableTextures.json",
-        ),
-        _zhou("eurosat", "eurosat", "2750", "EuroSAT"),
-        _zhou("ucf101", "ucf101", "UCF-101-midframes", "UCF101"),
-        _Info("imagenetv2", "imagenetv2", "imagenetv2", ("imagenetv2/imagenetv2-matched-frequency-format-val",)),
-        _Info("imagenet_sketch", "imagenet-sketch", "wnid", ("imagenet-sketch/images",)),
-        _Info("imagenet_a", "imagenet-adversarial", "wnid", ("imagenet-adversarial/imagenet-a",), subset=True),
-        _Info("imagenet_r", "imagenet-rendition", "wnid", ("imagenet-rendition/imagenet-r",), subset=True),
-    )
-}
 
 # Other spellings, compared after lower-casing and dropping everything but letters and digits.
 _ALIASES = {
@@ -511,6 +425,17 @@ _READERS = {
 # -- public API ------------------------------------------------------------------------------------
 
 
+def _root(root: str | os.PathLike) -> Path:
+    """*root* as a path; one sentence naming the expected folders if it is not a folder."""
+    base = user_path(root, "The CoOp data root")
+    if not base.is_dir():
+        raise MmaError(
+            f"The CoOp data root {str(base)!r} does not exist; coop:ROOT expects CoOp's DATASETS.md layout "
+            f"with folders such as {', '.join(f'{f}/' for f in coop_folder_names())}."
+        )
+    return base
+
+
 def _present(root: Path, info: _Info) -> bool:
     """Whether a dataset looks installed. ``imagenet/`` alone may only hold the shifts' classnames.txt,
     so ImageNet counts as present when ``imagenet/images/`` exists."""
@@ -523,13 +448,8 @@ def load_coop(root: str | os.PathLike, names: list[str] | None = None, *, spec: 
     Names are case-insensitive and accept aliases (``flowers102``, ``pets``, ``imagenet-sketch``...).
     Any problem (unknown name, missing folder or split file, malformed split file) raises MmaError.
     """
-    base = user_path(root, "The CoOp data root")
-    folders = ", ".join(f"{_INFO[n].folder}/" for n in COOP_DATASETS)
-    if not base.is_dir():
-        raise MmaError(
-            f"The CoOp data root {str(base)!r} does not exist; coop:ROOT expects CoOp's DATASETS.md layout "
-            f"with folders such as {folders}."
-        )
+    base = _root(root)
+    folders = ", ".join(f"{f}/" for f in coop_folder_names())
     if names is None:
         wanted = [n for n in COOP_DATASETS if _present(base, _INFO[n])]
         if not wanted:
@@ -555,9 +475,7 @@ def find_coop(root: str | os.PathLike, names: Iterable[str] | None = None) -> tu
 
     Only the dataset's folder is looked at (reading it is :func:`load_coop`'s job, which names any missing file).
     """
-    base = user_path(root, "The CoOp data root")
-    if not base.is_dir():
-        raise MmaError(f"The CoOp data root {str(base)!r} does not exist; coop:ROOT expects CoOp's DATASETS.md layout.")
+    base = _root(root)
     wanted = COOP_DATASETS if names is None else list(dict.fromkeys(_canonical(n) for n in names))
     present, missing = [], {}
     for name in wanted:

@@ -40,6 +40,14 @@ def _split_default(samples: list[Sample], seed: int = 0) -> dict[str, list[Sampl
     return out
 
 
+def _split_note(source: str, missing: str) -> str:
+    """The sentence a source without a split of its own says once: how :func:`_split_default` split it."""
+    return (
+        f"{source} has no {missing}; its images are split 60/20/20 (train/val/test) per class by a fixed "
+        "seeded draw (seed 0, the same every run)."
+    )
+
+
 def _path_loader(root: Path):
     def load(ref: str) -> Image.Image:
         return Image.open(root / ref)
@@ -77,7 +85,9 @@ def load_folder(path: str | Path, *, spec: str = "") -> ImageDataset:
         splits = _split_default(samples)
     if not any(splits.values()):
         raise MmaError(f"The folder {str(root)!r} has class subfolders but no images ({sorted(IMAGE_SUFFIXES)}).")
-    return ImageDataset(root.name, class_dirs, splits, _path_loader(root), source=spec or f"folder:{root}")
+    source = spec or f"folder:{root}"
+    notes = [] if split_dirs else [_split_note(source, "train/val/test subfolders")]
+    return ImageDataset(root.name, class_dirs, splits, _path_loader(root), source=source, notes=notes)
 
 
 def load_csv(path: str | Path, *, spec: str = "") -> ImageDataset:
@@ -123,4 +133,5 @@ def load_csv(path: str | Path, *, spec: str = "") -> ImageDataset:
         _path_loader(file.parent),
         fingerprint=sha256_file(file)[:16],
         source=spec or f"csv:{file}",
+        notes=[] if "split" in header else [_split_note(spec or f"csv:{file}", "'split' column")],
     )

@@ -31,6 +31,8 @@ import torch
 
 from mma.io import atomic_write
 
+from ..openclip import import_open_clip
+
 __all__ = [
     "EMBEDDED_NAME",
     "CONFIG_PATH",
@@ -55,7 +57,7 @@ def embedded_config() -> dict:
 
 def register_config() -> None:
     """Register ``mma-tiny`` with open_clip (idempotent), so ``open_clip.create_model('mma-tiny')`` works."""
-    import open_clip  # lazy: ~2.5 s on top of torch, and this package loads with every `import mma.probe`
+    open_clip = import_open_clip()  # lazy: ~2.5 s on top of torch; this package loads with every `import mma.probe`
 
     if EMBEDDED_NAME not in open_clip.list_models():
         open_clip.add_model_config(CONFIG_PATH)
