@@ -56,6 +56,9 @@ wait "$chain_a"
 wait "$chain_b"
 
 cp "$runs/probe/figure1.png" "$runs/probe/figure1.csv" figures/
+# what Figure 1 marks besides the curves (every rule's k, each seed's), so it can be redrawn from figures/ alone
+cp "$runs/probe/selection.json" figures/figure1_selection.json
+cp "$runs/probe/run.json" figures/figure1_run.json
 cp "$runs/default/selection.json" "$runs/default/layers_summary.csv" figures/
 cp "$runs/b2n/k_sweep.png" "$runs/b2n/k_sweep.csv" "$runs/b2n/k_sweep.json" figures/
 cp "$runs/b2n/results_summary.csv" figures/base2novel_summary.csv

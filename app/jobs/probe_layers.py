@@ -398,14 +398,23 @@ def _write_selection(summary, model_names, out: Path, rule: str, threshold: floa
 def _draw(summary, selection, out: Path) -> Path:
 
     run = read_json(out / "run.json") if (out / "run.json").is_file() else {}
-    n_datasets = len(run.get("datasets", []))
-    caption = (
-        "Lines: mean over {} seed(s); bands: one std over seeds. Text probe split {}; image probe by sample.".format(
-            len(run.get("seeds", [])) or "the", run.get("text_split", "by-class")
-        )
+    datasets = run.get("datasets", [])
+    n_datasets = len(datasets)
+    # the figure says how many seeds its lines are over (from the summary); the run says what they were drawn from
+    caption = f"Text probe split {run.get('text_split', 'by-class')}; image probe by sample."
+    if datasets:
+        samples = sorted({d.get("samples") for d in datasets if d.get("samples") is not None})
+        each = (
+            "" if not samples else f", {samples[0]} samples each" if len(samples) == 1 else
+            f", {samples[0]}-{samples[-1]} samples per dataset"
+        )  # fmt: skip
+        names = ", ".join(d["name"] for d in datasets)
+        plural = "s" if n_datasets > 1 else ""
+        caption = f"{n_datasets} dataset{plural} ({names}){each}; chance = 1 / {n_datasets}. {caption}"
+    selections = {s["model"]: s for s in selection["selections"] if s.get("k") is not None}
+    plot_layers(
+        summary, out / "figure1", selections=selections, chance=1 / n_datasets if n_datasets else None, caption=caption
     )
-    ks = {s["model"]: s["k"] for s in selection["selections"] if s.get("k") is not None}
-    plot_layers(summary, out / "figure1", selected_k=ks, chance=1 / n_datasets if n_datasets else None, caption=caption)
     return out / "figure1.png"
 
 

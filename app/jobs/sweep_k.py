@@ -138,6 +138,7 @@ def _report(cfg, results, swept, ks: list[int], selected, rules: dict, model: st
         baseline=baseline,
         title=f"{model}: {swept.title or swept.name} base-to-novel vs first adapted block k",
         others=others or None,
+        rules={r: v["k"] for r, v in rules.items() if v.get("k") is not None},  # the rules giving k name its line
     )
     hm = tidy[tidy["metric"] == "hm"].groupby("k")["value"].mean()
     best_k = int(hm.idxmax())
