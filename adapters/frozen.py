@@ -169,18 +169,21 @@ def method_inputs(
     precision: str = "fp32",
     folder: str | Path | None = None,
     workers: int = 0,
+    strict: bool = False,
 ):
     """``(reader, prefix)``: *samples* as a method's inputs. Read back from the frozen cache when *cached* (and
     the method has a frozen part; *transform* must then be deterministic), with ``prefix`` None; otherwise the
     images under *transform*, with the function that turns a batch of them into inputs (None: the images are the
-    inputs). Both readers yield ``(index, inputs, label)`` for :func:`~mma.probe.data.reading.collate_readable`."""
+    inputs). Both readers yield ``(index, inputs, label)`` for :func:`~mma.probe.data.reading.collate_readable`, with
+    None for an unreadable image (walk them with :func:`~mma.probe.data.reading.readable_batches`); *strict*: the
+    image reader stops at the first unreadable one (a cached one stops the walk)."""
     if part is not None and cached:
         frozen = FrozenInputs(
             part, loaded, dataset, samples, transform, device=device, precision=precision, folder=folder,
-            workers=workers,
+            workers=workers, strict=strict,
         )  # fmt: skip
         return frozen.rows(), None
-    return ImageReader(dataset, samples, transform), part.prefix if part is not None else None
+    return ImageReader(dataset, samples, transform, strict=strict), part.prefix if part is not None else None
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -217,7 +220,9 @@ class FrozenInputs:
         precision: str = "fp32",
         folder: str | Path | None = None,
         workers: int = 0,
+        strict: bool = False,
     ) -> None:
+        self.strict = strict
         self.part, self.loaded, self.dataset, self.samples = part, loaded, dataset, list(samples)
         self.transform, self.device, self.precision, self.workers = transform, device, precision, workers
         self.fields = {
@@ -248,7 +253,7 @@ class FrozenInputs:
 
     def _batches(self, start: int):
         """``(indices, prefix or None, unreadable indices)`` for the samples from *start* on, in order."""
-        reader = ImageReader(self.dataset, self.samples[start:], self.transform)
+        reader = ImageReader(self.dataset, self.samples[start:], self.transform, strict=self.strict)
         loader = torch.utils.data.DataLoader(
             reader, batch_size=_FILL_BATCH, num_workers=self.workers, collate_fn=collate_readable
         )

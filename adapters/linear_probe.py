@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mma.errors import MmaError
-from mma.probe.data.reading import ImageReader, collate_readable
+from mma.probe.data.reading import ImageReader, ReadReport, collate_readable, readable_batches
 
 from .method_base import (
     MethodBase,
@@ -170,29 +170,33 @@ class LinearProbeMethod(MethodBase):
         self.C = float(C)
 
     @staticmethod
-    def fit(loaded, dataset, samples, classnames, cfg, *, seed, device, template=None, state_path=None, val=()):
+    def fit(
+        loaded, dataset, samples, classnames, cfg, *, seed, device, template=None, state_path=None, val=(), report=None
+    ):
         """Extract the features of *samples* and *val*, choose C on val (on the training shots if val is empty),
-        fit at that C on the training shots. Deterministic; every torchrun rank fits the same classifier."""
+        fit at that C on the training shots. Deterministic; every torchrun rank fits the same classifier. *report*:
+        where unreadable images are counted (:mod:`mma.probe.data.reading`)."""
         start = time.perf_counter()
         method = LinearProbeMethod.build(loaded, cfg, classnames)
-        X, y = _features(loaded, dataset, samples, device, cfg.workers)
+        X, y = _features(loaded, dataset, samples, device, cfg.workers, report)
         if len(np.unique(y)) < 2:
             raise MmaError(f"linear-probe needs training images of at least 2 classes in {dataset.name!r}.")
-        Xv, yv = _features(loaded, dataset, list(val), device, cfg.workers) if val else (X, y)
+        Xv, yv = _features(loaded, dataset, list(val), device, cfg.workers, report) if val else (X, y)
         C, val_acc, path = choose_c(X, y, Xv, yv)
         method.load_fit(_fit_lr(C, X, y), C)
         method.val_accuracy, method.path = 100 * val_acc, path
         return TrainResult(method, len(path), time.perf_counter() - start, float("nan"), [], len(samples))
 
 
-def _features(loaded, dataset, samples, device, workers: int) -> tuple[np.ndarray, np.ndarray]:
+def _features(
+    loaded, dataset, samples, device, workers: int, report: ReadReport | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Unnormalised ``encode_image`` features (float64) and labels under the test-time preprocessing."""
-
-    reader = ImageReader(dataset, samples, loaded.preprocess)
+    reader = ImageReader(dataset, samples, loaded.preprocess, strict=report is not None and report.strict)
     loader = torch.utils.data.DataLoader(reader, batch_size=256, num_workers=workers, collate_fn=collate_readable)
     feats, labels = [], []
     with torch.no_grad():
-        for _, images, y, _ in loader:
+        for _, images, y in readable_batches(loader, samples, report):
             if images is None:
                 continue
             feats.append(loaded.model.encode_image(images.to(device)).float().cpu())

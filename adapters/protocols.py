@@ -40,6 +40,7 @@ from mma.probe.data import (
     split_base_novel,
     subsample_classes,
 )
+from mma.probe.data.reading import ReadReport
 from mma.probe.specs import LoadedModel
 
 from .evaluate import harmonic_mean, method_accuracy
@@ -409,19 +410,27 @@ def evaluate_task(
     workers: int = 0,
     cache: bool = True,
     cache_dir=None,
+    strict: bool = False,
+    read: dict | None = None,
 ) -> dict[str, float]:
     """Accuracy (%) of *method* (:mod:`mma.adapters.methods`) on every evaluation split of *task*
     (:func:`~mma.adapters.evaluate.method_accuracy`; *cache* / *cache_dir*: its frozen-input cache). A split whose
-    classes the method cannot name (the linear probe on novel classes) is left out: not applicable."""
+    classes the method cannot name (the linear probe on novel classes) is left out: not applicable.
+
+    *read*: filled with each split's :meth:`~mma.probe.data.reading.ReadReport.record` (the images its accuracy
+    counted, the unreadable ones); *strict*: an unreadable image stops the evaluation, naming it."""
     accs = {}
     for e in task.evals:
         if not method.can_classify(e.classnames):
             continue
+        report = ReadReport(e.dataset.name, strict=strict)
         accs[e.name] = method_accuracy(
             loaded, method, e.dataset, e.samples, e.classnames, type(method).prompt_template(e.dataset, template),
             device=device,
-            workers=workers, cache=cache, cache_dir=cache_dir,
+            workers=workers, cache=cache, cache_dir=cache_dir, report=report,
         )  # fmt: skip
+        if read is not None:
+            read[e.name] = report.record(images=report.read)
     return accs
 
 

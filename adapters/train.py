@@ -46,7 +46,7 @@ from mma import distributed
 from mma.errors import MmaError
 from mma.io import atomic_write
 from mma.probe.data.base import ImageDataset, Sample
-from mma.probe.data.reading import collate_readable
+from mma.probe.data.reading import ReadReport, collate_readable, readable_batches
 from mma.probe.extract import autocast_for
 from mma.probe.specs import LoadedModel
 
@@ -300,6 +300,7 @@ def fit_method(
     state_path: str | Path | None = None,
     val: Sequence[Sample] = (),
     cache_dir: str | Path | None = None,
+    report: ReadReport | None = None,
 ) -> TrainResult:
     """Build a fresh *method* (a class or a name of :func:`mma.adapters.methods.registry`) on ``loaded.model`` and
     train it with *cfg* (:meth:`~mma.adapters.method_base.MethodBase.make_config`).
@@ -307,7 +308,8 @@ def fit_method(
     As :func:`fit_adapter` (which is ``fit_method(loaded, mma.adapters.methods.DEFAULT, ...)``): the same loop,
     resume and torchrun rules for every method trained by SGD; a method with its own ``fit`` (the linear probe)
     runs that, with the few-shot validation samples *val*. The method stays attached on return. *cache_dir*: where
-    the frozen inputs are kept on disk (module doc; None: in memory, for this call).
+    the frozen inputs are kept on disk (module doc; None: in memory, for this call). *report*: where the unreadable
+    training images are counted (:mod:`mma.probe.data.reading`; strict: the first one stops the run).
     """
     kind = get_method(method) if isinstance(method, str) else method
     if not kind.trains:
@@ -315,7 +317,7 @@ def fit_method(
     if kind.fit is not None:
         if not samples:
             raise MmaError(f"Dataset {dataset.name!r} has no training images for this task; nothing can be fitted.")
-        return kind.fit(loaded, dataset, samples, classnames, cfg, seed=seed, device=device, val=val)
+        return kind.fit(loaded, dataset, samples, classnames, cfg, seed=seed, device=device, val=val, report=report)
     cfg.validate()
     if not samples:
         raise MmaError(f"Dataset {dataset.name!r} has no training images for this task; nothing can be trained.")
@@ -327,14 +329,20 @@ def fit_method(
     adapter = kind.build(loaded, cfg, classnames).attach(loaded.model)
     _augmentation_seed(seed, distributed.world().rank)
     try:
-        inputs = _inputs(loaded, adapter, dataset, samples, cfg, device, cache_dir)
-        return _train(loaded, dataset, inputs, classnames, cfg, adapter, gen, device, template, state_path, fingerprint)
+        inputs = _inputs(loaded, adapter, dataset, samples, cfg, device, cache_dir, report)
+        batches = functools.partial(readable_batches, samples=samples, report=report)
+        result = _train(
+            loaded, dataset, inputs, batches, classnames, cfg, adapter, gen, device, template, state_path, fingerprint
+        )
+        if report is not None:
+            report.merge_ranks()
+        return result
     except BaseException:
         adapter.detach()  # an interrupted or failed run leaves the model as it found it
         raise
 
 
-def _inputs(loaded, method, dataset, samples, cfg: TrainConfig, device, cache_dir):
+def _inputs(loaded, method, dataset, samples, cfg: TrainConfig, device, cache_dir, report):
     """``(reader, prefix)``: the training set as the method's inputs, read back from the frozen cache (prefix None),
     or as images with the function that turns a batch of them into inputs (None: the images are the inputs)."""
     part = image_part(loaded, method.image_start(loaded))
@@ -342,12 +350,13 @@ def _inputs(loaded, method, dataset, samples, cfg: TrainConfig, device, cache_di
     transform = loaded.preprocess if cached else train_transform(loaded, cfg)
     return method_inputs(
         part, loaded, dataset, samples, transform, cached=cached, device=device, precision=cfg.precision,
-        folder=cache_dir, workers=cfg.workers,
+        folder=cache_dir, workers=cfg.workers, strict=report is not None and report.strict,
     )  # fmt: skip
 
 
-def _train(loaded, dataset, inputs, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
-    """The training loop of :func:`fit_method` (the method is attached; resume from *state_path* if it fits)."""
+def _train(loaded, dataset, inputs, batches, classnames, cfg, adapter, gen, device, template, state_path, fingerprint):
+    """The training loop of :func:`fit_method` (the method is attached; resume from *state_path* if it fits).
+    *batches*: :func:`~mma.probe.data.reading.readable_batches` over the training samples."""
     world = distributed.world()
     model = loaded.model
     model.eval()  # frozen trunk: no dropout / batch-norm updates; adapters have neither
@@ -386,7 +395,7 @@ def _train(loaded, dataset, inputs, classnames, cfg, adapter, gen, device, templ
     start = time.perf_counter()
     for epoch in range(first_epoch, cfg.epochs):
         losses: list[torch.Tensor] = []
-        for _, images, labels, _ in loader:
+        for _, images, labels in batches(loader):
             if images is None:
                 if world.many:  # the other ranks would wait for this one's gradients forever
                     raise MmaError(f"A whole batch of dataset {dataset.name!r} was unreadable on rank {world.rank}.")

@@ -751,21 +751,69 @@ def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Option(help="An adapter checkpoint written by train-selected.")],
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", "-d", help="Data spec; default: the data the checkpoint was trained on."),
+        typer.Option(
+            "--data",
+            "-d",
+            help="Data spec (repeatable): the checkpoint's own dataset is evaluated by its protocol, any other on "
+            "its test split among all its classes. Default: the data the checkpoint was trained on.",
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     alpha_eval: Annotated[
         float | None, typer.Option(help="Evaluate with this alpha instead of the trained one (0 = the frozen model).")
     ] = None,
+    strict: Annotated[bool, typer.Option(help="Fail on an unreadable image instead of skipping it.")] = False,
 ) -> None:
-    """Re-evaluate an adapter checkpoint with its protocol (base / novel / HM, or accuracy)."""
+    """Evaluate an adapter checkpoint beside the zero-shot model, on its own protocol or on any dataset."""
     from mma.app.jobs.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(checkpoint, data=list(data) if data else None, device=device, alpha_eval=alpha_eval)
-    if metrics is None:  # a torchrun rank other than 0: rank 0 reports
+    table = evaluate_checkpoint(
+        checkpoint, data=list(data) if data else None, device=device, alpha_eval=alpha_eval, strict=strict,
+        say=lambda line: typer.echo(line, err=True),
+    )  # fmt: skip
+    if table is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    for name, value in metrics.items():
-        typer.echo(f"{name}: {value:.2f}")
+    rows = [{c: _cell(c, v) for c, v in r.items()} for r in table.to_dict("records")]
+    _table(rows, list(table.columns), f"{checkpoint} (accuracy %, zero-shot beside; images: the denominator)")
+
+
+def _cell(column: str, value) -> str:
+    """A cell of mma evaluate's table: percentages with 2 decimals, counts whole, blank where not applicable."""
+    if isinstance(value, str):
+        return value
+    if value is None or value != value:  # None or NaN
+        return ""
+    return f"{value:.2f}" if column in ("accuracy", "zero_shot") else str(int(value))
+
+
+@command("predict")
+@friendly
+def predict_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="An adapter checkpoint written by train-selected.")],
+    images: Annotated[
+        Path,
+        typer.Option(help="A folder of images (searched recursively), one image, or a text file listing images."),
+    ],
+    out: Annotated[Path, typer.Option(help="The CSV to write: path, class_1, prob_1, ... per readable image.")],
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Class names to choose among, comma-separated (default: the checkpoint's own classes)."),
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="How many classes per image, best first.")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    strict: Annotated[bool, typer.Option(help="Fail on an unreadable image instead of skipping it.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+) -> None:
+    """Classify new images with an adapted model: one CSV row per readable image, its top classes and probabilities."""
+    from mma.app.jobs.predict import predict_images
+    from mma.probe.data.reading import unreadable_line
+
+    run = predict_images(
+        checkpoint, images, out, classes=classes, top_k=top_k, device=device, strict=strict, overwrite=overwrite
+    )
+    if unreadable_line(run.read):
+        typer.echo(unreadable_line(run.read), err=True)
+    typer.echo(f"Predicted {run.images} image(s) among {len(run.classes)} classes -> {run.out}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from mma import distributed
 
 from .data.base import ImageDataset, Sample
-from .data.reading import ImageReader, ReadReport, collate_readable
+from .data.reading import ImageReader, ReadReport, collate_readable, readable_batches
 from .layers import layer_maps
 from .specs import LoadedModel
 from .textcut import encode_text
@@ -52,10 +52,7 @@ def encode_images(
         reader, batch_size=batch_size, num_workers=workers, collate_fn=collate_readable, pin_memory=pin
     )
     feats, labels = [], []
-    for _, images, y, bad in loader:
-        if report is not None:
-            for i in bad:
-                report.add(samples[i].ref)
+    for _, images, y in readable_batches(loader, samples, report):
         if images is None:
             continue
         feats.append(F.normalize(loaded.model.encode_image(images.to(device, non_blocking=True)).float(), dim=-1).cpu())

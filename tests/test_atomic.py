@@ -322,7 +322,7 @@ class _Writes(ast.NodeVisitor):
 
 
 def _code_files() -> list[Path]:
-    rooms = ("mma", "probe", "adapters", "analysis", "benchmarks")
+    rooms = ("mma", "probe", "adapters", "analysis", "app", "benchmarks")
     return [p for room in rooms for p in sorted((ROOT / room).rglob("*.py"))]
 
 

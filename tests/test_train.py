@@ -140,7 +140,7 @@ def test_train_config_validation():
 
 def test_train_selected_end_to_end_resumes_and_reevaluates(tmp_path, monkeypatch):
     from mma.app.jobs import train_selected as job
-    from mma.app.jobs.evaluate import evaluate_checkpoint
+    from mma.app.jobs.evaluate import evaluate_checkpoint, metrics_of
 
     cfg = job.TrainSelectedConfig(
         k=4,
@@ -161,7 +161,10 @@ def test_train_selected_end_to_end_resumes_and_reevaluates(tmp_path, monkeypatch
     assert (tmp_path / "results" / "base2novel" / "colors" / "zeroshot.json").is_file()
     ckpt = tmp_path / "checkpoints" / "base2novel-colors-seed1-k4.safetensors"
     stored = json.loads((tmp_path / "results" / "base2novel" / "colors" / "seed1-k4-mma.json").read_text())
-    assert evaluate_checkpoint(ckpt, device="cpu") == pytest.approx(stored["metrics"])
+    table = evaluate_checkpoint(ckpt, device="cpu")
+    assert metrics_of(table) == pytest.approx(stored["metrics"])
+    zero = json.loads((tmp_path / "results" / "base2novel" / "colors" / "zeroshot.json").read_text())
+    assert metrics_of(table, "zero_shot") == pytest.approx(zero["metrics"])  # the zero-shot model beside it
 
     retrained = lambda *a, **k: pytest.fail("a finished run was retrained")  # noqa: E731
     patch_everywhere(monkeypatch, "mma.adapters.train.fit_method", retrained)

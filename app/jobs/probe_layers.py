@@ -34,6 +34,7 @@ from mma.io import atomic_write, atomic_write_json, read_json
 from mma.probe.capture import POOLINGS
 from mma.probe.data import load_datasets
 from mma.probe.data.base import Sample
+from mma.probe.data.reading import unreadable_line
 from mma.probe.extract import autocast_for, extract_images, extract_prompts, resolve_device
 from mma.probe.layers import XEMBED_POINTS, layer_maps
 from mma.probe.specs import load_model, parse_model_spec
@@ -296,12 +297,11 @@ def _extract(cfg: ProbeLayersConfig, spec, datasets, draws, device, out: Path, s
             )
             entries[d.name] = (img, txt)
             store_keys += [img.manifest["key"], txt.manifest["key"]]
-            bad = len(img.manifest["unreadable_rows"])
-            if bad:
-                notes.append(
-                    f"{d.name}: skipped {bad} unreadable image(s), e.g. "
-                    f"{[img.samples()[0][i] for i in img.manifest['unreadable_rows'][:3]]}."
-                )
+            bad = img.manifest["unreadable_rows"]
+            examples = [img.samples()[0][i] for i in bad[:5]]
+            line = unreadable_line({"dataset": d.name, "unreadable": len(bad), "examples": examples})
+            if line:
+                notes.append(line)
     return entries, store_keys
 
 

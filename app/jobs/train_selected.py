@@ -53,6 +53,7 @@ from mma.app.settings import (
 from mma.errors import MmaError
 from mma.io import atomic_write_json, read_json
 from mma.probe.data import dataset_spec, load_datasets
+from mma.probe.data.reading import ReadReport, unreadable_line
 from mma.probe.extract import resolve_device
 from mma.probe.specs import LoadedModel, load_model
 from mma.seeding import check_seeds
@@ -104,6 +105,7 @@ class RunContext:
     datasets: list
     data_specs: dict[str, str]  # dataset -> the data spec that loads it again
     loaded: LoadedModel | None = None
+    said: set[str] = field(default_factory=set)  # the lines said once (unreadable images of a dataset)
 
     @property
     def show(self) -> bool:
@@ -176,6 +178,15 @@ def _say(ctx: RunContext, lines) -> None:
     for line in lines:
         if ctx.show and line:
             tqdm.write(line)
+
+
+def _say_read(ctx: RunContext, records) -> None:
+    """Say each dataset's unreadable images once per run (:meth:`~mma.probe.data.reading.ReadReport.record`)."""
+    for record in filter(None, records):  # None: a training reused from before its images were counted
+        line = unreadable_line(record)
+        if line and line not in ctx.said:
+            ctx.said.add(line)
+            _say(ctx, [line])
 
 
 _DEFAULT_SHOTS = 16  # the baseline alone still draws its (unused) shots: evaluation is the same
@@ -326,10 +337,12 @@ def _evaluate_baseline(ctx: RunContext, tasks: list[Task], todo: list[int], bar)
         task = tasks[ti]
         bar.set_postfix_str(f"{BASELINE.title or BASELINE.name} {task.name}")
         shared = ctx.train_config(first, task.name)[0] if first is not None else BASELINE.make_config()
+        read: dict = {}
         accs = evaluate_task(
             ctx.loaded, task, ctx.device, ctx.cfg.template, method=model, workers=shared.workers,
-            cache=shared.cache, cache_dir=ctx.cache_dir,
+            cache=shared.cache, cache_dir=ctx.cache_dir, strict=ctx.cfg.strict, read=read,
         )  # fmt: skip
+        _say_read(ctx, read.values())
         if ctx.world.main:
             atomic_write_json(
                 ctx.result_path(BASELINE, task.name, None),
@@ -345,6 +358,7 @@ def _evaluate_baseline(ctx: RunContext, tasks: list[Task], todo: list[int], bar)
                     "template": BASELINE.prompt_template(task.dataset, ctx.cfg.template),
                     "prompts": _prompts(BASELINE, task, ctx.cfg.template),
                     "metrics": task_metrics(task, accs),
+                    "evaluated": read,
                 },
             )
 
@@ -360,15 +374,17 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
     stem = f"{cfg.protocol}-{task.name}-{method.file_key(seed, k)}"
     state = ctx.out / "state" / f"{stem}.pt"
     train_cfg, train_sources = ctx.train_config(method, task.name)
-    result, fitted = _trained(ctx, method, task, seed, train_cfg, state)
+    result, fitted, trained_on = _trained(ctx, method, task, seed, train_cfg, state)
+    read: dict = {}
     try:
         accs = evaluate_task(
             loaded, task, ctx.device, cfg.template, method=result.adapter, workers=train_cfg.workers,
-            cache=train_cfg.cache, cache_dir=ctx.cache_dir,
+            cache=train_cfg.cache, cache_dir=ctx.cache_dir, strict=cfg.strict, read=read,
         )  # fmt: skip
         metrics = task_metrics(task, accs)
     finally:
         result.adapter.detach()
+    _say_read(ctx, [trained_on, *read.values()])
     if not ctx.world.main:
         return
     # the data specs that load this task's datasets again (mma evaluate --checkpoint)
@@ -386,6 +402,7 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
         "train_config": train_cfg.values(),
         "train_sources": train_sources,
         "template": method.prompt_template(task.dataset, cfg.template),
+        "user_template": cfg.template,  # what mma evaluate / predict read on other classes (None: the method's own)
         "prompts": _prompts(method, task, cfg.template),
         "data": list(dict.fromkeys(ctx.data_specs[name] for name in evaluated)),
     }
@@ -399,6 +416,7 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
         "trainable_parameters": result.adapter.num_parameters(),
         "processes": ctx.world.size,
         "batch_size": result.batch_size,
+        "read": trained_on,
         **fitted,
     }
     atomic_write_json(
@@ -409,9 +427,10 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
 
 
 def _trained(ctx: RunContext, method: type[MethodBase], task: Task, seed: int, train_cfg, state: Path):
-    """*method* trained on *task* at *seed*, and what it chose while fitting: trained here, or the very training
-    another protocol of this cache folder already ran (same weights, method, values, seed, samples, classes, prompt:
-    ``reproduce`` trains the ImageNet adapter of cross-dataset and domain generalisation once when they agree)."""
+    """*method* trained on *task* at *seed*, what it chose while fitting, and the images it read
+    (:meth:`~mma.probe.data.reading.ReadReport.record`): trained here, or the very training another protocol of this
+    cache folder already ran (same weights, method, values, seed, samples, classes, prompt: ``reproduce`` trains the
+    ImageNet adapter of cross-dataset and domain generalisation once when they agree)."""
     template = method.prompt_template(task.dataset, ctx.cfg.template)
     key = training_key(
         ctx.loaded, method, task.train, task.classnames, train_cfg, seed=seed, template=template, device=ctx.device,
@@ -421,13 +440,18 @@ def _trained(ctx: RunContext, method: type[MethodBase], task: Task, seed: int, t
     if distributed.broadcast(shared.is_file() if ctx.world.main else None):
         adapter, meta = load_adapter(shared, ctx.loaded)
         done = meta["trained"]
-        result = TrainResult(adapter, done["steps"], done["seconds"], done["final_loss"], done["losses"], done["batch"])
-        return result, {**done["fitted"], "reused": str(shared)}
+        result = TrainResult(
+            adapter, done["steps"], done["seconds"], done["final_loss"], done["losses"], done["batch"],
+            done.get("history", []),
+        )  # fmt: skip
+        return result, {**done["fitted"], "reused": str(shared)}, done.get("read")
+    report = ReadReport(task.dataset.name, strict=ctx.cfg.strict)
     result = fit_method(
         ctx.loaded, method, task.dataset, task.train, task.classnames, train_cfg, seed=seed, device=ctx.device,
-        template=ctx.cfg.template, state_path=state, val=task.val, cache_dir=ctx.cache_dir,
+        template=ctx.cfg.template, state_path=state, val=task.val, cache_dir=ctx.cache_dir, report=report,
     )  # fmt: skip
     fitted = result.adapter.fitted_values()
+    read = report.record(images=len(task.train) - sum(s.ref in report.refs for s in task.train))
     if ctx.world.main:
         done = {
             "steps": result.steps,
@@ -436,9 +460,10 @@ def _trained(ctx: RunContext, method: type[MethodBase], task: Task, seed: int, t
             "losses": result.losses,
             "batch": result.batch_size,
             "fitted": fitted,
+            "read": read,
         }
         save_adapter(result.adapter, shared, {"weights": ctx.loaded.weights_id, "key": key, "trained": done})
-    return result, fitted
+    return result, fitted, read
 
 
 def _summarise(ctx: RunContext, notes: list[str], start: float) -> TrainRun:

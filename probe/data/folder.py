@@ -18,7 +18,8 @@ __all__ = ["IMAGE_SUFFIXES", "load_folder", "load_csv"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """Every image file under *folder* (recursively, by suffix), sorted."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
@@ -79,9 +80,9 @@ def load_folder(path: str | Path, *, spec: str = "") -> ImageDataset:
         for s in split_dirs:
             for c in class_dirs:
                 if (root / s / c).is_dir():
-                    splits[s] += [Sample(str(p.relative_to(root)), label_of[c]) for p in _images_in(root / s / c)]
+                    splits[s] += [Sample(str(p.relative_to(root)), label_of[c]) for p in images_in(root / s / c)]
     else:
-        samples = [Sample(str(p.relative_to(root)), label_of[c]) for c in class_dirs for p in _images_in(root / c)]
+        samples = [Sample(str(p.relative_to(root)), label_of[c]) for c in class_dirs for p in images_in(root / c)]
         splits = _split_default(samples)
     if not any(splits.values()):
         raise MmaError(f"The folder {str(root)!r} has class subfolders but no images ({sorted(IMAGE_SUFFIXES)}).")
