@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -93,8 +93,11 @@ class TrainResult:
     steps: int
     seconds: float
     final_loss: float
-    losses: list[float]
+    losses: list[float]  # every step's loss
     batch_size: int = 0  # the global batch that ran (smaller than the config's for a small training set)
+    # one row per epoch: epoch (1-based), steps, loss (the mean of its steps), lr (the one it ran at), seconds;
+    # empty for a method with its own fit (the linear probe has no epochs)
+    history: list[dict] = field(default_factory=list)
 
 
 def freeze(model: nn.Module) -> None:

@@ -41,7 +41,8 @@ source                            what it sets
 ``recipe NAME``                   the recipe's own values
 ``protocol default``              the recipe's values for the protocol (paper: k 5 / k 9, 1 epoch)
 ``dataset default``               the recipe's values for the training dataset (paper: ImageNet batch 128)
-``config file``                   values of ``--config FILE``
+``config file``                   values of ``--config FILE``: the flat ones, then the method's own table
+                                  (``config file (FILE) (coop)``), which wins over them
 ``probe selection (--run)``       k of a probe run the user names
 ``user flag``                     ``--k``, ``--epochs``, ... (or the Python API's ``train`` dict)
 ================================  =========================================================================
@@ -259,6 +260,9 @@ class Settings:
     method: str = DEFAULT.name
     title: str = ""  # how the line starts (default: "Recipe NAME, PROTOCOL"; a method may name itself in it)
     provenance: dict = field(default_factory=dict)  # source -> the official file (or tuning record) behind it
+    template: str | None = None  # the prompt template the user gave (--template); None: the datasets' own
+    template_source: str = ""  # where the prompt comes from ("user flag", or what the default means for the method)
+    warnings: list = field(default_factory=list)  # e.g. a flag that cuts a published value (app.settings.recipe_cuts)
 
     def for_dataset(self, dataset: str) -> tuple[dict, dict]:
         """``(values, sources)`` for training on *dataset*."""
@@ -279,6 +283,8 @@ class Settings:
                 d: {n: {"value": v, "source": s} for n, (v, s) in diff.items()} for d, diff in self.per_dataset.items()
             },
             "provenance": self.provenance,
+            "template": {"value": self.template, "source": self.template_source},
+            "warnings": list(self.warnings),
         }
 
     def line(self) -> str:
@@ -286,6 +292,8 @@ class Settings:
         groups: dict[str, list[str]] = {}
         for name, value in self.values.items():
             groups.setdefault(self.sources[name], []).append(f"{name}={_show(value)}")
+        if self.template is not None:  # the datasets' own prompts are the default, not named on the line
+            groups.setdefault(self.template_source, []).append(f"template={self.template!r}")
         order = sorted(groups, key=_source_rank)
         parts = [f"{source}: {', '.join(groups[source])}" for source in order]
         for dataset, diff in self.per_dataset.items():

@@ -11,8 +11,10 @@ so the gradient (averaged over ranks) is the one-process gradient of the global 
 one-process augmentations, the other ranks their own (so with augmentation off, N processes give the
 one-process adapter up to float rounding). The loop makes no
 per-step host sync: losses stay on the device and are checked once per epoch. With a ``state_path`` the
-full training state (adapter, optimiser, schedule, grad scaler, every RNG) is saved atomically after each
-epoch, and a rerun resumes from it; a non-finite loss stops training and keeps the last good state.
+full training state (adapter, optimiser, schedule, grad scaler, every RNG, the history so far) is saved atomically
+after each epoch, and a rerun resumes from it; a non-finite loss stops training and keeps the last good state. The
+result keeps every step's loss and one row per epoch (``TrainResult.history``: its mean loss, the learning rate it ran
+at, its seconds), the same for a resumed run as for an uninterrupted one (the seconds aside).
 
 The loop knows no method: it builds the one it is given (:mod:`mma.adapters.methods`), trains the parameters of
 its ``objective`` and calls its ``after_training`` (MMA++'s ``alpha_eval``); a method with its own ``fit`` (the
@@ -379,7 +381,8 @@ def _train(loaded, dataset, inputs, batches, classnames, cfg, adapter, gen, devi
     )
     opt, scaler = optimiser_for(adapter, cfg, device)
     sched = schedule_for(opt, cfg)
-    history: list[float] = []
+    history: list[float] = []  # every step's loss
+    rows: list[dict] = []  # one per epoch (:func:`_epoch_row`)
     first_epoch = last_saved = 0
     # rank 0 decides whether to resume, so every rank runs the same epochs (and collectives)
     saved = distributed.broadcast(_load_state(state_path, fingerprint) if world.main else None)
@@ -391,9 +394,11 @@ def _train(loaded, dataset, inputs, batches, classnames, cfg, adapter, gen, devi
         rngs = saved["rng"]
         _set_rng_state(gen, rngs[world.rank] if len(rngs) == world.size else rngs[0])
         history, first_epoch = list(saved["losses"]), int(saved["epoch"])
+        rows = _saved_rows(saved, history, first_epoch)
         last_saved = first_epoch
     start = time.perf_counter()
     for epoch in range(first_epoch, cfg.epochs):
+        lr, began = opt.param_groups[0]["lr"], time.perf_counter()  # the lr this epoch runs at (stepped per epoch)
         losses: list[torch.Tensor] = []
         for _, images, labels in batches(loader):
             if images is None:
@@ -421,15 +426,34 @@ def _train(loaded, dataset, inputs, batches, classnames, cfg, adapter, gen, devi
                 f"Training diverged on {dataset.name!r}: a non-finite loss in epoch {epoch + 1}; {kept}. "
                 "Lower --lr or --alpha (a changed setting starts afresh)."
             )
-        history += epoch_losses.cpu().tolist()
+        step_losses = epoch_losses.cpu().tolist()
+        history += step_losses
+        rows.append(_epoch_row(epoch + 1, step_losses, lr, time.perf_counter() - began))
         if state_path is not None:
-            _save_epoch(state_path, world, fingerprint, epoch + 1, adapter, opt, sched, scaler, gen, history)
+            _save_epoch(state_path, world, fingerprint, epoch + 1, adapter, opt, sched, scaler, gen, history, rows)
             last_saved = epoch + 1
     adapter.after_training(cfg)
-    return TrainResult(adapter, len(history), time.perf_counter() - start, history[-1], history, batch)
+    return TrainResult(adapter, len(history), time.perf_counter() - start, history[-1], history, batch, rows)
 
 
-def _save_epoch(path, world, fingerprint, epoch, adapter, opt, sched, scaler, gen, history) -> None:
+def _epoch_row(epoch: int, step_losses: list[float], lr: float, seconds: float) -> dict:
+    """One row of :attr:`TrainResult.history`: the epoch (1-based), its steps, their mean loss, the learning rate it
+    ran at and its wall-clock seconds (every value but ``seconds`` is the same for a resumed run)."""
+    return {"epoch": epoch, "steps": len(step_losses), "loss": sum(step_losses) / len(step_losses), "lr": lr,
+            "seconds": round(seconds, 3)}  # fmt: skip
+
+
+def _saved_rows(saved: dict, losses: list[float], epochs: int) -> list[dict]:
+    """The per-epoch rows of a saved state (a state saved before they were kept: rebuilt from its step losses, the
+    learning rate and the seconds unknown)."""
+    if "history" in saved:
+        return [dict(row) for row in saved["history"]]
+    per = len(losses) // max(epochs, 1)
+    return [{**_epoch_row(e + 1, losses[e * per : (e + 1) * per], 0.0, 0.0), "lr": None, "seconds": None}
+            for e in range(epochs)]  # fmt: skip
+
+
+def _save_epoch(path, world, fingerprint, epoch, adapter, opt, sched, scaler, gen, history, rows) -> None:
     """Rank 0 writes the state after *epoch* with every rank's RNG states (the others only send theirs)."""
     rngs = distributed.all_gather(_rng_state(gen))
     if world.main:
@@ -444,5 +468,6 @@ def _save_epoch(path, world, fingerprint, epoch, adapter, opt, sched, scaler, ge
                 "scaler": scaler.state_dict(),
                 "rng": rngs,
                 "losses": history,
+                "history": rows,
             },
         )

@@ -392,9 +392,26 @@ _CACHE_HELP = (
     "numbers are the same either way; --no-cache recomputes it every step)."
 )
 
+_LOG_HELP = (
+    "Also log every trained run to tensorboard or wandb (repeatable or comma-separated; each needs its package, an "
+    "extra of the same name): train/loss and train/lr per step, val/<metric>, as open_clip's trainer names them, in "
+    "<out>/logs/; W&B offline unless WANDB_MODE is set. Every run also writes its per-epoch history.csv."
+)
+
 _CACHE_DIR_HELP = (
     "Folder of frozen inputs and finished trainings (default: <out>/cache); runs that share one reuse each other's, "
     "e.g. cross-dataset and domain-gen train the same adapter once."
+)
+
+_CONFIG_HELP = (
+    'JSON or TOML file of training options: flat ones for every method ({"epochs": 5}) and a table per method '
+    '({"coop": {"epochs": 10}}); flags win over a method\'s table, which wins over the flat values.'
+)
+
+_TEMPLATE_HELP = (
+    "Prompt template with {} for the class name, read by every method that reads a written prompt (MMA, "
+    "CLIP-Adapter, zero-shot; CoOp and CoCoOp learn theirs); it replaces both the default 'a photo of a {}.' and "
+    "the per-dataset published prompts."
 )
 
 _TRAIN_HELP = {
@@ -451,15 +468,15 @@ def train_selected_cmd(
     recipe: Annotated[
         str, typer.Option(help="auto, paper, released or mma-tiny (auto: mma-tiny for the embedded model).")
     ] = "auto",
-    config: Annotated[
-        Path | None, typer.Option(help="JSON or TOML file of training options (CLI options win).")
-    ] = None,
+    config: Annotated[Path | None, typer.Option(help=_CONFIG_HELP)] = None,
+    template: Annotated[str | None, typer.Option(help=_TEMPLATE_HELP)] = None,
     out: Annotated[Path, typer.Option(help="Run folder for results, checkpoints and tables.")] = Path("runs/train"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     strict: Annotated[
         bool,
         typer.Option(help="A class with fewer than --shots training images is an error (default: use all it has)."),
     ] = False,
+    log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
 ) -> None:
     """Train the Multi-Modal Adapter from block k (and, with --method, the other methods) and evaluate a protocol.
 
@@ -494,9 +511,11 @@ def train_selected_cmd(
         recipe=recipe,
         train=overrides,
         config=config,
+        template=template,
         strict=strict,
         methods=_split_methods(method),
         cache_dir=cache_dir,
+        log=_split_list(log),
     )
     result = train_selected(cfg)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
@@ -524,6 +543,11 @@ def _print_summary(summary, results=None) -> None:
         for protocol, table in methods_table(results).items():
             typer.echo(f"\n{protocol}: methods side by side (average over datasets; mean ± std over seeds)")
             typer.echo(table.to_string(index=False))
+
+
+def _split_list(values: list[str] | None) -> list[str]:
+    """--log A --log B, or --log A,B (the job checks the names)."""
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
 
 
 def _split_protocols(values: list[str] | None) -> list[str] | None:
@@ -590,6 +614,7 @@ def reproduce_cmd(
         bool,
         typer.Option(help="A class with fewer than 16 training images is an error (default: use all it has)."),
     ] = False,
+    log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
 ) -> None:
     """The paper's evaluation in one resumable job (the help: ``_REPRODUCE_HELP``, which lists ROOT's folders)."""
     from mma.analysis.compare import context_table, side_by_side
@@ -607,6 +632,7 @@ def reproduce_cmd(
         config=config,
         strict=strict,
         methods=_split_methods(method),
+        log=_split_list(log),
     )
     protocols = _split_protocols(protocol)
     if protocols is not None:
@@ -659,9 +685,11 @@ def sweep_k_cmd(
     recipe: Annotated[
         str, typer.Option(help="auto, paper, released or mma-tiny (auto: mma-tiny for the embedded model).")
     ] = "auto",
-    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of training options.")] = None,
+    config: Annotated[Path | None, typer.Option(help=_CONFIG_HELP)] = None,
+    template: Annotated[str | None, typer.Option(help=_TEMPLATE_HELP)] = None,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sweep"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
 ) -> None:
     """Train and evaluate base-to-novel at every k; plot base, novel and HM against k with the selected k."""
     from mma.app.jobs.sweep_k import sweep_k
@@ -678,7 +706,9 @@ def sweep_k_cmd(
         recipe=recipe,
         train=overrides,
         config=config,
+        template=template,
         methods=_split_methods(method),
+        log=_split_list(log),
     )
     record = sweep_k(cfg, _split_ints(ks, "--ks") if ks is not None else None)
     if record is None:  # a torchrun rank other than 0: rank 0 reports

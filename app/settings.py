@@ -11,9 +11,19 @@ method, a table of values for that method alone, the way Dassl namespaces ``TRAI
     epochs = 5
     [coop]
     n_ctx = 4
+    epochs = 10
 
-A table named ``search`` is a tuning record (``mma tune`` writes ``recipe.json`` as the chosen values in the
-method's table beside its ``search`` record) and sets nothing.
+(JSON: ``{"epochs": 5, "coop": {"n_ctx": 4, "epochs": 10}}``.) A table is named by the method's registered name
+(:func:`mma.adapters.methods.registry`; another name is one sentence listing the valid ones) and holds only values
+that method reads (another is one sentence naming them). Precedence, last wins: the recipe, the flat values
+(source ``config file (FILE)``), the method's table (``config file (FILE) (coop)``), then the user's flags. A table
+named ``search`` is a tuning record (``mma tune`` writes ``recipe.json`` as the chosen values in the method's table
+beside its ``search`` record) and sets nothing.
+
+``--template`` (:func:`check_template`) is the prompt every method that reads a hand-written prompt reads, over
+both the default ``"a photo of a {}."`` and the per-dataset published prompts; each method's settings record it
+with its source. A user flag or ``--config`` value that cuts a method's published epochs by
+:data:`CUT_FACTORS` or more is one warning line per method (:func:`recipe_cuts`), recorded in its settings.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from mma.adapters.method_base import MethodBase
 from mma.adapters.methods import DEFAULT, parse_methods, registry, trained_methods
 from mma.adapters.protocols import get_protocol
 from mma.adapters.recipes import PAPER_DEFAULT, Recipe, Settings, default_precision, get_recipe, settle
-from mma.errors import MmaError, one_line
+from mma.errors import MmaError, closest, command_line, one_line
 from mma.io import read_json
 from mma.probe.specs import ModelSpec, parse_model_spec
 
@@ -46,11 +56,21 @@ __all__ = [
     "settle_method",
     "resolve_settings",
     "k_line",
+    "check_template",
+    "recipe_cuts",
+    "CUT_FACTORS",
+    "TEMPLATE_DEFAULT",
 ]
 
 DEFAULT_PROBE_RUN = Path("runs/probe")
 SEARCH_RECORD = "search"  # the table of a --config file that records a tuning search (mma tune's recipe.json)
 USER_FLAG = "user flag"
+#: the source of the prompt when no --template is given (each method then reads the dataset's, see prompt_template)
+TEMPLATE_DEFAULT = "default (the dataset's prompt, 'a photo of a {}.' unless its source gives one)"
+_PUBLISHED_PROMPTS = "; on datasets published with their own zero-shot prompt, that prompt"
+#: a value a user flag or --config sets this many times below the method's published one is warned about (only
+#: downwards: fewer epochs, a smaller lr). Epochs: 4x (CoOp's 200 cut to 50 or fewer; MMA's 5 to 1); lr: 10x.
+CUT_FACTORS = {"epochs": 4, "lr": 10}
 
 
 @dataclass
@@ -72,6 +92,7 @@ class TrainSelectedConfig:
     strict: bool = False  # a class with fewer than --shots training images is an error, not "use all it has"
     methods: list[str] = field(default_factory=lambda: [DEFAULT.name])  # mma.adapters.methods; the baseline too
     cache_dir: Path | None = None  # frozen inputs and finished trainings (None: <out>/cache; reproduce shares one)
+    log: list[str] = field(default_factory=list)  # tensorboard and / or wandb (mma.app.training_logs)
 
 
 def read_selection(run: Path, model: str | None = None) -> dict:
@@ -162,19 +183,33 @@ def read_config_file(config: Path | None) -> dict:
     return values
 
 
-def _config_values(cfg: TrainSelectedConfig, method: type[MethodBase]) -> dict:
-    """The ``--config`` values for *method*: the flat ones, then its own table (other methods' tables are theirs)."""
+def _config_layers(cfg: TrainSelectedConfig, method: type[MethodBase]) -> list[tuple[str, dict]]:
+    """The ``--config`` layers for *method*, lowest precedence first: the flat values, then its own table (other
+    methods' tables are theirs). Every table is checked, whether its method runs or not: a name that is no
+    registered method, or a value its method does not read, is one sentence."""
     values = read_config_file(cfg.config)
     values = {name: v for name, v in values.items() if name != SEARCH_RECORD}
     tables = {name: v for name, v in values.items() if isinstance(v, dict)}
-    unknown = sorted(set(tables) - set(registry()))
-    if unknown:
-        raise MmaError(
-            f"--config {str(cfg.config)!r} has a table [{unknown[0]}], which is no method (valid tables: "
-            f"{', '.join(registry())})."
-        )
+    methods = registry()
+    for name, table in tables.items():
+        if name not in methods:
+            hint = closest(name, list(methods))
+            raise MmaError(
+                f"--config {str(cfg.config)!r} has a table [{name}], which is no method (valid tables: "
+                f"{', '.join(methods)}; a method's own values go in a table named after it, e.g. "
+                f'{{"epochs": 5, "coop": {{"epochs": 10}}}})' + (f"; {hint}" if hint else ".")
+            )
+        reads = methods[name].field_names()
+        unknown = sorted(set(table) - set(reads))
+        if unknown:
+            raise MmaError(
+                f"--config {str(cfg.config)!r} sets {', '.join(unknown)} in the [{name}] table, which method "
+                f"{name!r} does not read (its options: {', '.join(sorted(reads))})."
+            )
     flat = {name: v for name, v in values.items() if name not in tables}
-    return {**flat, **tables.get(method.name, {})}
+    label = f"config file ({cfg.config})"
+    layers = [(label, _without_auto(flat)), (method.qualify(label), _without_auto(tables.get(method.name, {})))]
+    return [(source, layer) for source, layer in layers if layer]
 
 
 def _without_auto(values: dict) -> dict:
@@ -202,9 +237,7 @@ def _layers(
     if selection.default_run and depth:
         layers.append(selection.default_run)
     layers += recipe.layers(cfg.protocol, dataset, method)
-    config = _without_auto(_config_values(cfg, method))
-    if config:
-        layers.append((f"config file ({cfg.config})", config))
+    layers += _config_layers(cfg, method)  # the flat values, then the method's own table
     if selection.run and depth:
         layers.append(selection.run)
     user = _without_auto({**cfg.train, **({"k": cfg.k} if cfg.k is not None and depth else {})})
@@ -258,7 +291,71 @@ def settle_method(
     for dataset in (None, *per_dataset):
         where.update(recipe.provenance(cfg.protocol, dataset, method))
     provenance = {source: file for source, file in where.items() if source in used}
-    return Settings(recipe.name, cfg.protocol, values, sources, per_dataset, method.name, title, provenance)
+    check_template(cfg.template)
+    if cfg.template is not None:
+        template_source = USER_FLAG
+    else:
+        template_source = TEMPLATE_DEFAULT + (_PUBLISHED_PROMPTS if method.published_prompts else "")
+    user = {source for source, _ in _config_layers(cfg, method)} | {USER_FLAG}
+    warnings = recipe_cuts(method, cfg.protocol, values, sources, user)
+    return Settings(
+        recipe.name, cfg.protocol, values, sources, per_dataset, method.name, title, provenance, cfg.template,
+        template_source, warnings,
+    )  # fmt: skip
+
+
+def check_template(template: str | None) -> None:
+    """Refuse a ``--template`` without exactly one ``{}`` for the class name (or with other braces), in one sentence.
+
+    None is no template (each dataset's own prompt)."""
+    if template is None:
+        return
+    mark = "\x00"
+    try:
+        ok = "{}" in template and template.format(mark).count(mark) == 1
+    except (IndexError, KeyError, ValueError):  # "{} {}", "{name}", "{": not one plain {}
+        ok = False
+    if not ok:
+        raise MmaError(
+            f"--template {template!r} must contain '{{}}' once, where the class name goes, and no other braces "
+            "(e.g. 'a photo of a {}.')."
+        )
+
+
+def _published(method: type[MethodBase], protocol: str) -> dict[str, tuple[object, str]]:
+    """``{field: (value, file)}``: *method*'s published value of every field it reads for *protocol*, and the official
+    file of the published run (its protocol's file where it has one); fields without a file are left out."""
+    values = {**method.make_config().values(), **method.paper, **method.paper_protocols.get(protocol, {})}
+    file = method.paper_file(protocol) or method.paper_file("")
+    return {name: (value, file) for name, value in values.items() if file and name in method.field_names()}
+
+
+def _fraction(value, published) -> str:
+    return f"1/{round(published / value)}"
+
+
+def recipe_cuts(method: type[MethodBase], protocol: str, values: dict, sources: dict, user: set[str]) -> list[str]:
+    """One warning line (or none) for *method*: each value of :data:`CUT_FACTORS` that a source in *user* (a flag,
+    the ``--config`` file) set at least that factor below the method's published value for *protocol*.
+
+    A value a recipe (``--recipe``) sets is the user's choice of recipe, not a cut; a method without a published
+    file for the value (a plugin without ``paper_files``) has nothing to cut."""
+    published = _published(method, protocol)
+    parts, files = [], []
+    for name, factor in CUT_FACTORS.items():
+        if name not in values or name not in published or sources.get(name) not in user:
+            continue
+        value, (paper, file) = values[name], published[name]
+        if not (isinstance(value, int | float) and value > 0 and paper / value >= factor):
+            continue
+        flag = sources[name] == USER_FLAG
+        given = f"--{name.replace('_', '-')} {value}" if flag else f"{name} = {value} in the {sources[name]}"
+        what = f"{paper} epochs" if name == "epochs" else f"{name} {paper}"
+        parts.append(f"{given} is {_fraction(value, paper)} of {method.title or method.name}'s published {what}")
+        files += [file] if file not in files else []
+    if not parts:
+        return []
+    return [f"Warning: {' and '.join(parts)} ({'; '.join(files)}); its numbers will not be comparable to the paper's."]
 
 
 def k_line(
@@ -313,6 +410,7 @@ def resolve_settings(cfg: TrainSelectedConfig, *, device_type: str, datasets=())
     of ``--run``, k in ``--config``, the recipe's protocol default, the default probe run's selection.
     """
     get_protocol(cfg.protocol)
+    check_template(cfg.template)
     methods = trained_methods(parse_methods(cfg.methods))
     selection = selection_layers(cfg)
     spec = parse_model_spec(selection.model)

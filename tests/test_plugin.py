@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,7 +79,8 @@ def test_a_plugin_method_runs_end_to_end_like_a_built_in_one(site, tmp_path):
     assert result["train_config"]["rank"] == 2 and result["train_config"]["lr"] == 0.05
     assert result["train_config"]["epochs"] == 3 and "alpha" not in result["train_config"]  # MMA's are not its own
     record = json.loads((out / "train-feature-lora.json").read_text())
-    assert record["train_sources"]["rank"] == f"config file ({config})"
+    assert record["train_sources"]["rank"] == f"config file ({config}) (feature-lora)"  # its own table
+    assert record["train_sources"]["epochs"] == f"config file ({config})"  # the flat value
 
     again = _mma(site, "evaluate", "--checkpoint", result["checkpoint"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -47,6 +47,7 @@ from mma.adapters.methods import DEFAULT, parse_methods
 from mma.adapters.protocols import PROTOCOLS
 from mma.analysis.compare import Setup, compare, render_markdown, verdicts
 from mma.app.results import comparison_setup
+from mma.app.training_logs import check_loggers
 from mma.errors import MmaError
 from mma.io import atomic_write, atomic_write_json, read_json
 from mma.probe.data import parse_data_spec
@@ -90,6 +91,7 @@ class ReproduceConfig:
     strict: bool = False
     progress: bool = True
     methods: list[str] = field(default_factory=lambda: [DEFAULT.name])  # the methods of mma.adapters.methods
+    log: list[str] = field(default_factory=list)  # tensorboard / wandb (mma.app.training_logs)
 
 
 @dataclass
@@ -122,6 +124,7 @@ def _validate(cfg: ReproduceConfig) -> None:
     if bad:
         raise MmaError(f"--protocol {bad[0]!r} is not one mma reproduce runs (valid: {', '.join(REPRODUCED)}).")
     check_seeds(cfg.seeds)
+    cfg.log = check_loggers(cfg.log)  # before the model loads
     cfg.methods = list(dict.fromkeys([DEFAULT.name, *parse_methods(cfg.methods)]))  # MMA is what is reproduced
 
 
@@ -237,6 +240,7 @@ def _run_protocol(cfg: ReproduceConfig, model: str, root: str, protocol: str, da
             strict=cfg.strict,
             methods=list(cfg.methods),
             cache_dir=out / "cache",
+            log=list(cfg.log),
         ),
         loaded=loaded,
     )

@@ -19,7 +19,14 @@ from mma.adapters.methods import BASELINE, DEFAULT, parse_methods, trained_metho
 from mma.adapters.protocols import get_protocol
 from mma.analysis.plots import plot_k_sweep
 from mma.app.results import method_averages
-from mma.app.settings import DEFAULT_PROBE_RUN, TrainSelectedConfig, read_selection, selection_layers
+from mma.app.settings import (
+    DEFAULT_PROBE_RUN,
+    TrainSelectedConfig,
+    check_template,
+    read_selection,
+    selection_layers,
+)
+from mma.app.training_logs import check_loggers
 from mma.errors import MmaError
 from mma.io import atomic_write_json
 from mma.metrics import harmonic_mean
@@ -43,6 +50,8 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
     if not set(_PLOTTED) <= set(get_protocol(cfg.protocol).metrics):
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
     check_seeds(cfg.seeds)  # before any weights are loaded
+    check_template(cfg.template)
+    cfg.log = check_loggers(cfg.log)
     methods = trained_methods(parse_methods(cfg.methods))
     swept = [m for m in methods if m.depth_indexed] or [DEFAULT]
     if len(swept) > 1:

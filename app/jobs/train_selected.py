@@ -16,6 +16,10 @@ Run folder (``--out``)::
     results.csv                                          tidy roll-up of every JSON
     results_summary.csv                                  per dataset and averaged (HM of averages, mean of HMs)
     train-k<K>.json                                      the configuration that ran at k (train-<method>.json: others)
+    results/<protocol>/<dataset>/<run>.history.csv       per epoch: loss, lr, seconds (the result JSON's train.history;
+                                                         <run> as the JSON's name; none for the linear probe)
+    logs/<protocol>/<dataset>/<run>/                     --log tensorboard / wandb: one run per trained run
+                                                         (mma.app.training_logs; tensorboard --logdir <out>/logs)
     methods.png / .pdf / .csv                            the methods side by side (when more than one ran)
 
 Each method names its own files (:meth:`~mma.adapters.method_base.MethodBase.run_key` and friends). A result
@@ -50,6 +54,7 @@ from mma.app.settings import (
     read_selection,
     resolve_settings,
 )
+from mma.app.training_logs import check_loggers, history_path, log_run, write_history
 from mma.errors import MmaError
 from mma.io import atomic_write_json, read_json
 from mma.probe.data import dataset_spec, load_datasets
@@ -146,10 +151,12 @@ def train_selected(cfg: TrainSelectedConfig, *, loaded: LoadedModel | None = Non
     requested = resolve_device(cfg.device)
     resolved = resolve_settings(cfg, device_type=requested.type)
     check_seeds(cfg.seeds)
+    cfg.log = check_loggers(cfg.log)  # a missing package is said before any model loads
     world, device = distributed.setup(requested)
     with run_folder(cfg.out) as out:
         ctx = _context(cfg, resolved, world, device, out)
         plans, notes, skipped = _plan(ctx)
+        notes += [w for s in ctx.resolved.method_settings.values() for w in s.warnings]  # published values cut
         _say(ctx, notes)
         ctx.loaded = loaded or load_model(resolved.spec, device=str(device))
         for method in resolved.methods:
@@ -299,31 +306,38 @@ def _todo(ctx: RunContext, plans: dict, baseline_tasks: list[Task]) -> tuple[lis
     """Task indices still lacking a baseline result, and (method, seed, task index) still lacking a result."""
     weights = ctx.loaded.weights_id
     baseline = [
-        i for i, t in enumerate(baseline_tasks) if not _evaluated(ctx.result_path(BASELINE, t.name, None), weights)
+        i
+        for i, t in enumerate(baseline_tasks)
+        if not _evaluated(ctx.result_path(BASELINE, t.name, None), weights, _prompts(BASELINE, t, ctx.cfg.template))
     ]
     runs = []
     for name, tasks_by_seed in plans.items():
         method = get_method(name)
         for seed, tasks in tasks_by_seed.items() if method.trains else ():
             for i, t in enumerate(tasks):
-                if not _reusable(ctx, method, t.name, seed):
+                if not _reusable(ctx, method, t, seed):
                     runs.append((name, seed, i))
     return baseline, runs
 
 
-def _evaluated(path: Path, weights: str) -> bool:
-    """The result at *path* exists and was computed with these weights (another model's is redone)."""
-    return path.is_file() and read_json(path).get("weights") == weights
+def _evaluated(path: Path, weights: str, prompts: dict[str, str]) -> bool:
+    """The result at *path* exists and was computed with these weights and prompts (another model's, or another
+    --template's, is redone)."""
+    if not path.is_file():
+        return False
+    stored = read_json(path)
+    return stored.get("weights") == weights and stored.get("prompts", prompts) == prompts
 
 
-def _reusable(ctx: RunContext, method: type[MethodBase], dataset: str, seed: int) -> bool:
-    """A finished result is reused only if the same weights and training values made it.
+def _reusable(ctx: RunContext, method: type[MethodBase], task: Task, seed: int) -> bool:
+    """A finished result is reused only if the same weights, prompts and training values made it.
 
     Values a method gained later count with their defaults (the behaviour before they existed); values it no
     longer reads do not count.
     """
+    dataset = task.name
     path = ctx.result_path(method, dataset, seed)
-    if not _evaluated(path, ctx.loaded.weights_id):
+    if not _evaluated(path, ctx.loaded.weights_id, _prompts(method, task, ctx.cfg.template)):
         return False
     stored = {**method.make_config().values(), **read_json(path).get("train_config", {})}
     return all(stored[name] == value for name, value in ctx.train_config(method, dataset)[0].values().items())
@@ -418,10 +432,17 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
         "batch_size": result.batch_size,
         "read": trained_on,
         **fitted,
+        "history": result.history,  # per epoch (also <run>.history.csv beside this JSON)
     }
+    path = ctx.result_path(method, task.name, seed)
+    write_history(history_path(path), result.history)  # before the JSON, which marks the run done
+    log_run(
+        cfg.log, ctx.out / "logs" / cfg.protocol / task.name / path.stem, f"{cfg.protocol}/{task.name}/{path.stem}",
+        history=result.history, losses=result.losses, metrics=metrics, config={**meta, "train": train},
+    )  # fmt: skip
     atomic_write_json(
-        ctx.result_path(method, task.name, seed),
-        {**meta, "metrics": metrics, "train": train, "checkpoint": str(ckpt) if ckpt else None},
+        path,
+        {**meta, "metrics": metrics, "evaluated": read, "train": train, "checkpoint": str(ckpt) if ckpt else None},
     )
     state.unlink(missing_ok=True)  # the result is safe; the epoch state is no longer needed
 
@@ -459,6 +480,7 @@ def _trained(ctx: RunContext, method: type[MethodBase], task: Task, seed: int, t
             "final_loss": result.final_loss,
             "losses": result.losses,
             "batch": result.batch_size,
+            "history": result.history,
             "fitted": fitted,
             "read": read,
         }
