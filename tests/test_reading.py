@@ -199,3 +199,16 @@ def test_predict_keeps_an_existing_csv_and_refuses_new_classes_for_the_linear_pr
     code, text = _run("predict", "--checkpoint", probe, "--images", broken / "nope", "--out", tmp_path / "x.csv")
     assert code == 2 and "does not exist; give a folder of images" in text, text
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_evaluate_on_a_folder_without_splits_says_how_it_was_split(trained, tmp_path):
+    out, _ = trained
+    ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
+    for name, rgb in (("red", (220, 30, 30)), ("blue", (30, 40, 220))):
+        (tmp_path / "flat" / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (16, 16), rgb).save(tmp_path / "flat" / name / f"{i}.png")
+    code, text = _run("evaluate", "--checkpoint", ckpt, "--data", f"folder:{tmp_path / 'flat'}", "--device", "cpu")
+    assert code == 0, text
+    assert text.count("has no train/val/test subfolders; its images are split 60/20/20") == 1, text
+    assert re.search(r"flat\W+accuracy\W+2\W+0\W", text), text  # 1 test image of each class

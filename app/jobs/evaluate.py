@@ -46,8 +46,9 @@ def evaluate_checkpoint(
     before they were recorded fall back to the built-in dataset of that name) and its protocol. With *data*, the
     checkpoint's own dataset among them is evaluated by its protocol, every other one on its test split among all
     its classes. *alpha_eval*: a method with that option (MMA) is evaluated at it, 0 being the frozen model.
-    *strict*: an unreadable image stops the evaluation naming it; otherwise *say* (a line printer) hears each
-    dataset's count once. Under torchrun each rank evaluates a shard; rank 0 returns the table, the others None.
+    *strict*: an unreadable image stops the evaluation naming it; otherwise *say* (a line printer, rank 0) hears
+    each evaluated split's unreadable images, and the datasets' own notes (an implicit split). Under torchrun each
+    rank evaluates a shard; rank 0 returns the table, the others None.
     """
     if alpha_eval is not None:
         check_alpha(alpha_eval, "--alpha-eval")  # before any weights are loaded
@@ -62,6 +63,10 @@ def evaluate_checkpoint(
     else:
         others = [d for d in datasets if d.name != meta["dataset"]]
     world, dev = distributed.setup(resolve_device(device))
+    say = say if world.main else None
+    for note in (n for d in datasets for n in d.notes):  # the sources' own (an implicit split)
+        if say is not None:
+            say(note)
     loaded = load_model(meta["model"], device=str(dev))
     adapter, meta = load_adapter(checkpoint, loaded)
     method = type(adapter)
