@@ -25,8 +25,9 @@ from mma.analysis.select_k import DEFAULT_RULE, RULES
 DEPTH = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def _close_figures():
+    """Every test's figures leave pyplot's registry (a closed figure still draws on its own canvas)."""
     yield
     plt.close("all")
 
