@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from mma import __version__
-from mma.coop_layout import coop_folder_names
+from mma.coop_layout import coop_folder_names, coop_spec
 from mma.errors import MmaError
 
 
@@ -617,6 +617,7 @@ def reproduce_cmd(
     log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
 ) -> None:
     """The paper's evaluation in one resumable job (the help: ``_REPRODUCE_HELP``, which lists ROOT's folders)."""
+    coop_spec(data)  # ROOT before torch is imported: a missing folder is said at once
     from mma.analysis.compare import context_table, side_by_side
     from mma.app.jobs.reproduce import ReproduceConfig, reproduce
     from mma.app.results import beside_the_default, methods_table

@@ -2,14 +2,20 @@
 
 The CoOp data source (:mod:`mma.probe.data.coop`) owns these facts and reads the datasets by them; they live
 here, on the ground floor, because ``mma reproduce --help`` lists the folders, and the help must not import torch
-(every module of :mod:`mma.probe` does). Nothing here reads the disk.
+(every module of :mod:`mma.probe` does). Nothing here reads the disk but :func:`coop_root`, which
+checks that ROOT is a folder (``mma reproduce`` asks it before importing torch).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["COOP_DATASETS", "COOP_FOLDERS", "CoopFolder", "coop_folder_names"]
+from mma.data_spec import parse_data_spec, user_path
+from mma.errors import MmaError
+
+__all__ = ["COOP_DATASETS", "COOP_FOLDERS", "CoopFolder", "coop_folder_names", "coop_root", "coop_spec"]
 
 #: the 11 few-shot datasets, then the 4 ImageNet shifts, in CoOp's order
 COOP_DATASETS = (
@@ -108,3 +114,26 @@ COOP_FOLDERS: dict[str, CoopFolder] = {
 def coop_folder_names() -> list[str]:
     """The folder of each CoOp dataset under ROOT, in :data:`COOP_DATASETS` order (``caltech-101``, ...)."""
     return [COOP_FOLDERS[name].folder for name in COOP_DATASETS]
+
+
+def coop_root(root: str | os.PathLike) -> Path:
+    """*root* as a path; one sentence naming the expected folders if it is not a folder."""
+    base = user_path(root, "The CoOp data root")
+    if not base.is_dir():
+        raise MmaError(
+            f"The CoOp data root {str(base)!r} does not exist; coop:ROOT expects CoOp's DATASETS.md layout "
+            f"with folders such as {', '.join(f'{f}/' for f in coop_folder_names())}."
+        )
+    return base
+
+
+def coop_spec(text: str) -> tuple[str, tuple[str, ...] | None]:
+    """``(ROOT, names or None)`` of a ``coop:ROOT[:A,B]`` spec whose ROOT is a folder; anything else is one sentence."""
+    spec = parse_data_spec(text)
+    if spec.kind != "coop":  # not a method: the CoOp data source
+        raise MmaError(
+            f"--data {text!r} is not a CoOp data spec; mma reproduce runs the paper's protocols on the CoOp "
+            "datasets: give coop:ROOT or coop:ROOT:A,B (CoOp's DATASETS.md layout)."
+        )
+    coop_root(spec.root)
+    return spec.root, spec.names

@@ -273,6 +273,13 @@ def test_reproduce_checks_root_before_loading_the_model(tmp_path, monkeypatch):
     _one_line_error(code, out, f"The CoOp data root {str(missing)!r} does not exist")
     assert "caltech-101/" in out and "imagenet-rendition/" in out
     assert not (tmp_path / "run").exists()
+    code = (  # and before torch is imported at all (the check needs the spec syntax and the folder names only)
+        "import sys; from typer.testing import CliRunner; from mma.app.cli import app; "
+        f"r = CliRunner().invoke(app, ['reproduce', '--data', {f'coop:{missing}'!r}]); "
+        "print(r.exit_code, r.output.count(chr(10)), 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert done.split() == ["2", "1", "False"], done
 
 
 # -- 8. builtin: with nothing after the colon --------------------------------------------------------------

@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mma.data_spec import user_path
 from mma.errors import MmaError
-from mma.probe.data.base import user_path
 
 __all__ = ["check_out_dir", "run_folder"]
 

@@ -20,9 +20,10 @@ import torch
 from mma import distributed
 from mma.adapters.checkpoint import load_adapter, read_adapter
 from mma.adapters.evaluate import method_scores
+from mma.data_spec import user_path
 from mma.errors import MmaError
 from mma.io import atomic_write_text
-from mma.probe.data.base import clean_classname, user_path
+from mma.probe.data.base import clean_classname
 from mma.probe.data.reading import ReadReport
 from mma.probe.data.unlabelled import load_unlabelled
 from mma.probe.extract import resolve_device

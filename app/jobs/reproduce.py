@@ -48,9 +48,9 @@ from mma.adapters.protocols import PROTOCOLS
 from mma.analysis.compare import Setup, compare, render_markdown, verdicts
 from mma.app.results import comparison_setup
 from mma.app.training_logs import check_loggers
+from mma.coop_layout import coop_spec
 from mma.errors import MmaError
 from mma.io import atomic_write, atomic_write_json, read_json
-from mma.probe.data import parse_data_spec
 from mma.probe.data.coop import COOP_DATASETS, COOP_SOURCE, canonical_coop_name, find_coop
 from mma.probe.extract import resolve_device
 from mma.probe.specs import load_model, parse_model_spec
@@ -105,16 +105,6 @@ class ReproduceRun:
     setup: Setup  # what the comparison knew of the protocols and methods (for printing its tables)
     notes: list[str]
     seconds: float
-
-
-def _coop_root(cfg: ReproduceConfig) -> tuple[str, tuple[str, ...] | None]:
-    spec = parse_data_spec(cfg.data)
-    if spec.kind != "coop":  # not a method: the CoOp data source
-        raise MmaError(
-            f"--data {cfg.data!r} is not a CoOp data spec; mma reproduce runs the paper's protocols on the CoOp "
-            "datasets: give coop:ROOT or coop:ROOT:A,B (CoOp's DATASETS.md layout)."
-        )
-    return spec.root, spec.names
 
 
 def _validate(cfg: ReproduceConfig) -> None:
@@ -178,7 +168,7 @@ def reproduce(cfg: ReproduceConfig) -> ReproduceRun | None:
     """
     start = time.perf_counter()
     _validate(cfg)
-    root, names = _coop_root(cfg)
+    root, names = coop_spec(cfg.data)
     asked = tuple(canonical_coop_name(n) for n in names) if names else None
     wanted = protocol_datasets()
     needed = [d for d in dict.fromkeys(d for p in cfg.protocols for d in wanted[p]) if asked is None or d in asked]

@@ -6,7 +6,6 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from PIL import Image
 
@@ -21,14 +20,6 @@ SPLITS = ("train", "val", "test")
 def clean_classname(name: str) -> str:
     """Class names are shown and prompted with spaces, never underscores (CoOp's convention)."""
     return " ".join(name.replace("_", " ").split())
-
-
-def user_path(path: str | Path, what: str) -> Path:
-    """*path* with ``~`` expanded; a ``~name`` this machine has no home folder for is an MmaError."""
-    try:
-        return Path(path).expanduser()
-    except RuntimeError:  # pathlib: "Could not determine home directory."
-        raise MmaError(f"{what} {str(path)!r} names an unknown home folder; give the full path.") from None
 
 
 @dataclass(frozen=True)

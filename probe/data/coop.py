@@ -29,11 +29,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from mma.coop_layout import COOP_DATASETS, coop_folder_names
+from mma.coop_layout import COOP_DATASETS, coop_folder_names, coop_root
 from mma.coop_layout import COOP_FOLDERS as _INFO
 from mma.coop_layout import CoopFolder as _Info
 from mma.errors import MmaError, closest, one_line
-from mma.probe.data.base import DEFAULT_TEMPLATE, SPLITS, ImageDataset, Sample, user_path
+from mma.probe.data.base import DEFAULT_TEMPLATE, SPLITS, ImageDataset, Sample
 from mma.probe.data.folder import IMAGE_SUFFIXES
 
 __all__ = [
@@ -425,17 +425,6 @@ _READERS = {
 # -- public API ------------------------------------------------------------------------------------
 
 
-def _root(root: str | os.PathLike) -> Path:
-    """*root* as a path; one sentence naming the expected folders if it is not a folder."""
-    base = user_path(root, "The CoOp data root")
-    if not base.is_dir():
-        raise MmaError(
-            f"The CoOp data root {str(base)!r} does not exist; coop:ROOT expects CoOp's DATASETS.md layout "
-            f"with folders such as {', '.join(f'{f}/' for f in coop_folder_names())}."
-        )
-    return base
-
-
 def _present(root: Path, info: _Info) -> bool:
     """Whether a dataset looks installed. ``imagenet/`` alone may only hold the shifts' classnames.txt,
     so ImageNet counts as present when ``imagenet/images/`` exists."""
@@ -448,7 +437,7 @@ def load_coop(root: str | os.PathLike, names: list[str] | None = None, *, spec: 
     Names are case-insensitive and accept aliases (``flowers102``, ``pets``, ``imagenet-sketch``...).
     Any problem (unknown name, missing folder or split file, malformed split file) raises MmaError.
     """
-    base = _root(root)
+    base = coop_root(root)
     folders = ", ".join(f"{f}/" for f in coop_folder_names())
     if names is None:
         wanted = [n for n in COOP_DATASETS if _present(base, _INFO[n])]
@@ -475,7 +464,7 @@ def find_coop(root: str | os.PathLike, names: Iterable[str] | None = None) -> tu
 
     Only the dataset's folder is looked at (reading it is :func:`load_coop`'s job, which names any missing file).
     """
-    base = _root(root)
+    base = coop_root(root)
     wanted = COOP_DATASETS if names is None else list(dict.fromkeys(_canonical(n) for n in names))
     present, missing = [], {}
     for name in wanted:

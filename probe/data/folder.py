@@ -8,10 +8,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from mma.data_spec import user_path
 from mma.errors import MmaError, one_line
 from mma.io import sha256_file
 
-from .base import SPLITS, ImageDataset, Sample, user_path
+from .base import SPLITS, ImageDataset, Sample
 
 __all__ = ["IMAGE_SUFFIXES", "load_folder", "load_csv"]
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from mma.data_spec import user_path
 from mma.errors import MmaError
 
-from .base import ImageDataset, Sample, user_path
+from .base import ImageDataset, Sample
 from .folder import IMAGE_SUFFIXES, images_in
 
 __all__ = ["load_unlabelled"]
