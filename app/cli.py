@@ -804,8 +804,10 @@ def evaluate_cmd(
     )  # fmt: skip
     if table is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    rows = [{c: _cell(c, v) for c, v in r.items()} for r in table.to_dict("records")]
-    _table(rows, list(table.columns), f"{checkpoint} (accuracy %, zero-shot beside; images: the denominator)")
+    typer.echo(f"{checkpoint}: accuracy (%) beside the zero-shot model's; images: what each accuracy counted")
+    shown = {c: c.replace("_", "-") for c in table.columns}  # zero_shot -> zero-shot
+    rows = [{shown[c]: _cell(c, v) for c, v in r.items()} for r in table.to_dict("records")]
+    _table(rows, list(shown.values()), "")
 
 
 def _cell(column: str, value) -> str:
