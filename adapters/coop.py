@@ -114,6 +114,7 @@ class _PromptLearner(MethodBase):
     """Context vectors in the prompt (CoOp); CoCoOp adds its meta-network."""
 
     Options: ClassVar[type[Options]] = PromptOptions
+    reads_template: ClassVar[bool] = False  # it learns its context (from ctx_init), whatever --template says
 
     def __init__(
         self, *, width: int, embed_dim: int, n_ctx: int, ctx_init: str = "", init: torch.Tensor | None = None

@@ -70,7 +70,8 @@ def method_scores(
     report: ReadReport | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(indices, logits, labels)`` per batch of the readable *samples* under *method* (indices into *samples*;
-    logits on the CPU, ``exp(logit_scale) * cosine`` as in training, so their softmax is the model's probability).
+    logits on the CPU, as in training: ``exp(logit_scale) * cosine`` for the methods that match images with prompts,
+    the logistic-regression scores for the linear probe; their softmax is the model's probability).
 
     Its own classifier, or, when it has none (the zero-shot model, MMA's hooked model), the model as it is
     against the prompts of *classnames*: the zero-shot code's classifier. The images' frozen part

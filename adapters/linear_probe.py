@@ -97,6 +97,7 @@ class LinearProbeMethod(MethodBase):
     title: ClassVar[str] = "linear probe"
     paper: ClassVar[dict] = {}
     uses: ClassVar[tuple[str, ...]] = ("shots", "precision", "workers")
+    reads_template: ClassVar[bool] = False  # a classifier on image features: no text at all
 
     def __init__(self, *, embed_dim: int, classnames: Sequence[str], C: float = float("nan")) -> None:
         super().__init__()

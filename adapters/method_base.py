@@ -148,6 +148,7 @@ class MethodBase(nn.Module):
     paper_datasets: ClassVar[dict[str, dict]] = {}
     paper_files: ClassVar[dict[str, str]] = {}  # "" / protocol / dataset -> the official file its values come from
     published_prompts: ClassVar[bool] = False  # it was published with each dataset's own zero-shot prompt
+    reads_template: ClassVar[bool] = True  # --template is its text (CoOp / CoCoOp learn theirs; a probe reads none)
     search_space: ClassVar[dict[str, list]] = {}  # what mma tune may try (mma.adapters.search); {}: nothing
     trains: ClassVar[bool] = True
     depth_indexed: ClassVar[bool] = False
@@ -185,9 +186,10 @@ class MethodBase(nn.Module):
 
     @classmethod
     def prompt_template(cls, dataset, template: str | None = None) -> str:
-        """The prompt it reads for *dataset*'s classes: the user's *template*; else the dataset's published zero-shot
-        prompt if it was published with one (CoOp's per-dataset templates on ``coop:`` data); else the dataset's."""
-        if template:
+        """The prompt it reads for *dataset*'s classes: the user's *template* (a method that reads one,
+        :attr:`reads_template`); else the dataset's published zero-shot prompt if it was published with one (CoOp's
+        per-dataset templates on ``coop:`` data); else the dataset's."""
+        if template and cls.reads_template:
             return template
         published = getattr(dataset, "published_template", None)
         return published if cls.published_prompts and published else dataset.template

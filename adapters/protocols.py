@@ -55,6 +55,7 @@ __all__ = [
     "make_tasks",
     "skipped_datasets",
     "check_shots",
+    "check_two_classes",
     "evaluate_task",
     "task_metrics",
     "tuning_tasks",
@@ -128,7 +129,7 @@ def _no_training_images(dataset: ImageDataset, labels: list[int], strict: bool) 
     return f"{what}; it trains on none and is still evaluated."
 
 
-def _two_classes(tasks: list[Task]) -> list[Task]:
+def check_two_classes(tasks: list[Task]) -> list[Task]:
     """*tasks*, refusing one whose training or evaluation has fewer than 2 classes (always right by construction)."""
     for t in tasks:
         for what, classes in [(t.name, t.classnames), *((e.dataset.name, e.classnames) for e in t.evals)]:
@@ -371,7 +372,7 @@ def make_tasks(
     chosen = get_protocol(protocol)
     if not datasets:
         raise MmaError("No datasets were given; pass --data.")
-    return _two_classes(chosen.make_tasks(datasets, shots, seed, _shortfall(shots, strict, notes)))
+    return check_two_classes(chosen.make_tasks(datasets, shots, seed, _shortfall(shots, strict, notes)))
 
 
 def _shortfall(shots: int, strict: bool, notes: list[str] | None):
@@ -391,7 +392,9 @@ def tuning_tasks(
     """*protocol*'s tuning tasks (:meth:`Protocol.tuning_tasks`): training and validation images of trained classes."""
     if not datasets:
         raise MmaError("No datasets were given; pass --data.")
-    tasks = _two_classes(get_protocol(protocol).tuning_tasks(datasets, shots, seed, _shortfall(shots, False, notes)))
+    tasks = check_two_classes(
+        get_protocol(protocol).tuning_tasks(datasets, shots, seed, _shortfall(shots, False, notes))
+    )
     if not tasks:
         raise MmaError(
             f"No dataset can be tuned on under {protocol} (base-to-novel tuning splits the base classes again, so it "
@@ -423,14 +426,15 @@ def evaluate_task(
     for e in task.evals:
         if not method.can_classify(e.classnames):
             continue
-        report = ReadReport(e.dataset.name, strict=strict)
+        stage = "test" if e.name == e.dataset.name else f"test, {e.name} classes"
+        report = ReadReport(e.dataset.name, stage, strict=strict)
         accs[e.name] = method_accuracy(
             loaded, method, e.dataset, e.samples, e.classnames, type(method).prompt_template(e.dataset, template),
             device=device,
             workers=workers, cache=cache, cache_dir=cache_dir, report=report,
         )  # fmt: skip
         if read is not None:
-            read[e.name] = report.record(images=report.read)
+            read[e.name] = report.record()
     return accs
 
 

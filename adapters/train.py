@@ -332,6 +332,9 @@ def fit_method(
     _augmentation_seed(seed, distributed.world().rank)
     try:
         inputs = _inputs(loaded, adapter, dataset, samples, cfg, device, cache_dir, report)
+        if report is not None:  # the frozen cache read every image once: a batch the sampler drops still counts
+            for i in sorted(getattr(inputs[0], "unreadable", ())):
+                report.add(samples[i].ref)
         batches = functools.partial(readable_batches, samples=samples, report=report)
         result = _train(
             loaded, dataset, inputs, batches, classnames, cfg, adapter, gen, device, template, state_path, fingerprint

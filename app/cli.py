@@ -474,7 +474,10 @@ def train_selected_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     strict: Annotated[
         bool,
-        typer.Option(help="A class with fewer than --shots training images is an error (default: use all it has)."),
+        typer.Option(
+            help="A class with fewer than --shots training images, or an unreadable image, is an error (default: "
+            "use all a class has; skip and count unreadable images)."
+        ),
     ] = False,
     log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
 ) -> None:
@@ -612,7 +615,10 @@ def reproduce_cmd(
     ] = None,
     strict: Annotated[
         bool,
-        typer.Option(help="A class with fewer than 16 training images is an error (default: use all it has)."),
+        typer.Option(
+            help="A class with fewer than 16 training images, or an unreadable image, is an error (default: use all "
+            "a class has; skip and count unreadable images)."
+        ),
     ] = False,
     log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
 ) -> None:

@@ -292,14 +292,17 @@ def settle_method(
         where.update(recipe.provenance(cfg.protocol, dataset, method))
     provenance = {source: file for source, file in where.items() if source in used}
     check_template(cfg.template)
-    if cfg.template is not None:
+    template = cfg.template if method.reads_template else None
+    if not method.reads_template:
+        template_source = "not read (the method learns its prompt or reads none)"
+    elif cfg.template is not None:
         template_source = USER_FLAG
     else:
         template_source = TEMPLATE_DEFAULT + (_PUBLISHED_PROMPTS if method.published_prompts else "")
     user = {source for source, _ in _config_layers(cfg, method)} | {USER_FLAG}
     warnings = recipe_cuts(method, cfg.protocol, values, sources, user)
     return Settings(
-        recipe.name, cfg.protocol, values, sources, per_dataset, method.name, title, provenance, cfg.template,
+        recipe.name, cfg.protocol, values, sources, per_dataset, method.name, title, provenance, template,
         template_source, warnings,
     )  # fmt: skip
 

@@ -51,7 +51,7 @@ WANDB_PROJECT = "mma"
 
 def check_loggers(names: Iterable[str]) -> list[str]:
     """The --log names, checked before any training: known, and their package installed (one sentence if not)."""
-    names = names.split(",") if isinstance(names, str) else names  # "tensorboard,wandb" from the Python API
+    names = names.split(",") if isinstance(names, str) else names or ()  # "tensorboard,wandb" from the Python API
     names = list(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
     for name in names:
         if name not in LOGGERS:

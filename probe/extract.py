@@ -21,7 +21,7 @@ from mma.errors import MmaError
 
 from .capture import LayerCapture
 from .data.base import ImageDataset, Sample
-from .data.reading import ImageReader, collate_readable
+from .data.reading import ImageReader, collate_readable, unreadable_error
 from .layers import XEMBED_POINTS, layer_maps
 from .specs import LoadedModel
 from .store import StoreEntry, open_entry
@@ -174,6 +174,8 @@ def extract_images(
                 pos = (idx - first).numpy()
                 for out, f in zip(layers, feats):
                     out[pos] = f.cpu().numpy()
+            if strict and bad:  # read in a worker: the reader left the sentence to this process
+                raise unreadable_error(reader.samples[bad[0]].ref, dataset.name)
             entry.write_rows(rows, layers)
             entry.record(w.rank, rows, unreadable=mine[bad].tolist())
             if progress:

@@ -89,8 +89,17 @@ def test_an_explicit_template_wins_over_the_default_and_the_published_prompts():
     zeroshot, coop = get_method("zeroshot"), get_method("coop")
     assert zeroshot.published_prompts and zeroshot.prompt_template(published) == "a satellite photo of {}."
     assert coop.prompt_template(published) == "a photo of a {}."  # published without it: the default
-    for method in (zeroshot, coop, get_method("mma"), get_method("clip-adapter")):
+    for method in (zeroshot, get_method("mma"), get_method("clip-adapter")):
         assert method.prompt_template(published, TEMPLATE) == TEMPLATE
+    # CoOp and CoCoOp learn their context and the linear probe reads no text: a template changes nothing for them
+    for name in ("coop", "cocoop", "linear-probe"):
+        assert not get_method(name).reads_template
+        assert get_method(name).prompt_template(published, TEMPLATE) == "a photo of a {}."
+    given = _resolve(template=TEMPLATE, methods=["mma", "coop", "linear-probe"])
+    assert given.method_settings["mma"].record()["template"] == {"value": TEMPLATE, "source": USER_FLAG}
+    for name in ("coop", "linear-probe"):
+        recorded = given.method_settings[name].record()["template"]
+        assert recorded["value"] is None and recorded["source"].startswith("not read")
 
 
 def test_the_template_is_recorded_with_its_source():

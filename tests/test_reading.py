@@ -70,13 +70,18 @@ def trained(broken, tmp_path_factory):
 def test_training_and_evaluation_count_and_name_unreadable_images(trained):
     out, text = trained
     # one line per dataset and stage, said once although every epoch and method met the same files
-    assert text.count("colours: skipped 1 unreadable image(s), e.g. ['train/red/bad.png'].") == 1, text
-    line = re.findall(r"colours: skipped 2 unreadable image\(s\), e\.g\. \[([^\]]*)\]\.", text)
+    assert text.count("colours (training): skipped 1 unreadable image(s), e.g. ['train/red/bad.png'].") == 1, text
+    line = re.findall(r"colours \(test\): skipped 2 unreadable image\(s\), e\.g\. \[([^\]]*)\]\.", text)
     assert len(line) == 1 and "'test/blue/empty.jpg'" in line[0] and "'test/red/truncated.png'" in line[0], text
-    for name in ("seed1-k3-mma.json", "seed1-linear-probe.json"):
+    # 4 shots of each of the 4 classes; the draw took the text file named bad.png among red's 5 files
+    training = {
+        "dataset": "colours", "stage": "training", "images": 4 * 4 - 1, "unreadable": 1,
+        "examples": ["train/red/bad.png"],
+    }  # fmt: skip
+    validation = {"dataset": "colours", "stage": "validation", "images": 4, "unreadable": 0, "examples": []}
+    expected = {"seed1-k3-mma.json": training, "seed1-linear-probe.json": {**training, "validation": validation}}
+    for name, read in expected.items():  # the linear probe also read the validation images (to choose its C)
         result = read_json(out / "results" / "few-shot" / "colours" / name)
-        # 4 shots of each of the 4 classes; the draw took the text file named bad.png among red's 5 files
-        read = {"dataset": "colours", "images": 4 * 4 - 1, "unreadable": 1, "examples": ["train/red/bad.png"]}
         assert result["train"]["read"] == read
         evaluated = result["evaluated"]["colours"]
         assert evaluated["images"] == 4 * 3 and evaluated["unreadable"] == 2  # 14 test files, 12 readable
@@ -84,14 +89,21 @@ def test_training_and_evaluation_count_and_name_unreadable_images(trained):
     assert zero["images"] == 12 and sorted(zero["examples"]) == ["test/blue/empty.jpg", "test/red/truncated.png"]
 
 
-def test_accuracy_denominators_are_the_readable_images(trained):
+def test_accuracy_denominators_are_the_readable_images(trained, broken, tmp_path):
+    """The stored accuracy is the share of correct top-1 predictions among the 12 readable test images, recounted
+    from mma predict's rows (whose file paths name the true class)."""
     out, _ = trained
-    result = read_json(out / "results" / "few-shot" / "colours" / "seed1-k3-mma.json")
-    accuracy = result["metrics"]["accuracy"]
-    assert round(accuracy * 12 / 100, 6) == round(accuracy * 12 / 100)  # a whole number of the 12 readable images
+    accuracy = read_json(out / "results" / "few-shot" / "colours" / "seed1-k3-mma.json")["metrics"]["accuracy"]
+    ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
+    code, text = _run("predict", "--checkpoint", ckpt, "--images", broken / "test", "--out", tmp_path / "p.csv")
+    assert code == 0, text
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text())))
+    correct = sum(Path(r["path"]).parent.name == r["class_1"] for r in rows)
+    assert len(rows) == 12 and 0 < correct < 12  # neither 0 nor 100%, where /12 and /14 could not differ
+    assert accuracy == pytest.approx(100 * correct / 12) != pytest.approx(100 * correct / 14)
 
 
-@pytest.mark.parametrize("command", ["train-selected", "evaluate", "predict"])
+@pytest.mark.parametrize("command", ["train-selected", "train-selected --workers 1", "evaluate", "predict"])
 def test_strict_stops_at_the_first_unreadable_image_naming_it(trained, broken, tmp_path, command):
     out, _ = trained
     ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
@@ -100,10 +112,14 @@ def test_strict_stops_at_the_first_unreadable_image_naming_it(trained, broken, t
             "--model", "mma-tiny:random", "--k", "3", "--protocol", "few-shot", "--shots", "4", "--epochs", "1",
             "--data", f"folder:{broken}", "--out", tmp_path / "strict",
         ],
+        "train-selected --workers 1": [  # read in a DataLoader worker, said in one sentence all the same
+            "--model", "mma-tiny:random", "--k", "3", "--protocol", "few-shot", "--shots", "4", "--epochs", "1",
+            "--data", f"folder:{broken}", "--out", tmp_path / "strict", "--workers", "1",
+        ],
         "evaluate": ["--checkpoint", ckpt, "--device", "cpu"],
         "predict": ["--checkpoint", ckpt, "--images", broken / "test", "--out", tmp_path / "p.csv"],
     }[command]  # fmt: skip
-    code, text = _run(command, *args, "--strict")
+    code, text = _run(command.split()[0], *args, "--strict")
     last = text.strip().splitlines()[-1]  # train-selected has said its recipe and started its progress bar
     assert code == 2 and last.startswith("Error: ") and text.count("Error") == 1 and "Traceback" not in text, text
     assert re.search(r"Cannot read image '[^']*(bad\.png|empty\.jpg|truncated\.png)' of dataset '\w+'", last), text
@@ -119,7 +135,7 @@ def test_evaluate_prints_images_accuracy_and_zero_shot(trained):
     stored = read_json(out / "results" / "few-shot" / "colours" / "seed1-k3-mma.json")["metrics"]["accuracy"]
     zero = read_json(out / "results" / "few-shot" / "colours" / "zeroshot.json")["metrics"]["accuracy"]
     assert re.search(rf"colours\W+accuracy\W+12\W+2\W+{stored:.2f}\W+{zero:.2f}", text), text
-    assert "colours: skipped 2 unreadable image(s)" in text
+    assert "colours (test): skipped 2 unreadable image(s)" in text
     assert re.search(r"dataset\W+metric\W+images\W+unreadable\W+accuracy\W+zero-shot", text), text
 
 
@@ -148,7 +164,7 @@ def test_predict_writes_one_row_per_readable_image(trained, broken, tmp_path):
     csv_path = tmp_path / "pred.csv"
     code, text = _run("predict", "--checkpoint", ckpt, "--images", broken / "test", "--out", csv_path, "--top-k", "3")
     assert code == 0, text
-    assert "test: skipped 2 unreadable image(s)" in text and "Predicted 12 image(s) among 4 classes" in text
+    assert "test (--images): skipped 2 unreadable image(s)" in text and "Predicted 12 image(s) among 4 classes" in text
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert list(rows[0]) == ["path", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3"]
     assert len(rows) == 12 and all(Path(r["path"]).is_file() for r in rows)
@@ -212,3 +228,29 @@ def test_evaluate_on_a_folder_without_splits_says_how_it_was_split(trained, tmp_
     assert code == 0, text
     assert text.count("has no train/val/test subfolders; its images are split 60/20/20") == 1, text
     assert re.search(r"flat\W+accuracy\W+2\W+0\W", text), text  # 1 test image of each class
+
+
+def test_evaluate_data_refuses_a_one_class_dataset(trained, tmp_path):
+    out, _ = trained
+    ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
+    (tmp_path / "one" / "test" / "red").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (220, 30, 30)).save(tmp_path / "one" / "test" / "red" / "0.png")
+    code, text = _run("evaluate", "--checkpoint", ckpt, "--data", f"folder:{tmp_path / 'one'}", "--device", "cpu")
+    assert code == 2 and text.count("\n") == 1, text  # not 'accuracy 100.00' (every image of its only class)
+    assert "Dataset 'one' has 1 class(es) ['red']; a classifier needs at least 2 classes" in text
+
+
+def test_each_reported_number_names_the_split_it_counted():
+    from mma.adapters.protocols import EvalSplit, Task
+    from mma.app.jobs.evaluate import _split_of
+
+    def record(n):
+        return {"dataset": "d", "stage": "test", "images": n, "unreadable": 0, "examples": []}
+
+    cross = Task("cross-dataset", "src", None, [], ["a", "b"], [EvalSplit(n, None, [], []) for n in ("src", "t1")])
+    read = {"src": record(10), "t1": record(7)}
+    assert _split_of("source", cross, read)["images"] == 10 and _split_of("target:t1", cross, read)["images"] == 7
+    assert _split_of("target_average", cross, read) is None  # derived from several splits: no one denominator
+    b2n = {"base": record(5), "novel": record(6)}
+    assert _split_of("novel", cross, b2n)["images"] == 6 and _split_of("hm", cross, b2n) is None
+    assert _split_of("accuracy", cross, {"src": record(4)})["images"] == 4  # few-shot: the one split

@@ -17,7 +17,15 @@ from mma import distributed
 from mma.adapters.checkpoint import load_adapter, read_adapter
 from mma.adapters.methods import BASELINE, registry
 from mma.adapters.mma import check_alpha
-from mma.adapters.protocols import EvalSplit, Task, evaluate_task, get_protocol, make_tasks, task_metrics
+from mma.adapters.protocols import (
+    EvalSplit,
+    Task,
+    check_two_classes,
+    evaluate_task,
+    get_protocol,
+    make_tasks,
+    task_metrics,
+)
 from mma.errors import MmaError
 from mma.probe.data import load_datasets
 from mma.probe.data.reading import unreadable_line
@@ -112,8 +120,8 @@ def _test_task(dataset) -> Task:
     """A dataset's test split among all its classes (nothing is trained: the task only evaluates)."""
     if not dataset.test:
         raise MmaError(f"Dataset {dataset.name!r} has no test images to evaluate on.")
-    split = EvalSplit("test", dataset, list(dataset.test), list(dataset.classnames))
-    return Task("test", dataset.name, dataset, [], list(dataset.classnames), [split])
+    split = EvalSplit(dataset.name, dataset, list(dataset.test), list(dataset.classnames))
+    return check_two_classes([Task("test", dataset.name, dataset, [], list(dataset.classnames), [split])])[0]
 
 
 def _rows(loaded, adapter, task: Task, meta: dict, device, strict: bool, say, *, scored: bool) -> list[dict]:
@@ -121,7 +129,9 @@ def _rows(loaded, adapter, task: Task, meta: dict, device, strict: bool, say, *,
     method = type(adapter)
     # the prompt it was trained with on its own data; on new data the user's template if training had one
     given = meta.get("user_template")  # the --template of its training run (None: each method's own prompt)
-    template = meta.get("template") if scored else method.prompt_template(task.dataset, given)
+    if scored and "user_template" not in meta:  # a checkpoint from before it was recorded: its training prompt
+        given = meta.get("template")
+    template = given if scored else method.prompt_template(task.dataset, given)
     read: dict = {}
     accs = evaluate_task(loaded, task, device, template, method=adapter, cache=False, strict=strict, read=read)
     adapter.detach()
@@ -135,10 +145,10 @@ def _rows(loaded, adapter, task: Task, meta: dict, device, strict: bool, say, *,
     if scored:
         ours, theirs = task_metrics(task, accs), task_metrics(task, zero)
     else:
-        ours, theirs = {"accuracy": accs["test"]}, {"accuracy": zero["test"]}
+        ours, theirs = {"accuracy": accs[task.name]}, {"accuracy": zero[task.name]}
     rows = []
     for metric, value in ours.items():
-        split = _split_of(metric, read)
+        split = _split_of(metric, task, read)
         rows.append(
             {
                 "dataset": task.name,
@@ -152,10 +162,12 @@ def _rows(loaded, adapter, task: Task, meta: dict, device, strict: bool, say, *,
     return rows
 
 
-def _split_of(metric: str, read: dict) -> dict | None:
+def _split_of(metric: str, task: Task, read: dict) -> dict | None:
     """The read record of the split a metric was computed on (None for one derived from several: HM, averages)."""
     if metric in read:
         return read[metric]
     if metric.startswith("target:") and metric.removeprefix("target:") in read:
         return read[metric.removeprefix("target:")]
+    if metric == "source":  # cross-dataset's: the task's own dataset
+        return read.get(task.name)
     return next(iter(read.values())) if len(read) == 1 else None

@@ -2,7 +2,8 @@
 
 The checkpoint's own classes, or any others named with ``classes`` (the methods that read class names through
 prompts take new ones; the linear probe names only its own and says so before any image is read). Probabilities
-are the softmax of the model's logits (``exp(logit_scale) * cosine``, as in training). Unreadable images are
+are the softmax of the method's logits: ``exp(logit_scale) * cosine`` for the methods that match images with
+prompts (as in training), the logistic-regression scores for the linear probe. Unreadable images are
 counted and named once, left out of the CSV, and stop the run under ``strict``.
 
 CSV columns: ``path``, then ``class_1``, ``prob_1`` ... ``class_K``, ``prob_K`` (K = ``top_k``, at most the number
@@ -93,11 +94,13 @@ def predict_images(
         else:
             template = method.prompt_template(dataset, meta.get("user_template"))
             if not adapter.can_classify(names):
+                own = meta["classnames"]
+                shown = ", ".join(own[:5]) + (", ..." if len(own) > 5 else "")
                 raise MmaError(
                     f"A {method.title or method.name} checkpoint names only the classes it was trained on "
-                    f"({', '.join(meta['classnames'][:5])}...); drop --classes."
+                    f"({shown}); drop --classes."
                 )
-        report = ReadReport(dataset.name, strict=strict)
+        report = ReadReport(dataset.name, "--images", strict=strict)
         k = min(top_k, len(names))
         rows = []
         for idx, logits, _ in method_scores(
@@ -114,4 +117,4 @@ def predict_images(
         adapter.detach()
     columns = ["path", *(f"{c}_{r}" for r in range(1, k + 1) for c in ("class", "prob"))]
     atomic_write_text(out, pd.DataFrame(rows, columns=columns).to_csv(index=False))
-    return PredictRun(out, len(rows), names, report.record(images=len(rows)))
+    return PredictRun(out, len(rows), names, report.record())

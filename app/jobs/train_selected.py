@@ -188,8 +188,11 @@ def _say(ctx: RunContext, lines) -> None:
 
 
 def _say_read(ctx: RunContext, records) -> None:
-    """Say each dataset's unreadable images once per run (:meth:`~mma.probe.data.reading.ReadReport.record`)."""
+    """Say each dataset's unreadable images once per run and stage (:meth:`~mma.probe.data.reading.ReadReport.record`;
+    a training's record holds its validation record, the linear probe's)."""
     for record in filter(None, records):  # None: a training reused from before its images were counted
+        if "validation" in record:
+            _say_read(ctx, [record["validation"]])
         line = unreadable_line(record)
         if line and line not in ctx.said:
             ctx.said.add(line)
@@ -466,13 +469,15 @@ def _trained(ctx: RunContext, method: type[MethodBase], task: Task, seed: int, t
             done.get("history", []),
         )  # fmt: skip
         return result, {**done["fitted"], "reused": str(shared)}, done.get("read")
-    report = ReadReport(task.dataset.name, strict=ctx.cfg.strict)
+    report = ReadReport(task.dataset.name, "training", strict=ctx.cfg.strict)
     result = fit_method(
         ctx.loaded, method, task.dataset, task.train, task.classnames, train_cfg, seed=seed, device=ctx.device,
         template=ctx.cfg.template, state_path=state, val=task.val, cache_dir=ctx.cache_dir, report=report,
     )  # fmt: skip
     fitted = result.adapter.fitted_values()
-    read = report.record(images=len(task.train) - sum(s.ref in report.refs for s in task.train))
+    read = report.record(task.train)
+    if task.val and (report.seen | set(report.refs)) - {s.ref for s in task.train}:  # it read validation images
+        read = {**read, "validation": report.record(task.val, "validation")}
     if ctx.world.main:
         done = {
             "steps": result.steps,

@@ -2,9 +2,12 @@
 
 :class:`ImageReader` is the torch ``Dataset`` over samples (an unreadable image yields ``None``);
 :func:`collate_readable` stacks the readable rows; :func:`readable_batches` walks a DataLoader of such rows in
-the main process and tells a :class:`ReadReport` which images it could not read. With ``strict`` the report (and
-the reader, where it runs in this process) stops at the first one with one sentence naming the file. Extraction,
-training, evaluation and ``mma predict`` all read through here, and record :meth:`ReadReport.record` in their JSON.
+the main process and tells a :class:`ReadReport` which images it read and which it could not. With ``strict`` the
+report (and the reader, where it runs in this process) stops at the first unreadable one with one sentence naming
+the file. Training, evaluation and ``mma predict`` read through :func:`readable_batches` and record
+:meth:`ReadReport.record` in their JSON; extraction (:mod:`mma.probe.extract`) reads through the same reader and
+collate function and keeps the unreadable rows in its store manifest; all of them say it with
+:func:`unreadable_line`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from mma.errors import MmaError, one_line
 
 from .base import ImageDataset, Sample
 
-__all__ = ["ImageReader", "ReadReport", "collate_readable", "readable_batches", "unreadable_line"]
+__all__ = ["ImageReader", "ReadReport", "collate_readable", "readable_batches", "unreadable_error", "unreadable_line"]
 
 _EXAMPLES = 5
 
@@ -28,10 +31,13 @@ def unreadable_line(record: dict) -> str:
     """The one terminal line of a :meth:`ReadReport.record` ("" when every image was read)."""
     if not record["unreadable"]:
         return ""
-    return f"{record['dataset']}: skipped {record['unreadable']} unreadable image(s), e.g. {record['examples'][:3]}."
+    stage = f" ({record['stage']})" if record.get("stage") else ""
+    count, examples = record["unreadable"], record["examples"][:3]
+    return f"{record['dataset']}{stage}: skipped {count} unreadable image(s), e.g. {examples}."
 
 
-def _unreadable_error(ref: str, dataset: str, why: str = "") -> MmaError:
+def unreadable_error(ref: str, dataset: str, why: str = "") -> MmaError:
+    """The one sentence ``--strict`` stops with."""
     reason = f" ({why})" if why else ""
     return MmaError(
         f"Cannot read image {ref!r} of dataset {dataset!r}{reason}; drop --strict to skip unreadable images."
@@ -40,15 +46,17 @@ def _unreadable_error(ref: str, dataset: str, why: str = "") -> MmaError:
 
 @dataclass
 class ReadReport:
-    """Which images of one dataset could not be read (each counted once, however often it was tried) and how
-    many were read.
+    """Which images of one dataset a stage read and which it could not (each counted once, however often it was
+    tried: every epoch reads the training images again).
 
+    ``stage``: what read them, said with the count ("training", "validation", "test", "test, base classes", ...).
     ``strict``: :meth:`add` raises :class:`MmaError` naming the image instead of counting it.
     """
 
     dataset: str = ""
+    stage: str = ""
     strict: bool = False
-    read: int = 0  # images read (an image read every epoch counts once per pass: see :meth:`record`)
+    seen: set[str] = field(default_factory=set)  # the images read
     refs: dict[str, None] = field(default_factory=dict)  # the unreadable ones, in the order they were met
 
     @property
@@ -61,28 +69,36 @@ class ReadReport:
 
     def add(self, ref: str) -> None:
         if self.strict:
-            raise _unreadable_error(ref, self.dataset)
+            raise unreadable_error(ref, self.dataset)
         self.refs.setdefault(ref, None)
 
     def merge_ranks(self) -> ReadReport:
-        """Every torchrun rank's unreadable images and read count in each rank's report (a collective: call it on
-        every rank; nothing to do in one process)."""
+        """Every torchrun rank's images, read and unreadable, in each rank's report (a collective: call it on every
+        rank; nothing to do in one process)."""
         if distributed.world().many:
-            parts = distributed.all_gather((list(self.refs), self.read))
+            parts = distributed.all_gather((list(self.refs), sorted(self.seen)))
             self.refs = {ref: None for refs, _ in parts for ref in refs}
-            self.read = sum(n for _, n in parts)
+            self.seen = {ref for _, seen in parts for ref in seen}
         return self
 
-    def record(self, images: int | None = None) -> dict:
-        """What a run's JSON keeps: the dataset, the images counted (*images*: what an accuracy's denominator saw,
-        or the images trained on), the unreadable count and a few examples."""
-        return {"dataset": self.dataset, "images": images, "unreadable": self.unreadable, "examples": self.examples}
+    def record(self, samples: Sequence[Sample] | None = None, stage: str | None = None) -> dict:
+        """What a run's JSON keeps: the dataset, the stage, the images read (an accuracy's denominator, or the
+        images trained on), the unreadable count and a few examples; over *samples* alone when given (the training
+        images of a report that also read validation images)."""
+        bad, images = list(self.refs), len(self.seen)
+        if samples is not None:
+            wanted = {s.ref for s in samples}
+            bad, images = [r for r in bad if r in wanted], len(self.seen & wanted)
+        stage = self.stage if stage is None else stage
+        return {"dataset": self.dataset, "stage": stage, "images": images, "unreadable": len(bad), "examples": bad[:5]}
 
 
 class ImageReader(torch.utils.data.Dataset):
     """``reader[i] -> (index, image_tensor, label)``, or ``(index, None, label)`` for an unreadable image.
 
-    With ``strict=True`` an unreadable image raises :class:`MmaError` naming the file (and why) instead.
+    With ``strict=True`` an unreadable image raises :class:`MmaError` naming the file (and why) instead; in a
+    DataLoader worker (where torch would wrap the sentence in a traceback) it yields None, and the strict
+    :class:`ReadReport` of :func:`readable_batches` stops in the main process.
     Use :func:`collate_readable` as the DataLoader's ``collate_fn`` and walk it with :func:`readable_batches`.
     """
 
@@ -108,8 +124,8 @@ class ImageReader(torch.utils.data.Dataset):
             img = self.dataset.load_image(s)
             img.load()
         except (OSError, ValueError, SyntaxError) as exc:
-            if self.strict:
-                raise _unreadable_error(s.ref, self.dataset.name, one_line(exc)) from exc
+            if self.strict and torch.utils.data.get_worker_info() is None:  # in a worker: the main process says it
+                raise unreadable_error(s.ref, self.dataset.name, one_line(exc)) from exc
             return i, None, s.label
         return i, self.transform(img), s.label
 
@@ -135,5 +151,5 @@ def readable_batches(
         if report is not None:
             for i in bad:
                 report.add(samples[i].ref)
-            report.read += len(idx)
+            report.seen.update(samples[i].ref for i in idx.tolist())
         yield idx, inputs, labels
