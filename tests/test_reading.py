@@ -254,3 +254,18 @@ def test_each_reported_number_names_the_split_it_counted():
     b2n = {"base": record(5), "novel": record(6)}
     assert _split_of("novel", cross, b2n)["images"] == 6 and _split_of("hm", cross, b2n) is None
     assert _split_of("accuracy", cross, {"src": record(4)})["images"] == 4  # few-shot: the one split
+
+
+def test_two_torchrun_ranks_count_the_same_images_as_one_process(trained, broken, tmp_path, run_cli):
+    """Each rank reads a shard; the records merge the ranks' reports, so they equal the one-process records."""
+    out, _ = trained
+    args = [
+        "train-selected", "--model", "mma-tiny:random", "--k", "3", "--protocol", "few-shot", "--shots", "4",
+        "--epochs", "1", "--data", f"folder:{broken}", "--method", "mma,linear-probe", "--out", tmp_path / "two",
+    ]  # fmt: skip
+    run_cli(args, 2)
+    for name in ("seed1-k3-mma.json", "seed1-linear-probe.json", "zeroshot.json"):
+        one = read_json(out / "results" / "few-shot" / "colours" / name)
+        two = read_json(tmp_path / "two" / "results" / "few-shot" / "colours" / name)
+        assert two["evaluated"] == one["evaluated"], name
+        assert two.get("train", {}).get("read") == one.get("train", {}).get("read"), name
