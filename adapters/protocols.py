@@ -170,6 +170,24 @@ class Protocol:
     per_dataset: ClassVar[bool] = True  # every dataset trains (else only the source, the first one)
     metrics: ClassVar[tuple[str, ...]] = ()  # the averaged metrics tables show, the headline last
     in_paper: ClassVar[bool] = True  # reported in the MMA paper's tables (what 'mma reproduce' runs)
+    # the metric over the union of the classes it splits (--all-classes: every test image among all the dataset's
+    # classes, the open-world reading recent papers add to base / novel); None: it evaluates every class together
+    union_metric: ClassVar[str | None] = None
+
+    def check_all_classes(self) -> None:
+        """One sentence if ``--all-classes`` does not apply: the protocol evaluates every class together already."""
+        if self.union_metric is None:
+            takes = [name for name, p in PROTOCOLS.items() if p.union_metric]
+            raise MmaError(
+                f"--all-classes applies to the protocols that split a dataset's classes ({', '.join(takes)}); "
+                f"{self.name} already evaluates every class together."
+            )
+
+    def with_all_classes(self, task: Task) -> Task:
+        """*task* with one more evaluation split: every test image of its dataset among all its classes
+        (:attr:`union_metric`). Only a protocol that splits the classes has one."""
+        self.check_all_classes()
+        raise NotImplementedError
 
     @property
     def headline(self) -> str:
@@ -220,6 +238,7 @@ class Protocol:
 class Base2Novel(Protocol):
     name = "base2novel"
     metrics = ("base", "novel", "hm")
+    union_metric = "all"
 
     def skipped(self, datasets):
         return {
@@ -265,10 +284,17 @@ class Base2Novel(Protocol):
             tasks.append(Task(self.name, d.name, d, train, evals[0].classnames, evals, val))
         return tasks
 
+    def with_all_classes(self, task):
+        d = task.dataset
+        every = list(range(d.num_classes))
+        union = EvalSplit(self.union_metric, d, subsample_classes(d.test, every), list(d.classnames))
+        return Task(task.protocol, task.name, d, task.train, task.classnames, [*task.evals, union], task.val)
+
     def score(self, task, accs):
+        union = {self.union_metric: accs[self.union_metric]} if self.union_metric in accs else {}
         if "novel" not in accs:  # a method that cannot name novel classes: novel and HM are not applicable
-            return {"base": accs["base"]}
-        return {"base": accs["base"], "novel": accs["novel"], "hm": harmonic_mean(accs["base"], accs["novel"])}
+            return {"base": accs["base"], **union}
+        return {"base": accs["base"], "novel": accs["novel"], "hm": harmonic_mean(accs["base"], accs["novel"]), **union}
 
 
 class FewShot(Protocol):

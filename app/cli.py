@@ -480,6 +480,13 @@ def train_selected_cmd(
         ),
     ] = False,
     log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
+    all_classes: Annotated[
+        bool,
+        typer.Option(
+            help="Base-to-novel: also classify every test image among all the dataset's classes (metric 'all', the "
+            "open-world reading beside base and novel)."
+        ),
+    ] = False,
 ) -> None:
     """Train the Multi-Modal Adapter from block k (and, with --method, the other methods) and evaluate a protocol.
 
@@ -519,6 +526,7 @@ def train_selected_cmd(
         methods=_split_methods(method),
         cache_dir=cache_dir,
         log=_split_list(log),
+        all_classes=all_classes,
     )
     result = train_selected(cfg)
     if result is None:  # a torchrun rank other than 0: rank 0 reports

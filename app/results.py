@@ -62,7 +62,9 @@ def load_results(out: Path) -> pd.DataFrame:
     return results.astype({"seed": "Int64", "k": "Int64"})
 
 
-METRIC_ORDER = ("base", "novel", "hm", "mean_of_seed_hms", "accuracy", "source", "target_average", "mean_of_hms")
+METRIC_ORDER = (
+    "base", "novel", "hm", "all", "mean_of_seed_hms", "accuracy", "source", "target_average", "mean_of_hms",
+)  # fmt: skip
 
 
 def _hm_of_seed_means(per_dataset: pd.DataFrame) -> pd.DataFrame:
@@ -217,9 +219,10 @@ def methods_table(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     avg = method_averages(results)
     tables = {}
     for protocol, p in avg.groupby("protocol", sort=True):
-        shown = PROTOCOLS[protocol].metrics if protocol in PROTOCOLS else sorted(set(p["metric"]))
+        shown = _shown_metrics(protocol) if protocol in PROTOCOLS else sorted(set(p["metric"]))
         metrics = [m for m in shown if m in set(p["metric"])]
-        headline = metrics[-1] if metrics else None
+        headline = PROTOCOLS[protocol].headline if protocol in PROTOCOLS else (metrics[-1] if metrics else None)
+        headline = headline if headline in metrics else None
         means: dict = {}
         rows = []
         groups = sorted(p.groupby(["method", "k"], dropna=False), key=lambda kv: order.get(kv[0][0], len(order)))
@@ -249,10 +252,16 @@ def methods_table(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def _shown_metrics(protocol: str) -> tuple[str, ...]:
+    """The averaged metrics a protocol's tables and figures show, and its all-classes one (``--all-classes``)."""
+    chosen = PROTOCOLS[protocol]
+    return (*chosen.metrics, *filter(None, [chosen.union_metric]))
+
+
 def method_figure(out: Path, results: pd.DataFrame, protocol: str) -> None:
     """``methods.png`` / ``.pdf`` / ``.csv``: every method's dataset-averaged metrics side by side (mean, std)."""
     avg = method_averages(results[results["protocol"] == protocol])
-    shown = PROTOCOLS[protocol].metrics if protocol in PROTOCOLS else ()
+    shown = _shown_metrics(protocol) if protocol in PROTOCOLS else ()
     metrics = [m for m in shown if m in set(avg["metric"])]
     if metrics:
         data = avg[avg["metric"].isin(metrics)]

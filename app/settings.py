@@ -93,6 +93,7 @@ class TrainSelectedConfig:
     methods: list[str] = field(default_factory=lambda: [DEFAULT.name])  # mma.adapters.methods; the baseline too
     cache_dir: Path | None = None  # frozen inputs and finished trainings (None: <out>/cache; reproduce shares one)
     log: list[str] = field(default_factory=list)  # tensorboard and / or wandb (mma.app.training_logs)
+    all_classes: bool = False  # also every test image among all classes (Protocol.with_all_classes)
 
 
 def read_selection(run: Path, model: str | None = None) -> dict:

@@ -171,6 +171,8 @@ def train_selected(cfg: TrainSelectedConfig, *, loaded: LoadedModel | None = Non
 def _context(cfg: TrainSelectedConfig, resolved: Resolved, world, device, out: Path) -> RunContext:
     """The datasets of ``--data`` (or the protocol's default), and the settings settled on those that train."""
     protocol = get_protocol(cfg.protocol)
+    if cfg.all_classes:
+        protocol.check_all_classes()
     datasets, specs = [], {}
     for text in cfg.data or protocol.default_data():
         for d in load_datasets(text, template=cfg.template):
@@ -223,9 +225,8 @@ def _tasks(ctx: RunContext, method: type[MethodBase], notes: list[str]) -> dict[
         tasks_by_seed[seed] = []
         for group in ctx.protocol.training_groups(ctx.datasets):
             shots = settings.for_dataset(group[0].name)[0]["shots"] if settings is not None else _DEFAULT_SHOTS
-            tasks_by_seed[seed] += make_tasks(
-                cfg.protocol, group, shots=shots, seed=seed, strict=cfg.strict, notes=notes
-            )
+            tasks = make_tasks(cfg.protocol, group, shots=shots, seed=seed, strict=cfg.strict, notes=notes)
+            tasks_by_seed[seed] += [ctx.protocol.with_all_classes(t) for t in tasks] if cfg.all_classes else tasks
     if settings is None or "batch_size" not in settings.values:
         return tasks_by_seed
     for task in (t for tasks in tasks_by_seed.values() for t in tasks):
@@ -311,7 +312,12 @@ def _todo(ctx: RunContext, plans: dict, baseline_tasks: list[Task]) -> tuple[lis
     baseline = [
         i
         for i, t in enumerate(baseline_tasks)
-        if not _evaluated(ctx.result_path(BASELINE, t.name, None), weights, _prompts(BASELINE, t, ctx.cfg.template))
+        if not _evaluated(
+            ctx.result_path(BASELINE, t.name, None),
+            weights,
+            _prompts(BASELINE, t, ctx.cfg.template),
+            ctx.cfg.all_classes,
+        )
     ]
     runs = []
     for name, tasks_by_seed in plans.items():
@@ -323,13 +329,14 @@ def _todo(ctx: RunContext, plans: dict, baseline_tasks: list[Task]) -> tuple[lis
     return baseline, runs
 
 
-def _evaluated(path: Path, weights: str, prompts: dict[str, str]) -> bool:
-    """The result at *path* exists and was computed with these weights and prompts (another model's, or another
-    --template's, is redone)."""
+def _evaluated(path: Path, weights: str, prompts: dict[str, str], all_classes: bool) -> bool:
+    """The result at *path* exists and was computed with these weights and prompts, on the same evaluation splits
+    (another model's, another --template's, or one with or without --all-classes, is redone)."""
     if not path.is_file():
         return False
     stored = read_json(path)
-    return stored.get("weights") == weights and stored.get("prompts", prompts) == prompts
+    same = stored.get("weights") == weights and stored.get("prompts", prompts) == prompts
+    return same and stored.get("all_classes", False) == all_classes
 
 
 def _reusable(ctx: RunContext, method: type[MethodBase], task: Task, seed: int) -> bool:
@@ -340,7 +347,7 @@ def _reusable(ctx: RunContext, method: type[MethodBase], task: Task, seed: int) 
     """
     dataset = task.name
     path = ctx.result_path(method, dataset, seed)
-    if not _evaluated(path, ctx.loaded.weights_id, _prompts(method, task, ctx.cfg.template)):
+    if not _evaluated(path, ctx.loaded.weights_id, _prompts(method, task, ctx.cfg.template), ctx.cfg.all_classes):
         return False
     stored = {**method.make_config().values(), **read_json(path).get("train_config", {})}
     return all(stored[name] == value for name, value in ctx.train_config(method, dataset)[0].values().items())
@@ -375,6 +382,7 @@ def _evaluate_baseline(ctx: RunContext, tasks: list[Task], todo: list[int], bar)
                     "template": BASELINE.prompt_template(task.dataset, ctx.cfg.template),
                     "prompts": _prompts(BASELINE, task, ctx.cfg.template),
                     "metrics": task_metrics(task, accs),
+                    "all_classes": ctx.cfg.all_classes,
                     "evaluated": read,
                 },
             )
@@ -445,7 +453,14 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
     )  # fmt: skip
     atomic_write_json(
         path,
-        {**meta, "metrics": metrics, "evaluated": read, "train": train, "checkpoint": str(ckpt) if ckpt else None},
+        {
+            **meta,
+            "metrics": metrics,
+            "all_classes": cfg.all_classes,
+            "evaluated": read,
+            "train": train,
+            "checkpoint": str(ckpt) if ckpt else None,
+        },
     )
     state.unlink(missing_ok=True)  # the result is safe; the epoch state is no longer needed
 
