@@ -808,13 +808,16 @@ def evaluate_cmd(
         float | None, typer.Option(help="Evaluate with this alpha instead of the trained one (0 = the frozen model).")
     ] = None,
     strict: Annotated[bool, typer.Option(help="Fail on an unreadable image instead of skipping it.")] = False,
+    all_classes: Annotated[
+        bool, typer.Option(help="Base-to-novel: also every test image of its dataset among all its classes ('all').")
+    ] = False,
 ) -> None:
     """Evaluate an adapter checkpoint beside the zero-shot model, on its own protocol or on any dataset."""
     from mma.app.jobs.evaluate import evaluate_checkpoint
 
     table = evaluate_checkpoint(
         checkpoint, data=list(data) if data else None, device=device, alpha_eval=alpha_eval, strict=strict,
-        say=lambda line: typer.echo(line, err=True),
+        all_classes=all_classes, say=lambda line: typer.echo(line, err=True),
     )  # fmt: skip
     if table is None:  # a torchrun rank other than 0: rank 0 reports
         return

@@ -71,6 +71,15 @@ def test_train_selected_reports_all_beside_base_and_novel(folder, tmp_path):
     assert line.split() == ["method", "seeds", "base", "novel", "hm", "all", "hm", "vs", "zero-shot"], line
     probe = next(x for x in reversed(text.splitlines()) if x.split() and x.split()[0] == "linear-probe")
     assert probe.split()[-3:] == ["n/a", "n/a", "n/a"], probe
+    # mma evaluate gives the checkpoint's numbers again, 'all' included, with the zero-shot model's beside them
+    from mma.app.jobs.evaluate import evaluate_checkpoint, metrics_of
+
+    ckpt = out / "checkpoints" / "base2novel-paints-seed1-k3.safetensors"
+    table = evaluate_checkpoint(ckpt, device="cpu", all_classes=True)
+    assert metrics_of(table) == pytest.approx(mma["metrics"]) and metrics_of(table, "zero_shot") == pytest.approx(
+        zero["metrics"]
+    )
+    assert table.set_index("metric").loc["all", "images"] == 4 * 3
     # the same run without --all-classes evaluates afresh: a result is reused only on the same splits
     code, text = _run(*args)
     assert code == 0, text

@@ -45,6 +45,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     alpha_eval: float | None = None,
     strict: bool = False,
+    all_classes: bool = False,
     say=None,
 ) -> pd.DataFrame | None:
     """Rebuild the checkpoint's model and method (any of :mod:`mma.adapters.methods`) and evaluate it beside the
@@ -54,6 +55,7 @@ def evaluate_checkpoint(
     before they were recorded fall back to the built-in dataset of that name) and its protocol. With *data*, the
     checkpoint's own dataset among them is evaluated by its protocol, every other one on its test split among all
     its classes. *alpha_eval*: a method with that option (MMA) is evaluated at it, 0 being the frozen model.
+    *all_classes*: the own dataset also among all its classes (``--all-classes``, base-to-novel's ``all``).
     *strict*: an unreadable image stops the evaluation naming it; otherwise *say* (a line printer, rank 0) hears
     each evaluated split's unreadable images, and the datasets' own notes (an implicit split). Under torchrun each
     rank evaluates a shard; rank 0 returns the table, the others None.
@@ -65,6 +67,8 @@ def evaluate_checkpoint(
     specs = data or ([recorded] if isinstance(recorded, str) else list(recorded))
     datasets = [d for spec in specs for d in load_datasets(spec)]
     protocol = get_protocol(meta["protocol"])
+    if all_classes:
+        protocol.check_all_classes()  # before any weights load
     own = [d for d in datasets if d.name == meta["dataset"]]
     if not data or (own and not protocol.per_dataset):
         own, others = datasets, []  # the protocol over every dataset it reads (cross-dataset: the targets too)
@@ -98,7 +102,7 @@ def evaluate_checkpoint(
                 raise MmaError(
                     f"The dataset's classes differ from those the checkpoint {str(checkpoint)!r} was trained on."
                 )
-            tasks.append((task, True))
+            tasks.append((protocol.with_all_classes(task) if all_classes else task, True))
         tasks += [(_test_task(d), False) for d in others]
         rows = []
         for task, scored in tasks:
