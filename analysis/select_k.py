@@ -21,6 +21,11 @@ accuracy of blocks 1..L only (XEmbed and XProj are not blocks an adapter can sta
 
 Adapters then run from block k through block L.
 
+Per tower (``k_image``, ``k_text``): the same rule on one tower's block curve alone, for methods that start each
+tower at its own depth. ``saturation`` and ``knee`` read that curve as they read the combined one (a flat tower
+gives 1); ``gap`` is a relation between the towers, so each tower's k is the shared one. The shared ``k`` stays
+the default rule's answer on both towers together.
+
 ``selection.json`` also records the k that each seed's curves alone give, and warnings: when the seeds
 disagree, and when the curves are *flat*: no tower's block curve spans ``WARN_SPAN`` = 5 accuracy points
 and three standard errors of its seed mean. Every rule normalises the curves before it reads them, so a
@@ -35,13 +40,24 @@ import pandas as pd
 
 from mma.errors import MmaError
 
-__all__ = ["RULES", "DEFAULT_RULE", "block_curves", "seed_curves", "select_k", "selection_record", "warnings_for"]
+__all__ = [
+    "RULES",
+    "DEFAULT_RULE",
+    "TOWERS",
+    "block_curves",
+    "seed_curves",
+    "select_k",
+    "select_tower_ks",
+    "selection_record",
+    "warnings_for",
+]
 
 RULES = ("saturation", "gap", "knee")
 DEFAULT_RULE = "saturation"
 DEFAULT_THRESHOLDS = {"saturation": 0.5, "gap": 0.5, "knee": None}
 FLAT = 0.01  # a block curve spanning less than one accuracy point carries no depth information
 WARN_SPAN = 0.05  # below five points of rise, a selection gets a warning
+TOWERS = ("image", "text")
 
 
 def block_curves(
@@ -145,6 +161,14 @@ def select_k(curves: dict[str, np.ndarray], rule: str = DEFAULT_RULE, threshold:
     return int(np.argmax(diff) if diff.max() > 1e-12 else np.argmin(diff)) + 1
 
 
+def select_tower_ks(curves: dict[str, np.ndarray], rule: str = DEFAULT_RULE, threshold: float | None = None) -> dict:
+    """``{"image": k, "text": k}``: *rule* on each tower's block curve alone (module docstring; gap: the shared k)."""
+    if rule == "gap":  # a relation between the towers: no answer for one alone
+        k = select_k(curves, rule, threshold)
+        return {tower: k for tower in TOWERS}
+    return {tower: select_k({t: curves[tower] for t in TOWERS}, rule, threshold) for tower in TOWERS}
+
+
 def selection_record(
     summary: pd.DataFrame,
     model: str,
@@ -153,28 +177,34 @@ def selection_record(
     thresholds: dict[str, float] | None = None,
     tidy: pd.DataFrame | None = None,
 ) -> dict:
-    """Every rule's k, the default rule's k, the thresholds, the curves, each seed's k and warnings.
+    """Every rule's k (shared and per tower), the default rule's, the thresholds, the curves, each seed's k and
+    warnings.
 
     *tidy* (the per-seed ``layers.csv`` table) gives the per-seed k; without it that part is empty.
     """
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     curves = block_curves(summary, model)
     ks = {r: select_k(curves, r, thresholds[r]) for r in RULES}
+    towers = {r: select_tower_ks(curves, r, thresholds[r]) for r in RULES}
     depth = len(curves["image"])
-    per_seed = {}
+    per_seed, per_seed_towers = {}, {}
     if tidy is not None:
-        per_seed = {
-            s: select_k(c, rule, thresholds[rule]) for s, c in seed_curves(tidy, model).items() if len(c["image"])
-        }
+        seeds = {s: c for s, c in seed_curves(tidy, model).items() if len(c["image"])}
+        per_seed = {s: select_k(c, rule, thresholds[rule]) for s, c in seeds.items()}
+        per_seed_towers = {s: select_tower_ks(c, rule, thresholds[rule]) for s, c in seeds.items()}
     errors = {t: _standard_error(summary, model, t) for t in ("image", "text")}
     return {
         "model": model,
         "depth": depth,
         "rule": rule,
         "k": ks[rule],
+        **{f"k_{tower}": towers[rule][tower] for tower in TOWERS},
         "per_seed_k": {str(s): k for s, k in per_seed.items()},
+        **{f"per_seed_k_{t}": {str(s): ks_[t] for s, ks_ in per_seed_towers.items()} for t in TOWERS},
         "warnings": warnings_for(curves, errors, per_seed, ks[rule]),
-        "rules": {r: {"k": ks[r], "threshold": thresholds[r]} for r in RULES},
+        "rules": {
+            r: {"k": ks[r], **{f"k_{t}": towers[r][t] for t in TOWERS}, "threshold": thresholds[r]} for r in RULES
+        },
         "curves": {
             "blocks": list(range(1, depth + 1)),
             "image": [round(float(v), 6) for v in curves["image"]],

@@ -298,13 +298,20 @@ def probe_layers_cmd(
             continue
         others = ", ".join(f"{r}={v['k']}" for r, v in sel["rules"].items())
         typer.secho(
-            f"Selected k = {sel['k']} (rule {sel['rule']}; all rules: {others}): adapters on blocks "
-            f"{sel['k']}..{sel['depth']}.",
+            f"Selected k = {sel['k']} (rule {sel['rule']}; all rules: {others}{_per_tower(sel)}): adapters on "
+            f"blocks {sel['k']}..{sel['depth']}.",
             bold=True,
         )
     typer.echo(
         f"Wrote {run.out}/ (figure1.png, layers.csv, layers_summary.csv, selection.json) in {run.seconds:.0f} s."
     )
+
+
+def _per_tower(sel: dict) -> str:
+    """ "; per tower: image 3, text 6" (the rule on each tower's curve alone); "" for a record from before it."""
+    if sel.get("k_image") is None:
+        return ""
+    return f"; per tower: image {sel['k_image']}, text {sel['k_text']}"
 
 
 @probe_app.command("select", cls=_Command)
@@ -325,7 +332,8 @@ def probe_select_cmd(
         others = ", ".join(f"{r}={v['k']}" for r, v in sel["rules"].items())
         seeds = ", ".join(f"seed {s}: {k}" for s, k in sel.get("per_seed_k", {}).items())
         typer.echo(
-            f"{sel['model']}: k = {sel['k']} (rule {rule}; all rules: {others}" + (f"; {seeds})" if seeds else ")")
+            f"{sel['model']}: k = {sel['k']} (rule {rule}; all rules: {others}{_per_tower(sel)}"
+            + (f"; {seeds})" if seeds else ")")
         )
         for warning in sel.get("warnings", []):
             typer.echo(f"Warning: {warning}", err=True)

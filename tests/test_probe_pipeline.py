@@ -198,3 +198,47 @@ def test_selection_warns_when_the_curves_are_nearly_flat():
     assert any("nearly flat" in w for w in record["warnings"])
     clear = _tidy({s: {"image": [0.3, 0.45, 0.6, 0.7, 0.75, 0.8], "text": [1.0] * 6} for s in (1, 2)})
     assert selection_record(_summary(clear), "m", tidy=clear)["warnings"] == []
+
+
+def _first_half(curve) -> int:
+    """Restated: the first block (1-based) whose min-max normalised value reaches one half."""
+    c = np.asarray(curve, dtype=float)
+    return int(np.flatnonzero((c - c.min()) / (c.max() - c.min()) >= 0.5 - 1e-12)[0]) + 1
+
+
+def _knee(curve) -> int:
+    """Restated: the block farthest above the chord of the normalised curve over normalised depth."""
+    c = np.asarray(curve, dtype=float)
+    c = (c - c.min()) / (c.max() - c.min())
+    x = np.linspace(0, 1, len(c))
+    return int(np.argmax(c - (c[0] + (c[-1] - c[0]) * x))) + 1
+
+
+def test_each_tower_gets_its_own_k_by_the_same_rule():
+    from mma.analysis.select_k import select_tower_ks
+
+    early = [0.3, 0.6, 0.8, 0.85, 0.88, 0.9, 0.9, 0.91]  # the image tower separates early
+    late = [0.2, 0.21, 0.22, 0.25, 0.3, 0.5, 0.8, 0.85]  # the text tower late
+    curves = {"image": np.array(early), "text": np.array(late)}
+    towers = select_tower_ks(curves, "saturation")
+    assert towers == {"image": _first_half(early), "text": _first_half(late)} == {"image": 3, "text": 7}
+    assert towers["image"] <= select_k(curves, "saturation") <= towers["text"]  # the shared k lies between
+    assert select_tower_ks(curves, "knee") == {"image": _knee(early), "text": _knee(late)}
+    shared = select_k(curves, "gap")
+    assert select_tower_ks(curves, "gap") == {"image": shared, "text": shared}  # a relation of the two towers
+    flat = {"image": np.array(early), "text": np.ones(8)}
+    assert select_tower_ks(flat, "saturation")["text"] == 1  # a flat tower carries no depth
+
+
+def test_the_selection_records_each_towers_k_and_each_seeds():
+    early = [0.3, 0.6, 0.8, 0.85, 0.88, 0.9]
+    late = [0.2, 0.21, 0.3, 0.5, 0.8, 0.85]
+    slower = [0.3, 0.4, 0.5, 0.7, 0.88, 0.9]
+    tidy = _tidy({1: {"image": early, "text": late}, 2: {"image": slower, "text": late}})
+    record = selection_record(_summary(tidy), "m", tidy=tidy)
+    mean = (np.array(early) + np.array(slower)) / 2
+    assert (record["k_image"], record["k_text"]) == (_first_half(mean), _first_half(late))
+    assert record["per_seed_k_image"] == {"1": _first_half(early), "2": _first_half(slower)} == {"1": 2, "2": 4}
+    assert record["per_seed_k_text"] == {"1": _first_half(late), "2": _first_half(late)}
+    for rule, entry in record["rules"].items():
+        assert {"k", "k_image", "k_text", "threshold"} <= set(entry), rule
