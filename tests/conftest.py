@@ -42,6 +42,50 @@ def patch_everywhere(monkeypatch, target: str, replacement) -> object:
     return original
 
 
+def run_mma(*args, env=None) -> tuple[int, str]:
+    """``(exit code, output)`` of the CLI in this process (typer's runner), every argument as a string."""
+    from typer.testing import CliRunner
+
+    from mma.app.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env=env)
+    return result.exit_code, result.output
+
+
+def one_line_error(code: int, out: str, message: str) -> None:
+    """The CLI refused with exit 2 and one line, ``Error: ...`` holding *message*, and no traceback."""
+    assert code == 2, out
+    assert out.startswith("Error: ") and out.count("\n") == 1 and "Traceback" not in out, out
+    assert message in out, out
+
+
+def tripwire(monkeypatch, *targets: str) -> None:
+    """Fail the test if the real work starts (the refusal must come before it): every *target* raises."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("work started before the refusal")
+
+    for target in targets:
+        patch_everywhere(monkeypatch, target, boom)
+
+
+def colour_folder(root, colours: dict, counts: dict, *, seed: int, noise: int, size: int):
+    """An image-folder dataset ``root/<split>/<class>/<i>.png``: for each split of *counts* (``{"train": n, ...}``,
+    in order) n images per class of uniform noise in [-noise, noise) around the class's RGB colour, *size* px,
+    all drawn from one generator seeded with *seed*. Returns *root*."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    for split, n in counts.items():
+        for name, rgb in colours.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                shift = torch.randint(-noise, noise, (size, size, 3), generator=g)
+                arr = (torch.tensor(rgb).view(1, 1, 3) + shift).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(root / split / name / f"{i}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_random():
     """The embedded architecture with seeded random weights."""

@@ -4,36 +4,19 @@ open-world reading), checked against the zero-shot code's own accuracy over the 
 from __future__ import annotations
 
 import pytest
-import torch
-from PIL import Image
-from typer.testing import CliRunner
+from conftest import colour_folder, one_line_error, run_mma, tripwire
 
 from mma.adapters.protocols import get_protocol, make_tasks
-from mma.app.cli import app
 from mma.io import read_json
 from mma.probe.data import load_datasets
 
-runner = CliRunner()
 COLOURS = {"red": (220, 30, 30), "yellow": (230, 220, 30), "blue": (30, 40, 220), "green": (30, 200, 40)}
-
-
-def _run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "paints"
-    g = torch.Generator().manual_seed(3)
-    for split, n in (("train", 3), ("val", 1), ("test", 3)):
-        for name, rgb in COLOURS.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                noise = torch.randint(-40, 40, (16, 16, 3), generator=g)
-                arr = (torch.tensor(rgb).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(arr).save(root / split / name / f"{i}.png")
-    return root
+    return colour_folder(root, COLOURS, {"train": 3, "val": 1, "test": 3}, seed=3, noise=40, size=16)
 
 
 def test_the_union_split_is_every_test_image_among_every_class(folder):
@@ -54,7 +37,7 @@ def test_train_selected_reports_all_beside_base_and_novel(folder, tmp_path):
     out = tmp_path / "run"
     args = ["train-selected", "--model", "mma-tiny:random", "--k", "3", "--data", f"folder:{folder}", "--seeds", "1"]
     args += ["--epochs", "1", "--shots", "2", "--method", "mma,linear-probe", "--out", out]
-    code, text = _run(*args, "--all-classes")
+    code, text = run_mma(*args, "--all-classes")
     assert code == 0, text
     results = out / "results" / "base2novel" / "paints"
     zero, mma = read_json(results / "zeroshot.json"), read_json(results / "seed1-k3-mma.json")
@@ -81,7 +64,7 @@ def test_train_selected_reports_all_beside_base_and_novel(folder, tmp_path):
     )
     assert table.set_index("metric").loc["all", "images"] == 4 * 3
     # the same run without --all-classes evaluates afresh: a result is reused only on the same splits
-    code, text = _run(*args)
+    code, text = run_mma(*args)
     assert code == 0, text
     again = read_json(results / "seed1-k3-mma.json")
     assert "all" not in again["metrics"] and not again["all_classes"]
@@ -89,12 +72,10 @@ def test_train_selected_reports_all_beside_base_and_novel(folder, tmp_path):
 
 
 def test_all_classes_is_refused_where_the_classes_are_not_split(folder, tmp_path, monkeypatch):
-    def boom(*args, **kwargs):
-        raise AssertionError("the model was loaded before the refusal")
-
-    monkeypatch.setattr("mma.app.jobs.train_selected.load_model", boom)
+    tripwire(monkeypatch, "mma.probe.specs.load_model")
     args = ["train-selected", "--model", "mma-tiny:random", "--k", "3", "--protocol", "few-shot"]
-    code, text = _run(*args, "--data", f"folder:{folder}", "--all-classes", "--out", tmp_path / "run")
-    assert code == 2 and text.count("\n") == 1, text
-    assert "--all-classes applies to the protocols that split a dataset's classes (base2novel); few-shot" in text
+    code, text = run_mma(*args, "--data", f"folder:{folder}", "--all-classes", "--out", tmp_path / "run")
+    one_line_error(
+        code, text, "--all-classes applies to the protocols that split a dataset's classes (base2novel); few-shot"
+    )
     assert not (tmp_path / "run").exists()

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import safetensors.torch
 import torch
-from conftest import patch_everywhere
+from conftest import one_line_error, run_mma, tripwire
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
@@ -33,27 +33,6 @@ from mma.probe.openclip import build_mismatch
 from mma.probe.specs import adapter_checkpoint_record
 
 runner = CliRunner()
-
-
-def _run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
-def _one_line_error(code, out, message):
-    assert code == 2, out
-    assert out.startswith("Error: ") and out.count("\n") == 1 and "Traceback" not in out, out
-    assert message in out, out
-
-
-def _tripwire(monkeypatch, *targets):
-    """Fail the test if the real work starts (the refusal must come before it)."""
-
-    def boom(*args, **kwargs):
-        raise AssertionError("work started before the refusal")
-
-    for target in targets:
-        patch_everywhere(monkeypatch, target, boom)
 
 
 def _images(folder: Path, n: int, seed: int) -> None:
@@ -99,9 +78,9 @@ def test_an_adapter_checkpoint_as_model_weights_is_one_sentence_naming_evaluate(
     model, adapter_checkpoint, tmp_path, monkeypatch
 ):
     """mma-tiny:ADAPTER printed a raw 'RuntimeError: Error(s) in loading state_dict'; now both say what it is."""
-    _tripwire(monkeypatch, "mma.probe.specs.load_model")
-    code, out = _run("probe", "layers", "--model", f"{model}:{adapter_checkpoint}", "--out", tmp_path / "run")
-    _one_line_error(
+    tripwire(monkeypatch, "mma.probe.specs.load_model")
+    code, out = run_mma("probe", "layers", "--model", f"{model}:{adapter_checkpoint}", "--out", tmp_path / "run")
+    one_line_error(
         code,
         out,
         f"The checkpoint file {str(adapter_checkpoint)!r} given as the weights of model {model!r} looks like an "
@@ -115,8 +94,8 @@ def test_other_weights_for_the_embedded_model_are_one_sentence(tmp_path):
     other = tmp_path / "other.safetensors"
     safetensors.torch.save_file({"a": torch.zeros(3)}, str(other))
     assert adapter_checkpoint_record(other) is None
-    code, out = _run("probe", "layers", "--model", f"mma-tiny:{other}", "--out", tmp_path / "run")
-    _one_line_error(code, out, f"The checkpoint {str(other)!r} does not fit model 'mma-tiny' (RuntimeError: ")
+    code, out = run_mma("probe", "layers", "--model", f"mma-tiny:{other}", "--out", tmp_path / "run")
+    one_line_error(code, out, f"The checkpoint {str(other)!r} does not fit model 'mma-tiny' (RuntimeError: ")
     assert not (tmp_path / "run").exists()
 
 
@@ -124,10 +103,10 @@ def test_other_weights_for_the_embedded_model_are_one_sentence(tmp_path):
 
 
 def test_probing_one_folder_alone_says_add_builtin_before_loading_the_model(tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.probe.specs.parse_model_spec", "mma.probe.specs.load_model")
+    tripwire(monkeypatch, "mma.probe.specs.parse_model_spec", "mma.probe.specs.load_model")
     one = _split_folder(tmp_path / "pets", ["cat", "dog"])
-    code, out = _run("probe", "layers", "--data", one, "--out", tmp_path / "run")
-    _one_line_error(
+    code, out = run_mma("probe", "layers", "--data", one, "--out", tmp_path / "run")
+    one_line_error(
         code,
         out,
         "A 'which dataset?' probe needs at least 2 datasets to tell apart, and --data gives 1 (['pets']); add "
@@ -141,12 +120,12 @@ def test_probing_one_folder_alone_says_add_builtin_before_loading_the_model(tmp_
 
 def test_a_one_class_folder_is_refused_in_few_shot_before_loading_the_model(tmp_path, monkeypatch):
     """few-shot on one class printed 'accuracy 100.0'."""
-    _tripwire(monkeypatch, "mma.probe.specs.load_model")
+    tripwire(monkeypatch, "mma.probe.specs.load_model")
     one = _split_folder(tmp_path / "one", ["cat"])
-    code, out = _run(
+    code, out = run_mma(
         "train-selected", "--k", "11", "--data", one, "--protocol", "few-shot", "--seeds", "1", "--out", tmp_path / "r"
     )
-    _one_line_error(code, out, "Dataset 'one' has 1 class(es) ['cat']; a classifier needs at least 2 classes")
+    one_line_error(code, out, "Dataset 'one' has 1 class(es) ['cat']; a classifier needs at least 2 classes")
     assert not (tmp_path / "r").exists()
 
 
@@ -183,14 +162,14 @@ def test_a_class_with_test_images_only_is_said_as_that_not_as_fewer_shots():
 
 
 def test_train_selected_says_the_test_only_class_in_one_line(tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.probe.specs.load_model")
+    tripwire(monkeypatch, "mma.probe.specs.load_model")
     data = _split_folder(tmp_path / "zoo", ["cat", "dog"])
     _images(tmp_path / "zoo" / "test" / "eel", 2, seed=99)
-    code, out = _run(
+    code, out = run_mma(
         "train-selected", "--k", "11", "--data", data, "--protocol", "few-shot", "--seeds", "1", "--strict",
         "--out", tmp_path / "r",
     )  # fmt: skip
-    _one_line_error(code, out, "Dataset 'zoo': class 'eel' has no training images (only test images)")
+    one_line_error(code, out, "Dataset 'zoo': class 'eel' has no training images (only test images)")
     assert "fewer than" not in out
 
 
@@ -213,7 +192,7 @@ def test_a_folder_without_split_subfolders_says_its_split_once(tmp_path, monkeyp
     (csv,) = load_datasets(f"csv:{manifest}")
     assert csv.notes and "has no 'split' column; its images are split 60/20/20" in csv.notes[0]
     # the jobs say it once per dataset (two seeds), before the model loads, and record it
-    _tripwire(monkeypatch, "mma.probe.specs.load_model")
+    tripwire(monkeypatch, "mma.probe.specs.load_model")
     flat_spec = f"folder:{tmp_path / 'flat'}"
     result = runner.invoke(
         app,
@@ -238,8 +217,8 @@ def test_a_torch_torchvision_mismatch_is_one_sentence_with_the_fix(tmp_path, mon
     monkeypatch.setattr(builtins, "__import__", broken)
     fix = "pip install --force-reinstall torch torchvision (with the same --index-url for a CPU or CUDA build)."
     for args in (["models"], ["probe", "layers", "--out", tmp_path / "run"]):
-        code, out = _run(*args)
-        _one_line_error(code, out, "are builds that do not match")
+        code, out = run_mma(*args)
+        one_line_error(code, out, "are builds that do not match")
         assert "'operator torchvision::nms does not exist'" in out and out.rstrip().endswith(fix)
     assert not (tmp_path / "run").exists()
 
@@ -267,10 +246,10 @@ def test_reproduce_help_lists_the_coop_folders_without_importing_torch():
 
 
 def test_reproduce_checks_root_before_loading_the_model(tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.probe.specs.parse_model_spec", "mma.probe.specs.load_model")
+    tripwire(monkeypatch, "mma.probe.specs.parse_model_spec", "mma.probe.specs.load_model")
     missing = tmp_path / "no-such-root"
-    code, out = _run("reproduce", "--data", f"coop:{missing}", "--out", tmp_path / "run")
-    _one_line_error(code, out, f"The CoOp data root {str(missing)!r} does not exist")
+    code, out = run_mma("reproduce", "--data", f"coop:{missing}", "--out", tmp_path / "run")
+    one_line_error(code, out, f"The CoOp data root {str(missing)!r} does not exist")
     assert "caltech-101/" in out and "imagenet-rendition/" in out
     assert not (tmp_path / "run").exists()
     code = (  # and before torch is imported at all (the check needs the spec syntax and the folder names only)
@@ -286,15 +265,15 @@ def test_reproduce_checks_root_before_loading_the_model(tmp_path, monkeypatch):
 
 
 def test_builtin_colon_is_an_error_like_folder_colon(tmp_path):
-    code, out = _run("probe", "layers", "--data", "builtin:", "--out", tmp_path / "run")
-    _one_line_error(
+    code, out = run_mma("probe", "layers", "--data", "builtin:", "--out", tmp_path / "run")
+    one_line_error(
         code,
         out,
         "The data spec 'builtin:' has nothing after ':'; write builtin for the whole suite, or builtin:NAME,... for "
         "some of its datasets ('mma datasets' lists them).",
     )
-    code, out = _run("probe", "layers", "--data", "folder:", "--out", tmp_path / "run")
-    _one_line_error(code, out, "The data spec 'folder:' needs a path: folder:PATH.")
+    code, out = run_mma("probe", "layers", "--data", "folder:", "--out", tmp_path / "run")
+    one_line_error(code, out, "The data spec 'folder:' needs a path: folder:PATH.")
     assert parse_data_spec("builtin").names is None and parse_data_spec("builtin:shapes").names == ("shapes",)
     assert not (tmp_path / "run").exists()
 
@@ -314,9 +293,9 @@ def test_builtin_colon_is_an_error_like_folder_colon(tmp_path):
     ids=lambda c: c[0] if c[0] != "probe" else "probe-layers",
 )
 def test_a_repeated_seed_is_refused_by_every_command_with_seeds(command, tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.probe.specs.load_model")
-    code, out = _run(*command, "--seeds", "1,1", "--out", tmp_path / "run")
-    _one_line_error(code, out, "--seeds [1, 1] repeats a seed; give distinct seeds.")
+    tripwire(monkeypatch, "mma.probe.specs.load_model")
+    code, out = run_mma(*command, "--seeds", "1,1", "--out", tmp_path / "run")
+    one_line_error(code, out, "--seeds [1, 1] repeats a seed; give distinct seeds.")
     assert not (tmp_path / "run").exists()
 
 
@@ -357,8 +336,8 @@ def test_a_suggested_command_with_a_quoted_path_does_not_nest_quotes(tmp_path):
             "has no selection.json; pass --k, or make it first with: ",
         ),
     ):
-        code, out = _run(*args)
-        _one_line_error(code, out, f"The run folder {str(run)!r} " + lead)
+        code, out = run_mma(*args)
+        one_line_error(code, out, f"The run folder {str(run)!r} " + lead)
         suggested = out.rstrip("\n").split(lead, 1)[1]
         assert shlex.split(suggested) == ["mma", "probe", "layers", "--out", str(run)]  # pastes as it reads
         assert "''" not in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
+from conftest import colour_folder
 
 from mma.adapters import frozen
 from mma.adapters.evaluate import method_accuracy
@@ -24,14 +24,7 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("colours")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 10), ("val", 2), ("test", 5)):
-        for name, rgb in COLOURS.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                noise = torch.randint(-40, 40, (32, 32, 3), generator=g)
-                arr = (torch.tensor(rgb).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(arr).save(root / split / name / f"{i}.png")
+    colour_folder(root, COLOURS, {"train": 10, "val": 2, "test": 5}, seed=0, noise=40, size=32)
     return root
 
 

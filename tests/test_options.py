@@ -7,9 +7,7 @@ import csv
 import json
 
 import pytest
-import torch
-from conftest import patch_everywhere
-from PIL import Image
+from conftest import colour_folder, patch_everywhere
 from typer.testing import CliRunner
 
 from mma.adapters.method_base import MethodBase
@@ -37,14 +35,7 @@ TEMPLATE = "a drawing of a {}."
 def root(tmp_path_factory):
     """4 classes of 32 px noise around a colour: 2 training, 1 validation and 2 test images each."""
     root = tmp_path_factory.mktemp("colours")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 2), ("val", 1), ("test", 2)):
-        for name, rgb in COLOURS.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                noise = torch.randint(-40, 40, (32, 32, 3), generator=g)
-                arr = (torch.tensor(rgb).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(arr).save(root / split / name / f"{i}.png")
+    colour_folder(root, COLOURS, {"train": 2, "val": 1, "test": 2}, seed=0, noise=40, size=32)
     return root
 
 

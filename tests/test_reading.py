@@ -9,14 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import colour_folder, run_mma
 from PIL import Image
-from typer.testing import CliRunner
 
-from mma.app.cli import app
 from mma.io import read_json
-
-runner = CliRunner()
 
 COLOURS = {"red": (220, 30, 30), "yellow": (230, 220, 30), "blue": (30, 40, 220), "green": (30, 200, 40)}
 BROKEN = {  # three kinds of unreadable file a user's folder holds
@@ -25,21 +21,8 @@ BROKEN = {  # three kinds of unreadable file a user's folder holds
 }
 
 
-def _run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
 def _folder(root: Path, seed: int) -> Path:
-    g = torch.Generator().manual_seed(seed)
-    for split, n in (("train", 4), ("val", 1), ("test", 3)):
-        for name, rgb in COLOURS.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                noise = torch.randint(-20, 20, (16, 16, 3), generator=g)
-                arr = (torch.tensor(rgb).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(arr).save(root / split / name / f"{i}.png")
-    return root
+    return colour_folder(root, COLOURS, {"train": 4, "val": 1, "test": 3}, seed=seed, noise=20, size=16)
 
 
 def _break(root: Path) -> None:
@@ -59,7 +42,7 @@ def broken(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(broken, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
-    code, text = _run(
+    code, text = run_mma(
         "train-selected", "--model", "mma-tiny:random", "--k", "3", "--protocol", "few-shot", "--shots", "4",
         "--epochs", "1", "--data", f"folder:{broken}", "--out", out, "--method", "mma,linear-probe",
     )  # fmt: skip
@@ -95,7 +78,7 @@ def test_accuracy_denominators_are_the_readable_images(trained, broken, tmp_path
     out, _ = trained
     accuracy = read_json(out / "results" / "few-shot" / "colours" / "seed1-k3-mma.json")["metrics"]["accuracy"]
     ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
-    code, text = _run("predict", "--checkpoint", ckpt, "--images", broken / "test", "--out", tmp_path / "p.csv")
+    code, text = run_mma("predict", "--checkpoint", ckpt, "--images", broken / "test", "--out", tmp_path / "p.csv")
     assert code == 0, text
     rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text())))
     correct = sum(Path(r["path"]).parent.name == r["class_1"] for r in rows)
@@ -119,7 +102,7 @@ def test_strict_stops_at_the_first_unreadable_image_naming_it(trained, broken, t
         "evaluate": ["--checkpoint", ckpt, "--device", "cpu"],
         "predict": ["--checkpoint", ckpt, "--images", broken / "test", "--out", tmp_path / "p.csv"],
     }[command]  # fmt: skip
-    code, text = _run(command.split()[0], *args, "--strict")
+    code, text = run_mma(command.split()[0], *args, "--strict")
     last = text.strip().splitlines()[-1]  # train-selected has said its recipe and started its progress bar
     assert code == 2 and last.startswith("Error: ") and text.count("Error") == 1 and "Traceback" not in text, text
     assert re.search(r"Cannot read image '[^']*(bad\.png|empty\.jpg|truncated\.png)' of dataset '\w+'", last), text
@@ -130,7 +113,7 @@ def test_strict_stops_at_the_first_unreadable_image_naming_it(trained, broken, t
 def test_evaluate_prints_images_accuracy_and_zero_shot(trained):
     out, _ = trained
     ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
-    code, text = _run("evaluate", "--checkpoint", ckpt, "--device", "cpu")
+    code, text = run_mma("evaluate", "--checkpoint", ckpt, "--device", "cpu")
     assert code == 0, text
     stored = read_json(out / "results" / "few-shot" / "colours" / "seed1-k3-mma.json")["metrics"]["accuracy"]
     zero = read_json(out / "results" / "few-shot" / "colours" / "zeroshot.json")["metrics"]["accuracy"]
@@ -153,7 +136,7 @@ def test_evaluate_data_on_another_dataset_names_its_classes(trained, tmp_path):
     }  # fmt: skip
     assert 0 <= table["accuracy"][0] <= 100 and 0 <= table["zero_shot"][0] <= 100
     probe = out / "checkpoints" / "few-shot-colours-seed1-linear-probe.safetensors"
-    code, text = _run("evaluate", "--checkpoint", probe, "--data", f"folder:{other}", "--device", "cpu")
+    code, text = run_mma("evaluate", "--checkpoint", probe, "--data", f"folder:{other}", "--device", "cpu")
     assert code == 2 and text.count("\n") == 1, text
     assert "names only the 4 classes it was trained on; 'paints' has others" in text
 
@@ -162,7 +145,9 @@ def test_predict_writes_one_row_per_readable_image(trained, broken, tmp_path):
     out, _ = trained
     ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
     csv_path = tmp_path / "pred.csv"
-    code, text = _run("predict", "--checkpoint", ckpt, "--images", broken / "test", "--out", csv_path, "--top-k", "3")
+    code, text = run_mma(
+        "predict", "--checkpoint", ckpt, "--images", broken / "test", "--out", csv_path, "--top-k", "3"
+    )
     assert code == 0, text
     assert "test (--images): skipped 2 unreadable image(s)" in text and "Predicted 12 image(s) among 4 classes" in text
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
@@ -176,7 +161,9 @@ def test_predict_writes_one_row_per_readable_image(trained, broken, tmp_path):
     listed = tmp_path / "list.txt"
     listed.write_text("# two images\n" + "\n".join(rows[i]["path"] for i in (0, 1)) + "\n\n")
     again = tmp_path / "again.csv"
-    code, text = _run("predict", "--checkpoint", ckpt, "--images", listed, "--out", again, "--classes", "cat, dog_toy")
+    code, text = run_mma(
+        "predict", "--checkpoint", ckpt, "--images", listed, "--out", again, "--classes", "cat, dog_toy"
+    )
     assert code == 0, text
     new = list(csv.DictReader(io.StringIO(again.read_text())))
     assert [r["path"] for r in new] == [rows[0]["path"], rows[1]["path"]]
@@ -196,7 +183,7 @@ def test_predict_writes_one_row_per_readable_image(trained, broken, tmp_path):
 def test_predict_refuses_bad_options_in_one_sentence(trained, broken, tmp_path, extra, message):
     out, _ = trained
     ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
-    code, text = _run("predict", "--checkpoint", ckpt, "--images", broken, "--out", tmp_path / "p.csv", *extra)
+    code, text = run_mma("predict", "--checkpoint", ckpt, "--images", broken, "--out", tmp_path / "p.csv", *extra)
     assert code == 2 and text.count("\n") == 1 and message in text, text
 
 
@@ -205,14 +192,14 @@ def test_predict_keeps_an_existing_csv_and_refuses_new_classes_for_the_linear_pr
     kept = tmp_path / "kept.csv"
     kept.write_text("mine\n")
     ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
-    code, text = _run("predict", "--checkpoint", ckpt, "--images", broken, "--out", kept)
+    code, text = run_mma("predict", "--checkpoint", ckpt, "--images", broken, "--out", kept)
     assert code == 2 and "exists; pass --overwrite" in text and kept.read_text() == "mine\n", text
     probe = out / "checkpoints" / "few-shot-colours-seed1-linear-probe.safetensors"
-    code, text = _run(
+    code, text = run_mma(
         "predict", "--checkpoint", probe, "--images", broken, "--out", tmp_path / "x.csv", "--classes", "a,b"
     )
     assert code == 2 and "names only the classes it was trained on" in text, text
-    code, text = _run("predict", "--checkpoint", probe, "--images", broken / "nope", "--out", tmp_path / "x.csv")
+    code, text = run_mma("predict", "--checkpoint", probe, "--images", broken / "nope", "--out", tmp_path / "x.csv")
     assert code == 2 and "does not exist; give a folder of images" in text, text
     assert not (tmp_path / "x.csv").exists()
 
@@ -224,7 +211,7 @@ def test_evaluate_on_a_folder_without_splits_says_how_it_was_split(trained, tmp_
         (tmp_path / "flat" / name).mkdir(parents=True)
         for i in range(5):
             Image.new("RGB", (16, 16), rgb).save(tmp_path / "flat" / name / f"{i}.png")
-    code, text = _run("evaluate", "--checkpoint", ckpt, "--data", f"folder:{tmp_path / 'flat'}", "--device", "cpu")
+    code, text = run_mma("evaluate", "--checkpoint", ckpt, "--data", f"folder:{tmp_path / 'flat'}", "--device", "cpu")
     assert code == 0, text
     assert text.count("has no train/val/test subfolders; its images are split 60/20/20") == 1, text
     assert re.search(r"flat\W+accuracy\W+2\W+0\W", text), text  # 1 test image of each class
@@ -235,7 +222,7 @@ def test_evaluate_data_refuses_a_one_class_dataset(trained, tmp_path):
     ckpt = out / "checkpoints" / "few-shot-colours-seed1-k3.safetensors"
     (tmp_path / "one" / "test" / "red").mkdir(parents=True)
     Image.new("RGB", (16, 16), (220, 30, 30)).save(tmp_path / "one" / "test" / "red" / "0.png")
-    code, text = _run("evaluate", "--checkpoint", ckpt, "--data", f"folder:{tmp_path / 'one'}", "--device", "cpu")
+    code, text = run_mma("evaluate", "--checkpoint", ckpt, "--data", f"folder:{tmp_path / 'one'}", "--device", "cpu")
     assert code == 2 and text.count("\n") == 1, text  # not 'accuracy 100.00' (every image of its only class)
     assert "Dataset 'one' has 1 class(es) ['red']; a classifier needs at least 2 classes" in text
 

@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import patch_everywhere
-from PIL import Image
+from conftest import colour_folder, patch_everywhere
 
 from mma.adapters.checkpoint import load_adapter, read_adapter, save_adapter
 from mma.adapters.evaluate import accuracy, harmonic_mean
@@ -30,14 +29,7 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), 
 @pytest.fixture(scope="module")
 def colour_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("colours")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 20), ("val", 4), ("test", 6)):
-        for name, rgb in COLOURS.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                noise = torch.randint(-25, 25, (16, 16, 3), generator=g)
-                arr = (torch.tensor(rgb).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(arr).save(root / split / name / f"{i}.png")
+    colour_folder(root, COLOURS, {"train": 20, "val": 4, "test": 6}, seed=0, noise=25, size=16)
     (d,) = load_datasets(f"folder:{root}")
     return d
 

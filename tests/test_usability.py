@@ -17,37 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from conftest import patch_everywhere
-from PIL import Image
-from typer.testing import CliRunner
+from conftest import colour_folder, one_line_error, run_mma, tripwire
 
-from mma.app.cli import app
 from mma.errors import MmaError
-
-runner = CliRunner()
-
-
-def _run(*args, env=None):
-    result = runner.invoke(app, [str(a) for a in args], env=env)
-    return result.exit_code, result.output
-
-
-def _one_line_error(code, out, message):
-    assert code == 2, out
-    assert out.startswith("Error: ") and out.count("\n") == 1 and "Traceback" not in out, out
-    assert message in out, out
-
-
-def _tripwire(monkeypatch, *targets):
-    """Fail the test if the real work starts (the refusal must come before it)."""
-
-    def boom(*args, **kwargs):
-        raise AssertionError("work started before the refusal")
-
-    for target in targets:
-        patch_everywhere(monkeypatch, target, boom)
-
 
 # -- model specs ----------------------------------------------------------------------------------------
 
@@ -55,13 +27,13 @@ def _tripwire(monkeypatch, *targets):
 def test_a_text_file_as_checkpoint_is_one_sentence_and_leaves_no_folder(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\nline two\n")
-    code, out = _run("probe", "layers", "--model", f"ViT-B-16:{notes}", "--out", tmp_path / "run")
-    _one_line_error(code, out, f"The checkpoint file {str(notes)!r} for model 'ViT-B-16' is a text file")
+    code, out = run_mma("probe", "layers", "--model", f"ViT-B-16:{notes}", "--out", tmp_path / "run")
+    one_line_error(code, out, f"The checkpoint file {str(notes)!r} for model 'ViT-B-16' is a text file")
     assert not (tmp_path / "run").exists()
     junk = tmp_path / "weights.bin"
     junk.write_bytes(b"\x00\x01\x02 not weights")
-    code, out = _run("probe", "layers", "--model", f"ViT-B-16:{junk}", "--out", tmp_path / "run")
-    _one_line_error(code, out, "is not a weights file")
+    code, out = run_mma("probe", "layers", "--model", f"ViT-B-16:{junk}", "--out", tmp_path / "run")
+    one_line_error(code, out, "is not a weights file")
 
 
 def test_a_zip_that_is_no_checkpoint_is_one_sentence(tmp_path):
@@ -77,35 +49,33 @@ def test_a_zip_that_is_no_checkpoint_is_one_sentence(tmp_path):
 def test_a_path_alone_as_model_hints_name_colon_path(tmp_path):
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"PK\x03\x04")
-    code, out = _run("probe", "layers", "--model", weights, "--out", tmp_path / "run")
-    _one_line_error(
-        code, out, f"write NAME:PATH with the architecture the weights belong to, e.g. 'ViT-B-16:{weights}'"
-    )
-    code, out = _run("probe", "layers", "--model", "ViT-B-16.pt", "--out", tmp_path / "run")
-    _one_line_error(code, out, "it looks like a checkpoint file")
+    code, out = run_mma("probe", "layers", "--model", weights, "--out", tmp_path / "run")
+    one_line_error(code, out, f"write NAME:PATH with the architecture the weights belong to, e.g. 'ViT-B-16:{weights}'")
+    code, out = run_mma("probe", "layers", "--model", "ViT-B-16.pt", "--out", tmp_path / "run")
+    one_line_error(code, out, "it looks like a checkpoint file")
 
 
 def test_values_with_newlines_stay_on_one_line(tmp_path):
-    code, out = _run("probe", "layers", "--model", "ViT-B-16:/no/such\nfile.pt", "--out", tmp_path / "run")
-    _one_line_error(code, out, r"'/no/such\nfile.pt'")
+    code, out = run_mma("probe", "layers", "--model", "ViT-B-16:/no/such\nfile.pt", "--out", tmp_path / "run")
+    one_line_error(code, out, r"'/no/such\nfile.pt'")
 
 
 # -- rules ------------------------------------------------------------------------------------------------
 
 
 def test_misspelt_rule_gets_did_you_mean_and_knee_takes_no_threshold(tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.probe.extract.extract_images")
+    tripwire(monkeypatch, "mma.probe.extract.extract_images")
     out = tmp_path / "run"
-    code, text = _run("probe", "layers", "--rule", "saturaton", "--out", out)
-    _one_line_error(
+    code, text = run_mma("probe", "layers", "--rule", "saturaton", "--out", out)
+    one_line_error(
         code, text, "--rule 'saturaton' is not valid (valid: saturation, gap, knee); did you mean 'saturation'?"
     )
-    code, text = _run("probe", "layers", "--rule", "knee", "--threshold", "0.3", "--out", out)
-    _one_line_error(
+    code, text = run_mma("probe", "layers", "--rule", "knee", "--threshold", "0.3", "--out", out)
+    one_line_error(
         code, text, "--rule 'knee' takes no --threshold (got 0.3); the rules with a threshold are saturation, gap"
     )
-    code, text = _run("probe", "select", "--run", out, "--rule", "knee", "--threshold", "0.3")
-    _one_line_error(code, text, "takes no --threshold")
+    code, text = run_mma("probe", "select", "--run", out, "--rule", "knee", "--threshold", "0.3")
+    one_line_error(code, text, "takes no --threshold")
     assert not out.exists()
 
 
@@ -113,15 +83,8 @@ def test_misspelt_rule_gets_did_you_mean_and_knee_takes_no_threshold(tmp_path, m
 
 
 def _folder(root: Path, colours: dict, train: int, seed: int) -> str:
-    g = torch.Generator().manual_seed(seed)
-    for split, n in (("train", train), ("val", 1), ("test", 2)):
-        for name, rgb in colours.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                noise = torch.randint(-20, 20, (16, 16, 3), generator=g)
-                arr = (torch.tensor(rgb).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(arr).save(root / split / name / f"{i}.png")
-    return f"folder:{root}"
+    counts = {"train": train, "val": 1, "test": 2}
+    return f"folder:{colour_folder(root, colours, counts, seed=seed, noise=20, size=16)}"
 
 
 @pytest.fixture(scope="module")
@@ -142,13 +105,13 @@ def _depth(model: str) -> int:
 def test_probe_caps_samples_per_dataset_says_it_once_and_shows_reuse(small, tmp_path):
     out = tmp_path / "probe"
     args = ["probe", "layers", "--model", "mma-tiny:random", "--samples", "150", "--seeds", "1,2", "--out", out]
-    code, text = _run(*args, *[a for d in small for a in ("--data", d)])
+    code, text = run_mma(*args, *[a for d in small for a in ("--data", d)])
     assert code == 0, text
     for name in ("warm", "cold"):
         note = f"Dataset {name!r} has 20 training images, fewer than --samples 150: using all 20 of them."
         assert text.count(note) == 1, text
     assert re.search(r"extract mma-tiny:random: 100%.*40/40", text), text
-    code, again = _run(*args, *[a for d in small for a in ("--data", d)])
+    code, again = run_mma(*args, *[a for d in small for a in ("--data", d)])
     assert code == 0, again
     assert "warm: reusing all 20 stored rows." in again and "cold: reusing all 20 stored rows." in again
     probes = 2 * 2 * (_depth("mma-tiny:random") + 2)  # seeds x towers x layers
@@ -171,24 +134,24 @@ def test_an_interrupted_extraction_says_what_it_resumes(small, tmp_path, monkeyp
     monkeypatch.setattr(capture.LayerCapture, "encode_image", interrupt_second_batch)
     args = ["probe", "layers", "--model", "mma-tiny:random", "--samples", "10", "--seeds", "1", "--batch-size", "4"]
     args += ["--out", tmp_path / "probe", *[a for d in small for a in ("--data", d)]]
-    code, text = _run(*args)
+    code, text = run_mma(*args)
     assert code == 130 and "Interrupted; rerun the same command to resume." in text
     assert (tmp_path / "probe" / "store").is_dir()  # the work done so far stays
     monkeypatch.undo()
-    code, text = _run(*args)
+    code, text = run_mma(*args)
     assert code == 0, text
     assert "warm: resuming: 4 of 10 rows already done." in text, text
     assert re.search(r"extract mma-tiny:random: 100%.*20/20", text), text
 
 
 def test_probe_splits_that_cannot_work_are_refused_before_extracting(small, tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.probe.extract.extract_images")
+    tripwire(monkeypatch, "mma.probe.extract.extract_images")
     data = [a for d in small for a in ("--data", d)]
-    code, out = _run("probe", "layers", "--samples", "2", *data, "--out", tmp_path / "a")
-    _one_line_error(code, out, "Dataset 'warm' gives 2 sample(s) to the probe, which needs at least 3 per dataset")
+    code, out = run_mma("probe", "layers", "--samples", "2", *data, "--out", tmp_path / "a")
+    one_line_error(code, out, "Dataset 'warm' gives 2 sample(s) to the probe, which needs at least 3 per dataset")
     two = _folder(tmp_path / "two", {"red": (220, 30, 30), "blue": (30, 40, 220)}, 5, 2)
-    code, out = _run("probe", "layers", "--text-split", "by-class", "--data", two, *data, "--out", tmp_path / "b")
-    _one_line_error(
+    code, out = run_mma("probe", "layers", "--text-split", "by-class", "--data", two, *data, "--out", tmp_path / "b")
+    one_line_error(
         code,
         out,
         "--text-split by-class needs at least 3 classes per dataset; 'two' has 2 (use --text-split by-sample).",
@@ -228,10 +191,10 @@ def test_shots_and_batches_follow_what_a_small_dataset_has(trained):
 
 
 def test_strict_keeps_the_shots_error_before_any_work(small, tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.adapters.train.fit_method", "mma.adapters.protocols.evaluate_task")
+    tripwire(monkeypatch, "mma.adapters.train.fit_method", "mma.adapters.protocols.evaluate_task")
     args = ["train-selected", "--model", "mma-tiny:random", "--k", "2", "--shots", "16", "--strict"]
-    code, out = _run(*args, *[a for d in small for a in ("--data", d)], "--out", tmp_path / "run")
-    _one_line_error(code, out, "Dataset 'warm' has 2 class(es) with fewer than --shots 16 training images")
+    code, out = run_mma(*args, *[a for d in small for a in ("--data", d)], "--out", tmp_path / "run")
+    one_line_error(code, out, "Dataset 'warm' has 2 class(es) with fewer than --shots 16 training images")
     assert not (tmp_path / "run").exists()
 
 
@@ -249,10 +212,10 @@ def test_checkpoints_record_their_data_and_evaluate_uses_it(trained, small):
     zero_shot = read_json(cfg.out / "results" / "base2novel" / "warm" / "zeroshot.json")["metrics"]
     frozen = evaluate_checkpoint(ckpt, device="cpu", alpha_eval=0.0)
     assert metrics_of(frozen) == pytest.approx(zero_shot) == metrics_of(frozen, "zero_shot")  # alpha 0: frozen
-    code, out = _run("evaluate", "--checkpoint", ckpt, "--alpha-eval", "0", "--device", "cpu")
+    code, out = run_mma("evaluate", "--checkpoint", ckpt, "--alpha-eval", "0", "--device", "cpu")
     assert code == 0 and re.search(rf"warm\W+hm\W+{zero_shot['hm']:.2f}\W+{zero_shot['hm']:.2f}", out), out
-    code, out = _run("evaluate", "--checkpoint", ckpt, "--alpha-eval", "-1")
-    _one_line_error(code, out, "--alpha-eval=-1.0 is out of range")
+    code, out = run_mma("evaluate", "--checkpoint", ckpt, "--alpha-eval", "-1")
+    one_line_error(code, out, "--alpha-eval=-1.0 is out of range")
 
 
 def test_results_csv_holds_whole_seeds_and_ks(trained):
@@ -324,14 +287,14 @@ def test_the_training_bar_names_dataset_and_seed_and_reuse(trained, small, capsy
     ids=["bad-data", "k-0", "k-99", "missing-folder"],
 )
 def test_a_failed_command_removes_the_run_folder_it_created(args, tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.adapters.train.fit_method", "mma.probe.extract.extract_images")
+    tripwire(monkeypatch, "mma.adapters.train.fit_method", "mma.probe.extract.extract_images")
     out = tmp_path / "new" / "deeper" / "run"
-    code, text = _run(*args, "--out", out)
+    code, text = run_mma(*args, "--out", out)
     assert code == 2, text
     assert not (tmp_path / "new").exists()
     existing = tmp_path / "existing"
     existing.mkdir()
-    code, _ = _run(*args, "--out", existing)
+    code, _ = run_mma(*args, "--out", existing)
     assert code == 2 and existing.is_dir()  # a folder that was there before is never removed
 
 
@@ -350,9 +313,9 @@ def test_a_run_folder_holding_work_is_kept(tmp_path):
 
 
 def test_conv_towers_are_refused_by_train_selected_before_loading(tmp_path, monkeypatch):
-    _tripwire(monkeypatch, "mma.probe.specs.load_model")
-    code, out = _run("train-selected", "--model", "RN50", "--k", "1", "--out", tmp_path / "run")
-    _one_line_error(code, out, "MMA needs transformer blocks, but the image tower of 'RN50' is a convolutional network")
+    tripwire(monkeypatch, "mma.probe.specs.load_model")
+    code, out = run_mma("train-selected", "--model", "RN50", "--k", "1", "--out", tmp_path / "run")
+    one_line_error(code, out, "MMA needs transformer blocks, but the image tower of 'RN50' is a convolutional network")
     assert not (tmp_path / "run").exists()
 
 
@@ -369,17 +332,17 @@ def test_a_closed_pipe_is_silent_and_exit_0():
 
 
 def test_rich_tables_respect_the_terminal_width():
-    code, out = _run("models", env={"FORCE_COLOR": "1", "COLUMNS": "100", "TTY_COMPATIBLE": "1"})
+    code, out = run_mma("models", env={"FORCE_COLOR": "1", "COLUMNS": "100", "TTY_COMPATIBLE": "1"})
     assert code == 0
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
     table = [line for line in plain.splitlines() if "│" in line or "━" in line]
     assert table and max(len(line) for line in table) <= 100
-    code, out = _run("models", env={"COLUMNS": "100"})  # not a terminal: wide enough not to wrap
+    code, out = run_mma("models", env={"COLUMNS": "100"})  # not a terminal: wide enough not to wrap
     assert max(len(line) for line in out.splitlines() if "│" in line) >= 100
 
 
 def test_models_marks_what_each_architecture_supports():
-    code, out = _run("models", "--all")
+    code, out = run_mma("models", "--all")
     rows = {
         line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
         for line in out.splitlines()
@@ -392,7 +355,7 @@ def test_models_marks_what_each_architecture_supports():
 
 def test_help_shows_no_bool_placeholder():
     for args in (["--help"], ["probe", "layers", "--help"], ["train-selected", "--help"], ["models", "--help"]):
-        code, out = _run(*args, env={"COLUMNS": "200"})
+        code, out = run_mma(*args, env={"COLUMNS": "200"})
         assert code == 0 and "<bool>" not in out, out
         assert "--help" in out
 
@@ -425,7 +388,7 @@ def test_offline_hub_models_fail_at_once_without_retries(monkeypatch):
 def test_a_repeated_seed_is_refused_by_every_command_that_trains(tmp_path):
     """probe layers and reproduce refused --seeds 1,1; train-selected and sweep-k ran the seed once, silently."""
     for command in ("train-selected", "sweep-k"):
-        code, out = _run(command, "--k" if command == "train-selected" else "--ks", "3", "--seeds", "1,1",
+        code, out = run_mma(command, "--k" if command == "train-selected" else "--ks", "3", "--seeds", "1,1",
                          "--out", str(tmp_path / command))  # fmt: skip
-        _one_line_error(code, out, "--seeds [1, 1] repeats a seed; give distinct seeds.")
+        one_line_error(code, out, "--seeds [1, 1] repeats a seed; give distinct seeds.")
         assert not (tmp_path / command).exists()
