@@ -5,7 +5,8 @@ Like Dassl's config, where ``OPTIM`` and ``DATALOADER`` are shared and each trai
 shots, augmentation, precision) and ``options``: a small dataclass of the method's own (MMA's ``k``, ``dim``,
 ``alpha``; CoOp's ``n_ctx``, ``ctx_init``; CLIP-Adapter's ``reduction``, ``ratio``), declared by the method
 (:attr:`mma.adapters.method_base.MethodBase.Options`). The shared defaults are MMA's published recipe
-(SPEC.md section 3); each method's published values are laid over them (its ``paper``).
+(SPEC.md section 3); each method's published values are laid over them (its ``paper``). ``optimizer`` is SGD (with
+``momentum``) unless a method's recipe names AdamW (CLIP-LoRA's; :func:`mma.adapters.train.optimiser_for`).
 
 Values arrive as flat ``{name: value}`` layers (recipes, ``--config`` files, flags) and are split into the two
 parts by :meth:`mma.adapters.method_base.MethodBase.make_config`.
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from mma.errors import MmaError
 
-__all__ = ["Options", "TrainConfig", "COMMON_FIELDS", "check_types"]
+__all__ = ["Options", "TrainConfig", "COMMON_FIELDS", "OPTIMIZERS", "check_types"]
 
 
 _TYPES = {
@@ -27,6 +28,9 @@ _TYPES = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),
 }
+
+#: the optimisers the training loop builds (:func:`mma.adapters.train.optimiser_for`)
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def check_types(values) -> None:
@@ -63,6 +67,7 @@ class Options:
 class TrainConfig:
     """The shared training values (defaults: MMA's published recipe) and the method's own ``options``."""
 
+    optimizer: str = "sgd"  # "adamw": AdamW, its weight decay decoupled (CLIP-LoRA); momentum is SGD's alone
     lr: float = 0.0015
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -90,6 +95,7 @@ class TrainConfig:
         _check_ranges(
             self,
             [
+                ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
                 ("lr", self.lr > 0, "a float > 0"),
                 ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
                 ("weight_decay", self.weight_decay >= 0, "a float >= 0"),

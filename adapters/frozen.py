@@ -71,7 +71,8 @@ def from_block(model: nn.Module, lmap: LayerMap, k: int, hidden: torch.Tensor) -
     """While inside, the tower of *lmap* runs blocks k..L only, and block k receives *hidden* (the blocks' layout).
 
     Everything before the blocks (embeddings, stem) and after them (final norm, pooling, projection) is the
-    tower's own code; the stem's output is discarded.
+    tower's own code; the stem's output is discarded. The swap runs before any pre-hook a method put on block k
+    (``prepend``), so a method that puts tokens into that block's input (MMRL) puts them into *hidden*.
     """
     parent, _, attr = lmap.blocks_path.rpartition(".")
     container = model.get_submodule(parent) if parent else model
@@ -84,7 +85,7 @@ def from_block(model: nn.Module, lmap: LayerMap, k: int, hidden: torch.Tensor) -
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, lmap.input_name: hidden}
 
-    handle = tail[0].register_forward_pre_hook(swap_input, with_kwargs=True)
+    handle = tail[0].register_forward_pre_hook(swap_input, with_kwargs=True, prepend=True)
     try:
         yield
     finally:
@@ -93,14 +94,15 @@ def from_block(model: nn.Module, lmap: LayerMap, k: int, hidden: torch.Tensor) -
 
 
 def block_input(model: nn.Module, lmap: LayerMap, k: int, run) -> torch.Tensor:
-    """The input block *k* of *lmap*'s tower receives while ``run()`` encodes; the tower stops right there."""
+    """The input block *k* of *lmap*'s tower receives while ``run()`` encodes; the tower stops right there, before
+    any pre-hook a method put on block k changes it (``prepend``)."""
     captured = {}
 
     def grab(_module, args, kwargs):
         captured["x"] = lmap.block_input(args, kwargs).detach()
         raise _Reached
 
-    handle = lmap.blocks(model)[k - 1].register_forward_pre_hook(grab, with_kwargs=True)
+    handle = lmap.blocks(model)[k - 1].register_forward_pre_hook(grab, with_kwargs=True, prepend=True)
     try:
         run()
     except _Reached:

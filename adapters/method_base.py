@@ -49,6 +49,8 @@ And an instance (an ``nn.Module`` whose parameters are the trainable ones):
   novel classes and other datasets' are "not applicable");
 * ``classifier(loaded, classnames, template, device)``: ``inputs -> logits`` for evaluation, or None when
   the model as it is (hooks attached) is evaluated by the zero-shot code (MMA, the zero-shot model);
+* ``after_epoch(epoch, epochs)``: what changes at each epoch's end, before its state is saved (PromptSRC's prompt
+  averaging; kept in the method's state_dict, so a resumed run ends as an uninterrupted one);
 * ``after_training(cfg)``: what changes once training is over (MMA: ``alpha_eval``); ``fitted_values()``: what
   it chose while fitting, recorded with its result (the linear probe's C);
 * ``fit`` (optional): a training procedure of its own instead of the SGD loop (the linear probe).
@@ -240,6 +242,10 @@ class MethodBase(nn.Module):
 
     def after_training(self, cfg: TrainConfig) -> None:
         """What changes once training is over (nothing here)."""
+
+    def after_epoch(self, epoch: int, epochs: int) -> None:
+        """What changes at the end of epoch *epoch* (1-based) of *epochs*, before the epoch's training state is saved
+        (nothing here; PromptSRC folds its prompts into their running Gaussian-weighted average)."""
 
     def fitted_values(self) -> dict[str, float]:
         """What it chose while fitting, recorded with its result (the linear probe's C); nothing here."""

@@ -1,6 +1,7 @@
 """Fitting the Multi-Modal Adapter: the official recipe (SPEC.md section 3) as the default config.
 
-SGD (lr 0.0015, momentum 0.9, weight decay 5e-4), cosine schedule stepped per epoch, no warm-up,
+SGD (lr 0.0015, momentum 0.9, weight decay 5e-4; AdamW for a recipe that names it, CLIP-LoRA's), cosine
+schedule stepped per epoch, no warm-up,
 5 epochs, batch 16, last incomplete batch dropped, random-resized-crop (scale 0.08-1) + horizontal flip,
 plain cross-entropy on ``exp(logit_scale) * cosine`` logits, last-epoch weights evaluated. On CUDA, AMP
 (fp16 with a grad scaler, or bf16). The frozen text blocks below k run once per run (prefix cache).
@@ -17,8 +18,9 @@ result keeps every step's loss and one row per epoch (``TrainResult.history``: i
 at, its seconds), the same for a resumed run as for an uninterrupted one (the seconds aside).
 
 The loop knows no method: it builds the one it is given (:mod:`mma.adapters.methods`), trains the parameters of
-its ``objective`` and calls its ``after_training`` (MMA++'s ``alpha_eval``); a method with its own ``fit`` (the
-linear probe) runs that instead.
+its ``objective``, calls its ``after_epoch`` at each epoch's end (before the state is saved; PromptSRC's prompt
+averaging) and its ``after_training`` (MMA++'s ``alpha_eval``); a method with its own ``fit`` (the linear probe) runs
+that instead.
 
 Pay only for what trains (:mod:`mma.adapters.frozen`): the objective reads the method's inputs, the image tower's
 output below the first block the method changes (``image_start``). With augmentation off (``augment=False``)
@@ -62,6 +64,8 @@ __all__ = [
     "TrainResult",
     "RankBatches",
     "optimiser_for",
+    "ADAMW_BETAS",
+    "ADAMW_EPS",
     "sgd_step",
     "train_transform",
     "fit_adapter",
@@ -156,15 +160,27 @@ def _warm_cosine(epoch: int, *, w: int, ratio: float, n: int) -> float:
     return ratio if epoch < w else 0.5 * (1 + math.cos(math.pi * (epoch - w) / n))
 
 
-def optimiser_for(adapter: nn.Module, cfg: TrainConfig, device: torch.device):
-    """The recipe's SGD over the method's trainable parameters, and the grad scaler (active for CUDA fp16).
+#: AdamW's betas and eps (``optimizer="adamw"``): CLIP-LoRA's ``lora.py`` passes betas (0.9, 0.999) and leaves eps
+#: at PyTorch's default
+ADAMW_BETAS = (0.9, 0.999)
+ADAMW_EPS = 1e-8
 
-    On CUDA the SGD step is the fused kernel, which takes the scaler's inf check on the device: no host
-    sync per step.
+
+def optimiser_for(adapter: nn.Module, cfg: TrainConfig, device: torch.device):
+    """The recipe's optimiser over the method's trainable parameters, and the grad scaler (active for CUDA fp16).
+
+    ``cfg.optimizer``: ``"sgd"`` (lr, momentum, weight decay), or ``"adamw"`` (lr, decoupled weight decay,
+    :data:`ADAMW_BETAS`, :data:`ADAMW_EPS`; ``momentum`` is not read). On CUDA the step is the fused kernel, which
+    takes the scaler's inf check on the device: no host sync per step.
     """
     params = [p for p in adapter.parameters() if p.requires_grad]
     fused = True if device.type == "cuda" else None
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused)
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(
+            params, lr=cfg.lr, betas=ADAMW_BETAS, eps=ADAMW_EPS, weight_decay=cfg.weight_decay, fused=fused
+        )
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused)
     return opt, torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
 
 
@@ -212,14 +228,20 @@ def training_key(
 
 
 def _rng_state(gen: torch.Generator) -> dict:
-    """The RNGs training draws from (no CUDA RNG: nothing random runs on the GPU)."""
-    return {"loader": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+    """The RNGs training draws from: the loader's, torch's, Python's, and on CUDA the GPU's (a method's dropout
+    draws there: MMA++, CLIP-LoRA)."""
+    state = {"loader": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def _set_rng_state(gen: torch.Generator, state: dict) -> None:
     gen.set_state(state["loader"])
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 _RANK_STREAM = 1_000_003  # rank r > 0 draws its augmentations from seed + r * _RANK_STREAM
@@ -429,6 +451,7 @@ def _train(loaded, dataset, inputs, batches, classnames, cfg, adapter, gen, devi
                 f"Training diverged on {dataset.name!r}: a non-finite loss in epoch {epoch + 1}; {kept}. "
                 "Lower --lr or --alpha (a changed setting starts afresh)."
             )
+        adapter.after_epoch(epoch + 1, cfg.epochs)  # before the state is saved: a resumed run ends the same
         step_losses = epoch_losses.cpu().tolist()
         history += step_losses
         rows.append(_epoch_row(epoch + 1, step_losses, lr, time.perf_counter() - began))
