@@ -28,7 +28,9 @@ What a method answers (class attributes and class methods), instead of the jobs 
 * ``published_prompts`` (it reads each dataset's published zero-shot prompt, :meth:`prompt_template`) and
   ``search_space`` (what ``mma tune`` may try, :mod:`mma.adapters.search`);
 * ``trains`` (False: the zero-shot model, evaluated once per task, without a seed), ``depth_indexed`` (it takes
-  k from the probe selection and its results are keyed by k);
+  its start blocks k / k_image / k_text from the probe selection, :mod:`mma.adapters.depth`, and its results are
+  keyed by them), ``per_tower`` (its towers may start apart), ``depth_knob`` and :meth:`depth_label` (its own
+  depth, in its own words), :meth:`starts` (each tower's start block) and :meth:`published_k`;
 * :meth:`check_spec` / :meth:`check_model`: what it needs of a model, before and after the weights load;
 * :meth:`run_key`, :meth:`file_key`, :meth:`record_name`: the names of its result, checkpoint, training state
   and configuration record; :meth:`qualify`: how a value source names it (``paper default (coop)``);
@@ -60,7 +62,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -71,6 +73,7 @@ from mma.errors import MmaError
 from mma.probe.layers import layer_maps
 
 from .config import COMMON_FIELDS, Options, TrainConfig
+from .depth import check_starts
 
 __all__ = [
     "MethodBase",
@@ -153,7 +156,9 @@ class MethodBase(nn.Module):
     reads_template: ClassVar[bool] = True  # --template is its text (CoOp / CoCoOp learn theirs; a probe reads none)
     search_space: ClassVar[dict[str, list]] = {}  # what mma tune may try (mma.adapters.search); {}: nothing
     trains: ClassVar[bool] = True
-    depth_indexed: ClassVar[bool] = False
+    depth_indexed: ClassVar[bool] = False  # it reads the start blocks k / k_image / k_text (mma.adapters.depth)
+    per_tower: ClassVar[bool] = True  # (depth-indexed) its towers may start at different blocks
+    depth_knob: ClassVar[str] = "start block"  # (depth-indexed) what its own depth is called, for lines and tables
     title: ClassVar[str] = ""  # how figures and lines name it ("" = its name)
     published_as: ClassVar[str | None] = None  # None: its name, matched loosely against the published tables
     colour: ClassVar[str | None] = None  # None: the next colour of the figures' palette
@@ -202,6 +207,12 @@ class MethodBase(nn.Module):
         return cls.paper_files.get(where, "")
 
     @classmethod
+    def published_k(cls, protocol: str) -> int | None:
+        """(depth-indexed) the k its published runs of *protocol* used (:mod:`mma.adapters.depth`), or None."""
+        k = {**cls.paper, **cls.paper_protocols.get(protocol, {})}.get("k")
+        return int(k) if k is not None else None
+
+    @classmethod
     def published_values(cls) -> dict:
         """Every value it reads at its published recipe: the defaults, then its ``paper`` values (flat)."""
         return {**cls.make_config().values(), **cls.paper}
@@ -216,22 +227,38 @@ class MethodBase(nn.Module):
     def check_model(cls, loaded, cfg: TrainConfig) -> None:
         """Refuse the loaded model (or a value of *cfg* out of range for it) with one sentence."""
 
+    @classmethod
+    def starts(cls, loaded, cfg: TrainConfig) -> dict[str, int]:
+        """(depth-indexed) each tower's start block for *cfg*'s ``k`` / ``k_image`` / ``k_text``
+        (:mod:`mma.adapters.depth`), or one sentence when one is out of the tower's blocks or the towers must start
+        together (``per_tower`` False)."""
+        maps = layer_maps(loaded.model)
+        depths = {t: m.depth for t, m in maps.items()}
+        return check_starts(cls.title or cls.name, asdict(cfg.options), depths, str(loaded.spec), cls.per_tower)
+
     # -- names ----------------------------------------------------------------------------------------
 
     @classmethod
-    def run_key(cls, seed: int | None, k: int | None) -> str:
-        """The stem of its result JSON for one seed (and k, when depth-indexed)."""
-        return f"seed{seed}-k{k}-{cls.name}" if cls.depth_indexed else f"seed{seed}-{cls.name}"
+    def run_key(cls, seed: int | None, depth: str | None) -> str:
+        """The stem of its result JSON for one seed (and depth, :func:`~mma.adapters.depth.depth_key`: ``k5``)."""
+        return f"seed{seed}-{depth}-{cls.name}" if cls.depth_indexed else f"seed{seed}-{cls.name}"
 
     @classmethod
-    def file_key(cls, seed: int | None, k: int | None) -> str:
+    def file_key(cls, seed: int | None, depth: str | None) -> str:
         """The stem of its checkpoint and training state, after ``<protocol>-<dataset>-``."""
-        return cls.run_key(seed, k)
+        return cls.run_key(seed, depth)
 
     @classmethod
-    def record_name(cls, k: int | None) -> str:
+    def record_name(cls, depth: str | None) -> str:
         """The file that records the configuration it ran with."""
-        return f"train-k{k}-{cls.name}.json" if cls.depth_indexed else f"train-{cls.name}.json"
+        return f"train-{depth}-{cls.name}.json" if cls.depth_indexed else f"train-{cls.name}.json"
+
+    @classmethod
+    def depth_label(cls, starts: Mapping[str, int], depths: Mapping[str, int]) -> str:
+        """Its own depth at these start blocks (``{"image": 3, "text": 7}``), in its own words (``blocks 5..12``)."""
+        if starts["image"] == starts["text"] and depths["image"] == depths["text"]:
+            return f"blocks {starts['image']}..{depths['image']}"
+        return ", ".join(f"{t} blocks {starts[t]}..{depths[t]}" for t in ("image", "text"))
 
     @classmethod
     def qualify(cls, source: str) -> str:

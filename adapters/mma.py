@@ -66,6 +66,7 @@ from mma.probe.layers import TOWERS, LayerMap, layer_maps
 from mma.probe.towers import check_mma_support
 
 from .config import Options, TrainConfig
+from .depth import DepthOptions, check_starts, relative_start
 from .frozen import ImagePart, image_part
 from .method_base import MethodBase, freeze, model_device_dtype
 from .text_cache import TextPrefixCache
@@ -88,11 +89,12 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-def _block_plan(depth: int, min_depth: int, k: int, depth_mode: str) -> dict[int, int]:
-    """``{adapted block j: shared-layer number s(j)}`` for a tower of ``depth`` blocks (see module doc)."""
+def _block_plan(depth: int, min_depth: int, k: int, depth_mode: str, first: int | None = None) -> dict[int, int]:
+    """``{adapted block j: shared-layer number s(j)}`` for a tower of ``depth`` blocks (see module doc); *first*:
+    the tower's own first adapted block, given apart from k (per-tower depth, :mod:`mma.adapters.depth`)."""
     if depth_mode == "block":
-        return {j: j for j in range(k, min_depth + 1)}
-    first = -(-(k - 1) * depth // min_depth) + 1  # ceil((k-1) * L_m / L_min) + 1, in integers
+        return {j: j for j in range(first or k, min_depth + 1)}
+    first = first or relative_start(k, depth, min_depth)
     return {j: (j - 1) * min_depth // depth + 1 for j in range(first, depth + 1)}
 
 
@@ -114,8 +116,9 @@ def check_alpha(alpha: Any, name: str = "alpha") -> float:
 
 
 @dataclass
-class MMAOptions(Options):
-    """MMA's own options (the shared optimisation values are :class:`~mma.adapters.config.TrainConfig`'s)."""
+class MMAOptions(DepthOptions):
+    """MMA's own options (the shared optimisation values are :class:`~mma.adapters.config.TrainConfig`'s); ``k``,
+    ``k_image``, ``k_text``: the start blocks (:mod:`mma.adapters.depth`)."""
 
     k: int = 5
     dim: int = 32
@@ -128,6 +131,7 @@ class MMAOptions(Options):
 
     def checks(self) -> list[tuple[str, bool, str]]:
         return [
+            *super().checks(),
             ("dim", self.dim >= 1, "an integer >= 1"),
             ("alpha", self.alpha > 0, "a float > 0"),
             ("alpha_eval", self.alpha_eval is None or self.alpha_eval >= 0, "a float >= 0 (0 = the frozen model)"),
@@ -138,6 +142,8 @@ class MMAOptions(Options):
 #: every training value MMA reads, in the order the recipe line names them
 MMA_FIELDS = (
     "k",
+    "k_image",
+    "k_text",
     "dim",
     "alpha",
     "alpha_eval",
@@ -234,6 +240,8 @@ class MultiModalAdapter(MethodBase):
         grad_scale: bool = True,
         depth_mode: str = "relative",
         model_name: str = "model",
+        k_image: int | None = None,
+        k_text: int | None = None,
     ) -> None:
         super().__init__()
         missing = [t for t in TOWERS if t not in maps]
@@ -267,8 +275,12 @@ class MultiModalAdapter(MethodBase):
                     "of the shallower tower)"
                 )
             raise MmaError(f"k={k!r} is out of range for {where} (valid: 1..{min_depth}).")
+        own = {"image": k_image, "text": k_text}
+        top = {t: min_depth if depth_mode == "block" else depths[t] for t in TOWERS}
+        check_starts("MMA", {"k": k, **{f"k_{t}": own[t] for t in TOWERS}}, top, model_name, per_tower=True)
 
         self.k = k
+        self.own_starts = own  # the starts given apart from k (None: follow k)
         self.dim = dim
         self.alpha = alpha
         self.grad_scale = bool(grad_scale)
@@ -277,7 +289,7 @@ class MultiModalAdapter(MethodBase):
         self.depths = depths
         self.widths = widths
         self.block_widths = block_widths
-        self.shared_of = {t: _block_plan(depths[t], min_depth, k, depth_mode) for t in TOWERS}
+        self.shared_of = {t: _block_plan(depths[t], min_depth, k, depth_mode, own[t]) for t in TOWERS}
         self.image_blocks = list(self.shared_of["image"])
         self.text_blocks = list(self.shared_of["text"])
         self.k_image = self.image_blocks[0]
@@ -289,7 +301,8 @@ class MultiModalAdapter(MethodBase):
             w = block_widths[t]
             self.down[t] = nn.ModuleDict({str(j): _kaiming_linear(w[j - 1], dim) for j in self.shared_of[t]})
             self.up[t] = nn.ModuleDict({str(j): _kaiming_linear(dim, w[j - 1]) for j in self.shared_of[t]})
-        self.shared = nn.ModuleDict({str(s): _kaiming_linear(dim, dim) for s in range(k, min_depth + 1)})
+        used = sorted({s for plan in self.shared_of.values() for s in plan.values()})
+        self.shared = nn.ModuleDict({str(s): _kaiming_linear(dim, dim) for s in used})
         self._handles: list[RemovableHandle] = []
         self._maps: dict[str, LayerMap] = {}
 
@@ -311,6 +324,7 @@ class MultiModalAdapter(MethodBase):
         """
         config = {
             "k": self.k,
+            **{f"k_{t}": self.own_starts[t] for t in TOWERS if self.own_starts[t] is not None},
             "dim": self.dim,
             "alpha": self.alpha,
             "grad_scale": self.grad_scale,
@@ -330,6 +344,8 @@ class MultiModalAdapter(MethodBase):
         adapter = cls(
             maps,
             k=config["k"],
+            k_image=config.get("k_image"),
+            k_text=config.get("k_text"),
             dim=config["dim"],
             alpha=config["alpha"],
             grad_scale=config["grad_scale"],
@@ -357,6 +373,8 @@ class MultiModalAdapter(MethodBase):
         adapter = cls(
             layer_maps(loaded.model),
             k=opts.k,
+            k_image=opts.k_image,
+            k_text=opts.k_text,
             dim=opts.dim,
             alpha=opts.alpha,
             grad_scale=opts.grad_scale,
@@ -387,17 +405,15 @@ class MultiModalAdapter(MethodBase):
                 f"MMA needs transformer blocks, but the {convolutional[0]} tower of {str(loaded.spec)!r} is a "
                 f"convolutional network ({maps[convolutional[0]].family}); choose a ViT-family model."
             )
-        depth, k = min(m.depth for m in maps.values()), cfg.options.k
-        if not 1 <= k <= depth:
-            raise MmaError(f"k={k} is out of range for {str(loaded.spec)!r} (valid: 1..{depth}).")
+        cls.starts(loaded, cfg)
 
     @classmethod
-    def file_key(cls, seed, k) -> str:
-        return f"seed{seed}-k{k}"  # MMA's checkpoint names, kept from before the other methods existed
+    def file_key(cls, seed, depth) -> str:
+        return f"seed{seed}-{depth}"  # MMA's checkpoint names, kept from before the other methods existed
 
     @classmethod
-    def record_name(cls, k) -> str:
-        return f"train-k{k}.json"
+    def record_name(cls, depth) -> str:
+        return f"train-{depth}.json"
 
     @classmethod
     def qualify(cls, source: str) -> str:

@@ -63,6 +63,7 @@ from importlib import resources
 from mma.errors import MmaError
 from mma.probe.embedded import EMBEDDED_NAME
 
+from .depth import FOLLOW_K
 from .method_base import MethodBase
 from .methods import BUILT_IN, DEFAULT
 
@@ -291,6 +292,8 @@ class Settings:
         """One line naming every value and its source, grouped by source (per-dataset differences last)."""
         groups: dict[str, list[str]] = {}
         for name, value in self.values.items():
+            if name in FOLLOW_K and value is None:  # a tower that follows k is not named
+                continue
             groups.setdefault(self.sources[name], []).append(f"{name}={_show(value)}")
         if self.template is not None:  # the datasets' own prompts are the default, not named on the line
             groups.setdefault(self.template_source, []).append(f"template={self.template!r}")

@@ -33,6 +33,9 @@ __all__ = [
     "layers_figure",
     "k_sweep_figure",
     "methods_figure",
+    "depth_text",
+    "regret_figure",
+    "plot_regret",
 ]
 
 TOWER_COLOURS = {"text": "#d62728", "image": "#1f77b4"}
@@ -467,7 +470,8 @@ def methods_figure(
         data["seed"] = pd.NA
     rank = {m: i for i, m in enumerate(order or [])}
     data = data.sort_values("method", key=lambda c: c.map(lambda m: rank.get(m, len(rank))), kind="stable")
-    data["label"] = [m if pd.isna(k) else f"{m} (k={int(k)})" for m, k in zip(data["method"], data["k"])]
+    depths = zip(*(data[c] if c in data else [None] * len(data) for c in ("k", "k_image", "k_text")))
+    data["label"] = [m if (d := depth_text(*ks)) == "-" else f"{m} (k={d})" for m, ks in zip(data["method"], depths)]
     labels = list(dict.fromkeys(data["label"]))
     palette = iter(_METHOD_COLOURS)
     own = dict(zip(data["label"], data["method"].map(colours or {})))
@@ -566,3 +570,61 @@ def plot_methods(
     """
     fig = methods_figure(averages, metrics=metrics, title=title, order=order, colours=colours, caption=caption)
     return save_figure(fig, stem, averages)
+
+
+def depth_text(k, k_image=None, k_text=None) -> str:
+    """A run's depth as tables and figures print it: ``4``; ``image 3, text 7`` when its towers start apart from a
+    shared k (k blank); ``-`` for a run without a depth."""
+    if k is not None and not pd.isna(k):
+        return str(int(k))
+    if k_image is None or k_text is None or pd.isna(k_image) or pd.isna(k_text):
+        return "-"
+    return f"image {int(k_image)}, text {int(k_text)}"
+
+
+_REGRET_POINTS = (("probe", "probe-chosen", "#2ca02c", "o"), ("published", "published", "#7f7f7f", "s"),
+                  ("best", "best of the sweep", "#1f77b4", "^"))  # fmt: skip
+
+
+def regret_figure(table: pd.DataFrame, *, title: str | None = None, caption: str | None = None):
+    """One column per method: its HM at the probe-chosen, the published and the best depth of its sweep (mean over
+    seeds, one std as an error bar), each marker labelled with the depth (see :func:`plot_regret`)."""
+    import matplotlib.pyplot as plt
+
+    _theme(1.0)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(table) + 1.5), 3.6))
+    offsets = {name: (i - 1) * 0.22 for i, (name, *_rest) in enumerate(_REGRET_POINTS)}
+    for name, label, colour, marker in _REGRET_POINTS:
+        xs, ys, errs, texts = [], [], [], []
+        for x, (_, row) in enumerate(table.iterrows()):
+            if pd.isna(row[f"{name}_hm"]):
+                continue
+            xs.append(x + offsets[name])
+            ys.append(row[f"{name}_hm"])
+            errs.append(0.0 if pd.isna(row[f"{name}_std"]) else row[f"{name}_std"])
+            texts.append(str(row[name]))
+        ax.errorbar(xs, ys, yerr=errs, fmt=marker, color=colour, label=label, capsize=3, ms=5)
+        for x, y, text in zip(xs, ys, texts):
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=LABEL_SIZE - 1)
+    ax.set_xticks(range(len(table)))
+    ax.set_xticklabels(table["method"])
+    ax.set_ylabel("HM (base-to-novel, mean over seeds)")
+    ax.legend(fontsize=LABEL_SIZE, loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
+    seeds = int(table["seeds"].max()) if len(table) else 0
+    _caption(
+        fig,
+        [
+            caption or "",
+            f"Error bars: one std over {seeds} seeds." if seeds > 1 else "One seed: no error bars.",
+            "Each marker is labelled with its depth: the shared start block k, or each tower's.",
+        ],
+    )
+    return fig
+
+
+def plot_regret(table: pd.DataFrame, stem: str | Path, *, title: str | None = None, caption: str | None = None):
+    """``stem.png`` / ``.pdf`` / ``.csv``: what choosing the depth from the probes costs or gains per method (the
+    regret table of ``mma sweep-k``: columns method, probe / published / best and their ``_hm``, ``_std``)."""
+    return save_figure(regret_figure(table, title=title, caption=caption), stem, table)

@@ -175,19 +175,26 @@ def datasets() -> None:
 
 @command()
 @friendly
-def methods() -> None:
-    """Every method, built in or from an installed plugin: what it trains, its options and its size on mma-tiny."""
-    from mma.app.jobs.methods import list_methods
+def methods(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="The model the methods are sized on (e.g. ViT-B-16:random, random weights offline)."
+        ),
+    ] = "mma-tiny",
+) -> None:
+    """Every method, built in or from an installed plugin: what it trains, its options and its size on a model."""
+    from mma.app.jobs.methods import SIZE_CLASSES, list_methods
 
-    rows = list_methods()
+    rows = list_methods(model)
     _table(
         rows,
         ["method", "from", "trains", "depth (k)", "options (published values)", "parameters"],
         "Methods (--method NAME; plugins register in the 'mma.methods' entry-point group)",
     )
     typer.echo(
-        "parameters: trainable, on the embedded mma-tiny at each method's published values (k = 5 where a method "
-        "has a depth), 10 classes."
+        f"parameters: trainable, on {model} at each method's published values (a method with a depth at its "
+        f"published base-to-novel k), {SIZE_CLASSES} classes."
     )
 
 
@@ -437,7 +444,13 @@ def train_selected_cmd(
         Path | None,
         typer.Option(help="Probe run folder whose selection.json gives model and k (wins over the protocol default)."),
     ] = None,
-    k: Annotated[int | None, typer.Option(help="First adapted block; wins over every other source of k.")] = None,
+    k: Annotated[
+        int | None, typer.Option(help="First adapted block of both towers; wins over every other source of k.")
+    ] = None,
+    k_image: Annotated[
+        int | None, typer.Option(help="The image tower's own first block (methods whose towers may start apart).")
+    ] = None,
+    k_text: Annotated[int | None, typer.Option(help="The text tower's own first block (likewise).")] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model spec (default: the selection's model).")
     ] = None,
@@ -500,6 +513,8 @@ def train_selected_cmd(
 
     k, first to last: --k; the selection of --run; k in --config; the recipe's protocol default
     (paper: 5 for base2novel, 9 with 1 epoch for cross-dataset and domain-gen); the selection in runs/probe.
+    Every layer-deep method maps k onto its own depth (MaPLe's prompt depth, MMRL's start layer, CLIP-LoRA's
+    layers); those whose towers may start apart also take the selection's per-tower k (--k-image, --k-text).
     One printed line says which won; the recipe line names every training value and its source.
     """
     from mma.app.jobs.train_selected import TrainSelectedConfig, train_selected
@@ -521,6 +536,8 @@ def train_selected_cmd(
         run=run,
         model=model,
         k=k,
+        k_image=k_image,
+        k_text=k_text,
         data=list(data) if data else None,
         protocol=protocol,
         seeds=_split_seeds(seeds),
@@ -691,9 +708,21 @@ def sweep_k_cmd(
         Path | None, typer.Option(help="Probe run folder whose selection.json gives model and the selected k.")
     ] = None,
     ks: Annotated[str | None, typer.Option("--ks", help="Comma-separated k values (default: every block).")] = None,
+    tower_ks: Annotated[
+        str | None,
+        typer.Option(
+            "--tower-ks",
+            help="Comma-separated start blocks: every (image, text) pair of them that differs is trained too, for "
+            "methods whose towers may start apart (e.g. 1,5,9; default: none).",
+        ),
+    ] = None,
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", help="Other methods to draw as horizontal lines beside MMA (e.g. coop,cocoop)."),
+        typer.Option(
+            "--method",
+            help="Methods with a depth to sweep (default mma; e.g. mma,maple,promptsrc,mmrl,clip-lora), and methods "
+            "without one to draw as horizontal lines (e.g. coop).",
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model spec (default: the selection's model).")
@@ -714,7 +743,8 @@ def sweep_k_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
 ) -> None:
-    """Train and evaluate base-to-novel at every k; plot base, novel and HM against k with the selected k."""
+    """Train and evaluate base-to-novel at every k; plot base, novel and HM against k with the selected k; report
+    each method's HM at the probe-chosen, published and best depth (regret.csv, regret.png)."""
     from mma.app.jobs.sweep_k import sweep_k
     from mma.app.settings import TrainSelectedConfig
 
@@ -733,7 +763,11 @@ def sweep_k_cmd(
         methods=_split_methods(method),
         log=_split_list(log),
     )
-    record = sweep_k(cfg, _split_ints(ks, "--ks") if ks is not None else None)
+    record = sweep_k(
+        cfg,
+        _split_ints(ks, "--ks") if ks is not None else None,
+        _split_ints(tower_ks, "--tower-ks") if tower_ks is not None else None,
+    )
     if record is None:  # a torchrun rank other than 0: rank 0 reports
         return
     for k, hm in record["hm"].items():
@@ -752,7 +786,30 @@ def sweep_k_cmd(
         )
     for rule, r in record.get("rules", {}).items():
         typer.echo(f"  rule {rule}: k={r['k']}, HM {r['hm']:.1f} ({r['below_best']:.1f} points below the best k)")
-    typer.echo(f"Wrote {out}/k_sweep.png, k_sweep.csv, k_sweep.json")
+    typer.echo("What choosing the depth from the probes costs or gains (HM, mean ± std over seeds):")
+    for r in record["regret"]:
+        typer.echo("  " + _regret_line(r))
+    typer.echo(f"Wrote {out}/k_sweep.png, k_sweep.csv, k_sweep.json, regret.csv, regret.png")
+
+
+def _regret_line(r: dict) -> str:
+    """One method's row of the regret table as a line."""
+
+    def at(name: str) -> str:
+        if r[name] is None or r[f"{name}_hm"] is None:
+            return f"{name}: -"
+        std = r[f"{name}_std"]
+        words = f" = {r[f'{name}_depth']}" if r.get(f"{name}_depth") else ""
+        return f"{name} k={r[name]}{words}: {r[f'{name}_hm']:.1f}" + (f" ± {std:.1f}" if std is not None else "")
+
+    def gap(name: str) -> str:
+        if r.get(f"{name}_vs_best") is None:
+            return ""
+        band = r.get(f"{name}_band")
+        noise = f" (noise band ±{band:.1f})" if band is not None else ""
+        return f"; {name} vs best {r[f'{name}_vs_best']:+.1f}{noise}"
+
+    return f"{r['method']}: {at('probe')}; {at('published')}; {at('best')}{gap('probe')}{gap('published')}"
 
 
 @command("tune")

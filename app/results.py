@@ -15,7 +15,7 @@ import pandas as pd
 from mma.adapters.methods import BASELINE, method_names, registry
 from mma.adapters.protocols import PROTOCOLS
 from mma.analysis.compare import Setup
-from mma.analysis.plots import plot_methods
+from mma.analysis.plots import depth_text, plot_methods
 from mma.errors import MmaError
 from mma.io import atomic_write, read_json
 from mma.metrics import harmonic_mean
@@ -49,6 +49,10 @@ def load_results(out: Path) -> pd.DataFrame:
                     "dataset": r["dataset"],
                     "seed": r["seed"],
                     "k": r["k"],
+                    "k_image": r.get("k_image"),
+                    "k_text": r.get("k_text"),
+                    "depth": r.get("depth", ""),  # the method's own words for its depth ("prompt depth 9")
+                    "depth_key": r.get("depth_key", f"k{r['k']}" if r["k"] is not None else None),  # its files' name
                     "method": r["method"],
                     "metric": metric,
                     "value": value,
@@ -59,7 +63,11 @@ def load_results(out: Path) -> pd.DataFrame:
         raise MmaError(f"No result JSON under {str(Path(out) / 'results')!r}; run 'mma train-selected' first.")
     results = pd.DataFrame(rows)
     # whole numbers, blank for the zero-shot rows (which have neither)
-    return results.astype({"seed": "Int64", "k": "Int64"})
+    return results.astype({"seed": "Int64", **dict.fromkeys(DEPTH, "Int64")})
+
+
+#: a run's depth in the tables: the shared k (blank when a tower starts apart from it) and each tower's start block
+DEPTH = ["k", "k_image", "k_text"]
 
 
 METRIC_ORDER = (
@@ -70,7 +78,7 @@ METRIC_ORDER = (
 def _hm_of_seed_means(per_dataset: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, ``hm`` becomes the HM of the seed-averaged base and novel (the papers' convention); the mean
     of the per-seed HMs stays as ``mean_of_seed_hms``. Both keep the spread (std) of the per-seed HMs."""
-    keys = ["protocol", "method", "k", "dataset"]
+    keys = ["protocol", "method", *DEPTH, "dataset"]
     out = per_dataset.copy()
     extra = []
     for _, g in out.groupby(keys, dropna=False, sort=False):
@@ -101,12 +109,12 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     (blank where the zero-shot model has no such number).
     """
     results = load_results(out)
-    group = ["protocol", "method", "k", "dataset", "metric"]
+    group = ["protocol", "method", *DEPTH, "dataset", "metric"]
     per_dataset = results.groupby(group, dropna=False)["value"].agg(mean="mean", std="std", n="count").reset_index()
     per_dataset["std"] = per_dataset["std"].fillna(0.0)
     per_dataset = _hm_of_seed_means(per_dataset)
     summary = [per_dataset]
-    for (protocol, method, k), d in per_dataset.groupby(["protocol", "method", "k"], dropna=False):
+    for (protocol, method, *depth), d in per_dataset.groupby(["protocol", "method", *DEPTH], dropna=False):
         avg = d.groupby("metric")["mean"].mean()
         rows = [{"metric": m, "mean": v} for m, v in avg.items() if m != "hm"]
         if {"base", "novel"} <= set(avg.index):
@@ -114,10 +122,10 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             rows.append({"metric": "hm", "mean": harmonic_mean(b, n)})
             rows.append({"metric": "mean_of_hms", "mean": avg.get("hm", float("nan"))})
         extra = pd.DataFrame(rows)
-        extra[["protocol", "method", "k", "dataset", "std", "n"]] = [
+        extra[["protocol", "method", *DEPTH, "dataset", "std", "n"]] = [
             protocol,
             method,
-            k,
+            *depth,
             "average",
             float("nan"),
             d["dataset"].nunique(),
@@ -135,7 +143,7 @@ def summarise_results(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             )
         )
     summary = pd.concat(summary, ignore_index=True)
-    summary["k"] = summary["k"].astype("Int64")
+    summary = summary.astype(dict.fromkeys(DEPTH, "Int64"))
     is_baseline = summary["method"] == BASELINE.name
     zero = summary[is_baseline].set_index(["protocol", "dataset", "metric"])["mean"]
     keys = pd.MultiIndex.from_frame(summary[["protocol", "dataset", "metric"]])
@@ -161,17 +169,17 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     headlines = dict.fromkeys(p.headline for p in PROTOCOLS.values())
     headline = next((m for m in headlines if m in metrics), None)
     rows = []
-    keys = ["protocol", "method", "k", "dataset"]
+    keys = ["protocol", "method", *DEPTH, "dataset"]
     order = {m: i for i, m in enumerate(method_names())}
     groups = summary.groupby(keys, dropna=False, sort=False)
-    for (protocol, method, k, dataset), g in sorted(
+    for (protocol, method, k, k_image, k_text, dataset), g in sorted(
         groups,
-        key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][1], str(kv[0][2]), kv[0][3] == "average"),
+        key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][1], str(kv[0][2:5]), kv[0][5] == "average"),
     ):
         by_metric = g.set_index("metric")
         if dataset != "average" and "hm" in by_metric.index and "mean_of_hms" not in by_metric.index:
             by_metric.loc["mean_of_hms"] = by_metric.loc["hm"]  # the mean over this one dataset: its HM
-        row = {"protocol": protocol, "method": method, "k": "-" if pd.isna(k) else str(int(k)), "dataset": dataset}
+        row = {"protocol": protocol, "method": method, "k": depth_text(k, k_image, k_text), "dataset": dataset}
         for m in ordered:
             if m not in by_metric.index:
                 row[m] = ""
@@ -196,7 +204,7 @@ def method_averages(results: pd.DataFrame) -> pd.DataFrame:
     cannot name novel classes (the linear probe) has base only.
     """
     keep = results[~results["metric"].str.startswith("target:") & (results["metric"] != "hm")]
-    keys = ["protocol", "method", "k", "seed"]
+    keys = ["protocol", "method", *DEPTH, "seed"]
     rows = []
     for key, g in keep.groupby(keys, dropna=False, sort=False):
         means = g.groupby("metric")["value"].mean()
@@ -205,7 +213,7 @@ def method_averages(results: pd.DataFrame) -> pd.DataFrame:
             means["hm"] = harmonic_mean(b, n)
         rows += [dict(zip(keys, key), metric=m, value=float(v)) for m, v in means.items()]
     tidy = pd.DataFrame(rows, columns=[*keys, "metric", "value"])
-    return tidy.astype({"seed": "Int64", "k": "Int64"})
+    return tidy.astype({"seed": "Int64", **dict.fromkeys(DEPTH, "Int64")})
 
 
 def methods_table(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -225,9 +233,10 @@ def methods_table(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         headline = headline if headline in metrics else None
         means: dict = {}
         rows = []
-        groups = sorted(p.groupby(["method", "k"], dropna=False), key=lambda kv: order.get(kv[0][0], len(order)))
-        for (method, k), g in groups:
-            label = method if pd.isna(k) else f"{method} (k={int(k)})"
+        groups = sorted(p.groupby(["method", *DEPTH], dropna=False), key=lambda kv: order.get(kv[0][0], len(order)))
+        for (method, *depth), g in groups:
+            shown = depth_text(*depth)
+            label = method if shown == "-" else f"{method} (k={shown})"
             stats = g.groupby("metric")["value"].agg(["mean", "std", "count"])
             if {"base", "novel"} <= set(stats.index):
                 b, n = stats.loc["base", "mean"], stats.loc["novel", "mean"]
@@ -243,7 +252,7 @@ def methods_table(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
             rows.append(row)
         if headline is not None and (BASELINE.name, headline) in means:
             base = means[(BASELINE.name, headline)]
-            for row, ((method, _k), _g) in zip(rows, groups):
+            for row, ((method, *_depth), _g) in zip(rows, groups):
                 value = means.get((method, headline))
                 row[f"{headline} vs zero-shot"] = (
                     "" if value is None or method == BASELINE.name else f"{value - base:+.1f}"

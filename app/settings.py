@@ -35,12 +35,14 @@ from pathlib import Path
 import tomllib
 
 from mma.adapters.config import COMMON_FIELDS
+from mma.adapters.depth import DEPTH_FIELDS
 from mma.adapters.method_base import MethodBase
 from mma.adapters.methods import DEFAULT, parse_methods, registry, trained_methods
 from mma.adapters.protocols import get_protocol
 from mma.adapters.recipes import PAPER_DEFAULT, Recipe, Settings, default_precision, get_recipe, settle
 from mma.errors import MmaError, closest, command_line, one_line
 from mma.io import read_json
+from mma.probe.layers import TOWERS
 from mma.probe.specs import ModelSpec, parse_model_spec
 
 __all__ = [
@@ -78,6 +80,8 @@ class TrainSelectedConfig:
     run: Path | None = None
     model: str | None = None
     k: int | None = None
+    k_image: int | None = None  # the image tower's start block apart from k (methods that allow it)
+    k_text: int | None = None
     data: list[str] | None = None  # None: the protocol's default (mma.adapters.protocols.Protocol.default_data)
     protocol: str = "base2novel"
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -144,9 +148,9 @@ def selection_layers(cfg: TrainSelectedConfig) -> Selection:
                     "pass --k."
                 )
             return Selection(model)
-        return Selection(model, run=(f"probe selection ({path}, rule {sel.get('rule')})", {"k": int(sel["k"])}))
+        return Selection(model, run=(f"probe selection ({path}, rule {sel.get('rule')})", _selected_starts(sel)))
     path = DEFAULT_PROBE_RUN / "selection.json"
-    if cfg.k is not None:
+    if cfg.k is not None or (cfg.k_image is not None and cfg.k_text is not None):
         return Selection(cfg.model)
     if not path.is_file():
         return Selection(cfg.model, why_none=f"there is no {str(path)!r} ('mma probe layers' writes it)")
@@ -159,7 +163,30 @@ def selection_layers(cfg: TrainSelectedConfig) -> Selection:
         why = f"{str(path)!r} selected no k for {sel['model']!r} ({sel.get('reason', 'no rule applied')})"
         return Selection(model, why_none=why)
     source = f"probe selection (default run {path}, rule {sel.get('rule')})"
-    return Selection(model, default_run=(source, {"k": int(sel["k"])}))
+    return Selection(model, default_run=(source, _selected_starts(sel)))
+
+
+def _selected_starts(sel: dict) -> dict:
+    """The start blocks a selection record gives: ``k``, and each tower's where the towers' own rules differ from it
+    (``k_image`` / ``k_text``; both None when they equal k)."""
+    starts = {"k": int(sel["k"])}
+    towers = {t: sel.get(f"k_{t}") for t in TOWERS}
+    if all(v is not None for v in towers.values()) and set(towers.values()) != {starts["k"]}:
+        starts.update({f"k_{t}": int(v) for t, v in towers.items()})
+    return starts
+
+
+def _depth_layers(layers: list[tuple[str, dict]], method: type[MethodBase]) -> list[tuple[str, dict]]:
+    """A layer that sets k sets both towers' starts with it (to follow k unless it gives them too), so a later --k is
+    not undone by an earlier layer's per-tower starts; a method whose towers start together reads k alone."""
+    out = []
+    for source, values in layers:
+        if "k" in values:
+            values = {"k_image": None, "k_text": None, **values}
+        if not method.per_tower:
+            values = {name: v for name, v in values.items() if name not in ("k_image", "k_text")}
+        out.append((source, values))
+    return out
 
 
 def read_config_file(config: Path | None) -> dict:
@@ -231,7 +258,7 @@ def _layers(
     The method starts from its own published values; k (and the probe selection) belongs to depth-indexed
     methods alone.
     """
-    paper = {k: v for k, v in method.make_config().values().items() if k not in ("k", "precision")}
+    paper = {k: v for k, v in method.make_config().values().items() if k not in (*DEPTH_FIELDS, "precision")}
     precision, precision_source = default_precision(device_type)
     depth = method.depth_indexed
     layers = [(method.qualify(PAPER_DEFAULT), {**paper, **method.paper}), (precision_source, {"precision": precision})]
@@ -241,10 +268,13 @@ def _layers(
     layers += _config_layers(cfg, method)  # the flat values, then the method's own table
     if selection.run and depth:
         layers.append(selection.run)
-    user = _without_auto({**cfg.train, **({"k": cfg.k} if cfg.k is not None and depth else {})})
+    starts = {"k": cfg.k, "k_image": cfg.k_image, "k_text": cfg.k_text} if depth else {}
+    user = _without_auto({**cfg.train, **{name: v for name, v in starts.items() if v is not None}})
+    if cfg.k is not None and depth:  # --k alone: both towers follow it
+        user = {"k_image": cfg.k_image, "k_text": cfg.k_text, **user}
     if user:
         layers.append((USER_FLAG, user))
-    return layers
+    return _depth_layers(layers, method) if depth else layers
 
 
 def _only_used(layers: list, method: type[MethodBase]) -> list:
@@ -272,6 +302,9 @@ def settle_method(
     order = method.field_names()  # name the values in the method's own order
     values = dict(sorted(values.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     sources = {name: sources[name] for name in values}
+    if "k" not in values and method.depth_indexed and None not in (values.get("k_image"), values.get("k_text")):
+        values["k"] = min(values["k_image"], values["k_text"])  # not read: both towers have their own start
+        sources["k"] = "unused (both towers' starts are given)"
     if "k" not in values and method.depth_indexed:
         why = selection.why_none or "no probe run was named"
         raise MmaError(
@@ -367,13 +400,36 @@ def k_line(
 ) -> str:
     """One line: which source gave the depth-indexed *method*'s k, and the candidates it won over."""
     candidates = [(s, v["k"]) for s, v in _layers(cfg, recipe, selection, device_type, None, method) if "k" in v]
+    if not candidates:  # both towers' starts given, no k anywhere
+        return "k: none" + _towers_part(cfg, recipe, selection, device_type) + "."
     (source, k), losers = candidates[-1], candidates[:-1]
     line = f"k = {k} from the {source}"
     if losers:
         line += "; it wins over " + ", ".join(f"k = {v} ({s})" for s, v in reversed(losers))
     if selection.default_run and selection.default_run[0] != source:
         line += f" (pass --run {DEFAULT_PROBE_RUN} to train at the selected k)"
-    return line + "."
+    return line + _towers_part(cfg, recipe, selection, device_type) + "."
+
+
+def _towers_part(cfg: TrainSelectedConfig, recipe: Recipe, selection: Selection, device_type: str) -> str:
+    """``; per tower: image 3, text 7 (source); MaPLe starts both at k`` when a layer gives the towers their own
+    starts (read by the trained methods whose towers may start apart)."""
+    methods = [m for m in trained_methods(parse_methods(cfg.methods)) if m.depth_indexed]
+    apart = [m for m in methods if m.per_tower]
+    if not apart:
+        return ""
+    layers = _layers(cfg, recipe, selection, device_type, None, apart[0])
+    values, sources = settle(_only_used(layers, apart[0]))
+    given = {t: values.get(f"k_{t}") for t in TOWERS}
+    if all(v is None for v in given.values()):
+        return ""
+    by_source: dict[str, list[str]] = {}
+    for t, v in given.items():
+        by_source.setdefault(sources[f"k_{t}"], []).append(f"{t} {v}" if v is not None else f"{t} as k")
+    shown = "; ".join(f"{', '.join(towers)} (from the {source})" for source, towers in by_source.items())
+    together = [m.title or m.name for m in methods if not m.per_tower]
+    rest = f"; {', '.join(together)} start{'s' if len(together) == 1 else ''} both towers at k" if together else ""
+    return f"; per tower: {shown}{rest}"
 
 
 @dataclass

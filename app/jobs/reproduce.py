@@ -43,7 +43,8 @@ from pathlib import Path
 import pandas as pd
 
 from mma import distributed
-from mma.adapters.methods import DEFAULT, parse_methods
+from mma.adapters.depth import depth_key
+from mma.adapters.methods import DEFAULT, get_method, parse_methods
 from mma.adapters.protocols import PROTOCOLS
 from mma.analysis.compare import Setup, compare, render_markdown, verdicts
 from mma.app.results import comparison_setup
@@ -237,11 +238,13 @@ def _run_protocol(cfg: ReproduceConfig, model: str, root: str, protocol: str, da
 
 
 def _this_run(run, protocol: str, datasets: list[str], seeds: list[int]) -> pd.DataFrame:
-    """The result rows this invocation asked for (a run folder may hold other methods, k, seeds or datasets from
-    before): the baseline (no seed) and every method that ran, at this run's seeds and k."""
+    """The result rows this invocation asked for (a run folder may hold other methods, depths, seeds or datasets from
+    before): the baseline (no seed) and every method that ran, at this run's seeds and each method's depth."""
     r = run.results
     keep = (r["protocol"] == protocol) & r["dataset"].isin(datasets) & r["method"].isin(run.methods)
-    keep &= r["seed"].isna() | (r["seed"].isin(seeds) & (r["k"].isna() | (r["k"] == run.k)))
+    depths = {name: depth_key(s.values) for name, s in run.method_settings.items() if get_method(name).depth_indexed}
+    at_depth = [key is None or pd.isna(key) or depths.get(m) == key for m, key in zip(r["method"], r["depth_key"])]
+    keep &= r["seed"].isna() | (r["seed"].isin(seeds) & pd.Series(at_depth, index=r.index, dtype=bool))
     return r[keep]
 
 

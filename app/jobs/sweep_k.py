@@ -10,14 +10,17 @@ selected k is called the best only when every other k lies below that band).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
+
 from mma import distributed
-from mma.adapters.methods import BASELINE, DEFAULT, parse_methods, trained_methods
+from mma.adapters.methods import BASELINE, DEFAULT, parse_methods, registry, trained_methods
 from mma.adapters.protocols import get_protocol
-from mma.analysis.plots import plot_k_sweep
+from mma.analysis.plots import depth_text, plot_k_sweep, plot_regret
 from mma.app.results import method_averages
 from mma.app.settings import (
     DEFAULT_PROBE_RUN,
@@ -28,7 +31,7 @@ from mma.app.settings import (
 )
 from mma.app.training_logs import check_loggers
 from mma.errors import MmaError
-from mma.io import atomic_write_json
+from mma.io import atomic_write, atomic_write_json
 from mma.metrics import harmonic_mean
 from mma.probe.extract import resolve_device
 from mma.probe.layers import layer_maps
@@ -37,15 +40,18 @@ from mma.seeding import check_seeds
 
 from .train_selected import train_selected
 
-__all__ = ["sweep_k"]
+__all__ = ["sweep_k", "regret", "depth_points", "probe_point", "paired_to_best", "REGRET_COLUMNS"]
 
 _PLOTTED = ("base", "novel", "hm")
 
 
-def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | None:
-    """Train and evaluate at every k (or *ks*), plot base / novel / HM against k, compare with the selected k.
+def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None, tower_ks: list[int] | None = None) -> dict | None:
+    """Train and evaluate every depth-indexed method of ``--method`` at every k (or *ks*), and, for a method whose
+    towers may start apart, at every pair of *tower_ks* (image, text) too; plot base / novel / HM against k, and
+    report each method's regret (:func:`regret`). None off rank 0 under torchrun.
 
-    None off rank 0 under torchrun.
+    The probe's choice (its shared k, or each tower's for a method that starts them apart) and each method's
+    published k are always among the trained depths.
     """
     if not set(_PLOTTED) <= set(get_protocol(cfg.protocol).metrics):
         raise MmaError("sweep-k plots base / novel / HM, so it runs --protocol base2novel only.")
@@ -54,37 +60,76 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None) -> dict | Non
     cfg.log = check_loggers(cfg.log)
     methods = trained_methods(parse_methods(cfg.methods))
     swept = [m for m in methods if m.depth_indexed] or [DEFAULT]
-    if len(swept) > 1:
-        raise MmaError(f"sweep-k sweeps one method with a depth; --method names {', '.join(m.name for m in swept)}.")
-    swept = swept[0]
-    names = [swept.name, *(m.name for m in methods if m is not swept)]  # the others train once, at the first k
+    others = [m.name for m in methods if not m.depth_indexed]  # trained once, beside the first depth
     # the selected k and every rule's k, to say which rule would have chosen best; a given probe run must have a
     # selection, the default one may be missing
     selection = selection_layers(TrainSelectedConfig(run=cfg.run, model=cfg.model))
+    chosen = (selection.run or selection.default_run or (None, {}))[1]
     selected, rules = selection.k, {}
     if selected is not None:
         rules = read_selection(cfg.run or DEFAULT_PROBE_RUN, selection.model).get("rules", {})
     spec = parse_model_spec(selection.model)
-    swept.check_spec(spec)  # before any weights are loaded
+    for method in swept:
+        method.check_spec(spec)  # before any weights are loaded
     _, device = distributed.setup(resolve_device(cfg.device))
     loaded = load_model(spec, device=str(device))
+    depths = {t: m.depth for t, m in layer_maps(loaded.model).items()}
     if ks is None:
-        ks = list(range(1, min(m.depth for m in layer_maps(loaded.model).values()) + 1))
-    runs = []
-    for k in ks:
-        one = TrainSelectedConfig(**{**asdict(cfg), "k": k, "model": selection.model, "run": None, "methods": names})
-        runs.append(train_selected(one, loaded=loaded))
+        ks = list(range(1, min(depths.values()) + 1))
+    run = None
+    for method in swept:
+        for point in depth_points(method, ks, tower_ks or [], chosen, cfg.protocol):
+            names = [method.name, *others]
+            one = TrainSelectedConfig(
+                **{**asdict(cfg), **point, "model": selection.model, "run": None, "methods": names}
+            )
+            run = train_selected(one, loaded=loaded)
     if not distributed.world().main:
         return None
-    return _report(cfg, runs[-1].results, swept, ks, selected, rules, str(spec))
+    records = {
+        m.name: _report(cfg, run.results, m, ks, selected, rules, str(spec), "" if len(swept) == 1 else m.name)
+        for m in swept
+    }
+    table = regret(run.results, swept, chosen, cfg.protocol)
+    _write_regret(cfg, table, str(spec))
+    record = {**records[swept[0].name], "regret": json.loads(table.to_json(orient="records"))}
+    return {**record, "methods_swept": records} if len(swept) > 1 else record
 
 
-def paired_to_best(per_seed, best_k: int) -> dict[int, dict]:
+def depth_points(method, ks: list[int], tower_ks: list[int], chosen: dict, protocol: str) -> list[dict]:
+    """The depths *method* trains at: every shared k of *ks*, every (image, text) pair of *tower_ks* whose towers
+    differ (a method whose towers may start apart), the probe's choice *chosen* and its published k."""
+    points = [{"k": k, "k_image": None, "k_text": None} for k in ks]
+    if method.per_tower:
+        points += [{"k": None, "k_image": i, "k_text": t} for i in tower_ks for t in tower_ks if i != t]
+    probe = probe_point(method, chosen)
+    published = method.published_k(protocol)
+    for extra in filter(None, [probe, {"k": published, "k_image": None, "k_text": None} if published else None]):
+        if extra not in points:
+            points.append(extra)
+    return points
+
+
+def probe_point(method, chosen: dict) -> dict | None:
+    """The depth ``train-selected --run`` trains *method* at: the towers' own starts where the selection gives them
+    and the method may start its towers apart, else the shared k (None: no selection)."""
+    if not chosen:
+        return None
+    if method.per_tower and chosen.get("k_image") is not None:
+        return {"k": None, "k_image": chosen["k_image"], "k_text": chosen["k_text"]}
+    return {"k": chosen["k"], "k_image": None, "k_text": None}
+
+
+def _label(point: dict) -> str:
+    return depth_text(point["k"], point["k_image"], point["k_text"])
+
+
+def paired_to_best(per_seed, best_k, column: str = "k") -> dict:
     """For every k, its HM minus the best k's, paired by seed (the same few-shot draws): the mean, the standard
     deviation over seeds, and the noise band, twice the standard error of the mean (``2 * std / sqrt(n)``). A k lies
     *within noise* of the best when its mean difference is no further below zero than that band; with one seed
     nothing can be said (band None, within noise)."""
-    wide = per_seed.pivot_table(index="seed", columns="k", values="hm")
+    wide = per_seed.pivot_table(index="seed", columns=column, values="hm")
     out = {}
     for k in wide.columns:
         diff = (wide[k] - wide[best_k]).dropna()
@@ -92,7 +137,7 @@ def paired_to_best(per_seed, best_k: int) -> dict[int, dict]:
         std = float(diff.std()) if n > 1 else float("nan")
         band = 2 * std / math.sqrt(n) if n > 1 else None
         within = band is None or float(diff.mean()) >= -band - 1e-9
-        out[int(k)] = {
+        out[int(k) if column == "k" else k] = {
             "difference": float(diff.mean()), "std": std, "seeds": n, "band": band, "within_noise": bool(within),
         }  # fmt: skip
     return out
@@ -117,8 +162,10 @@ def _verdict(selected: int | None, best_k: int, paired: dict[int, dict]) -> str:
     )
 
 
-def _report(cfg, results, swept, ks: list[int], selected, rules: dict, model: str) -> dict:
-    """The figure and ``k_sweep.json``: every k's HM (mean of the per-seed HMs), the best and the selected k."""
+def _report(cfg, results, swept, ks: list[int], selected, rules: dict, model: str, suffix: str = "") -> dict:
+    """The figure and ``k_sweep.json`` (``k_sweep-<method>.*`` when several methods were swept): every k's HM (mean of
+    the per-seed HMs), the best and the selected k."""
+    stem = "k_sweep" + (f"-{suffix}" if suffix else "")
     rows = results[(results["method"] == swept.name) & results["k"].isin(ks)]
     per_seed = (
         rows[rows["metric"].isin(["base", "novel"])]
@@ -136,13 +183,15 @@ def _report(cfg, results, swept, ks: list[int], selected, rules: dict, model: st
         b, n = zs_avg["base"], zs_avg["novel"]
         baseline = {"base": b, "novel": n, "hm": harmonic_mean(b, n)}
     others = {}
-    for method, g in method_averages(results[~results["method"].isin([swept.name, BASELINE.name])]).groupby("method"):
+    deep = [name for name, m in registry().items() if m.depth_indexed]  # swept methods have their own sweep
+    beside = results[~results["method"].isin([swept.name, BASELINE.name, *deep])]
+    for method, g in method_averages(beside).groupby("method"):
         others[method] = g.groupby("metric")["value"].mean().to_dict()
         if {"base", "novel"} <= set(others[method]):  # the HM of the seed-averaged base and novel
             others[method]["hm"] = harmonic_mean(others[method]["base"], others[method]["novel"])
     plot_k_sweep(
         tidy,
-        Path(cfg.out) / "k_sweep",
+        Path(cfg.out) / stem,
         selected_k=selected,
         baseline=baseline,
         title=f"{model}: {swept.title or swept.name} base-to-novel vs first adapted block k",
@@ -170,5 +219,75 @@ def _report(cfg, results, swept, ks: list[int], selected, rules: dict, model: st
         "zero_shot": {m: float(v) for m, v in baseline.items()} if baseline else None,
         "methods": {m: {k: float(v) for k, v in vals.items()} for m, vals in others.items()},
     }
-    atomic_write_json(Path(cfg.out) / "k_sweep.json", record)
+    atomic_write_json(Path(cfg.out) / f"{stem}.json", record)
     return record
+
+
+REGRET_COLUMNS = [
+    "method", "depth_knob", "probe", "probe_depth", "probe_hm", "probe_std", "published", "published_depth",
+    "published_hm", "published_std", "best", "best_depth", "best_hm", "best_std", "probe_vs_best", "probe_band",
+    "probe_within_noise", "published_vs_best", "published_band", "published_within_noise", "depths", "seeds",
+]  # fmt: skip
+
+
+def regret(results, methods, chosen: dict, protocol: str):
+    """Per method: the HM at the probe-chosen depth, at its published depth and at the best depth it was trained at,
+    each the mean over seeds with its std, and the probe's and published depth's difference to the best paired by
+    seed with its noise band (:func:`paired_to_best`). A tidy table, one row per method (:data:`REGRET_COLUMNS`)."""
+    rows = []
+    for method in methods:
+        per_seed = _per_seed_hm(results, method.name)
+        if per_seed.empty:
+            continue
+        hm = per_seed.groupby("point")["hm"].agg(["mean", "std"])
+        best = str(hm["mean"].idxmax())
+        paired = paired_to_best(per_seed, best, column="point")
+        knob = per_seed.groupby("point")["depth"].first()
+        row = {
+            "method": method.name,
+            "depth_knob": method.depth_knob,
+            "depths": len(hm),
+            "seeds": per_seed["seed"].nunique(),
+        }
+        published = method.published_k(protocol)
+        for name, point in (
+            ("probe", probe_point(method, chosen)),
+            ("published", {"k": published, "k_image": None, "k_text": None} if published else None),
+            ("best", None),
+        ):
+            label = best if name == "best" else (_label(point) if point else None)
+            found = label in hm.index
+            row[name] = label
+            row[f"{name}_depth"] = knob.get(label, "") if found else ""
+            row[f"{name}_hm"] = float(hm.loc[label, "mean"]) if found else float("nan")
+            row[f"{name}_std"] = float(hm.loc[label, "std"]) if found else float("nan")
+            if name != "best":
+                p = paired.get(label)
+                row[f"{name}_vs_best"] = p["difference"] if p else float("nan")
+                row[f"{name}_band"] = p["band"] if p and p["band"] is not None else float("nan")
+                row[f"{name}_within_noise"] = p["within_noise"] if p else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=REGRET_COLUMNS)
+
+
+def _per_seed_hm(results, method: str):
+    """Per (depth point, seed) of *method*: the dataset-averaged base and novel and their HM; ``point`` is the depth
+    as tables print it (``4``, ``image 3, text 7``), ``depth`` the method's own words for it (``prompt depth 9``)."""
+    rows = results[(results["method"] == method) & results["metric"].isin(["base", "novel"])].copy()
+    if rows.empty:
+        return pd.DataFrame(columns=["point", "seed", "base", "novel", "hm", "depth"])
+    rows["point"] = [depth_text(*d) for d in zip(rows["k"], rows["k_image"], rows["k_text"])]
+    per_seed = rows.groupby(["point", "seed", "metric"])["value"].mean().unstack("metric").reset_index()
+    per_seed["hm"] = [harmonic_mean(b, n) for b, n in zip(per_seed["base"], per_seed["novel"])]
+    words = rows.groupby("point")["depth"].first() if "depth" in rows else None
+    per_seed["depth"] = per_seed["point"].map(words) if words is not None else ""
+    return per_seed
+
+
+def _write_regret(cfg, table, model: str) -> None:
+    """``regret.csv`` / ``regret.json`` and ``regret.png`` / ``.pdf``: the table and one figure of it."""
+    out = Path(cfg.out)
+    atomic_write(out / "regret.csv", lambda p: table.to_csv(p, index=False))
+    atomic_write_json(out / "regret.json", {"model": model, "rows": json.loads(table.to_json(orient="records"))})
+    if len(table):
+        plot_regret(table, out / "regret", title=f"{model}: HM at the probe-chosen, published and best depth")

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from mma import distributed
 from mma.adapters.checkpoint import load_adapter, save_adapter
 from mma.adapters.config import TrainConfig
+from mma.adapters.depth import depth_key
 from mma.adapters.method_base import MethodBase, TrainResult
 from mma.adapters.methods import BASELINE, get_method
 from mma.adapters.protocols import Protocol, Task, evaluate_task, get_protocol, make_tasks, task_metrics
@@ -60,6 +61,7 @@ from mma.io import atomic_write_json, read_json
 from mma.probe.data import dataset_spec, load_datasets
 from mma.probe.data.reading import ReadReport, unreadable_line
 from mma.probe.extract import resolve_device
+from mma.probe.layers import TOWERS, layer_maps
 from mma.probe.specs import LoadedModel, load_model
 from mma.seeding import check_seeds
 
@@ -125,8 +127,12 @@ class RunContext:
         return method.make_config(values), sources
 
     def k(self, method: type[MethodBase]) -> int | None:
-        """*method*'s k (None for a method without a depth)."""
+        """*method*'s shared k (None for a method without a depth)."""
         return int(self.settings(method).values["k"]) if method.depth_indexed else None
+
+    def depth(self, method: type[MethodBase]) -> str | None:
+        """*method*'s depth as its files name it (``k5``, ``ki3-kt7``; None for a method without a depth)."""
+        return depth_key(self.settings(method).values) if method.depth_indexed else None
 
     @property
     def cache_dir(self) -> Path:
@@ -134,7 +140,7 @@ class RunContext:
         return Path(self.cfg.cache_dir) if self.cfg.cache_dir is not None else self.out / "cache"
 
     def result_path(self, method: type[MethodBase], dataset: str, seed: int | None) -> Path:
-        return self.out / "results" / self.cfg.protocol / dataset / f"{method.run_key(seed, self.k(method))}.json"
+        return self.out / "results" / self.cfg.protocol / dataset / f"{method.run_key(seed, self.depth(method))}.json"
 
 
 def train_selected(cfg: TrainSelectedConfig, *, loaded: LoadedModel | None = None) -> TrainRun | None:
@@ -251,7 +257,7 @@ def _write_records(ctx: RunContext, skipped: dict[str, str], notes: list[str]) -
     if not ctx.world.main:
         return
     for method in ctx.resolved.methods:
-        atomic_write_json(ctx.out / method.record_name(ctx.k(method)), _record(ctx, method, skipped, notes))
+        atomic_write_json(ctx.out / method.record_name(ctx.depth(method)), _record(ctx, method, skipped, notes))
     for name, why in skipped.items():
         atomic_write_json(
             ctx.out / "results" / ctx.cfg.protocol / name / "skipped.json",
@@ -279,6 +285,7 @@ def _record(ctx: RunContext, method: type[MethodBase], skipped: dict, notes: lis
     }
     if method.depth_indexed:
         record.update(k=ctx.k(method), k_source=settings.sources["k"], k_line=ctx.resolved.k_line)
+        record.update({f"k_{t}": settings.values.get(f"k_{t}") for t in TOWERS})
     return record
 
 
@@ -291,9 +298,9 @@ def _run_all(ctx: RunContext, plans: dict) -> None:
     baseline_todo, runs_todo = distributed.broadcast(_todo(ctx, plans, baseline_tasks))
     trained = [get_method(name) for name in plans if get_method(name).trains]
     total = sum(len(t) for m in trained for t in plans[m.name].values())
-    ks = {ctx.k(m) for m in trained} - {None}
+    ks = {ctx.depth(m) for m in trained} - {None}
     names = ", ".join(m.title or m.name for m in trained) or "nothing"
-    desc = f"train {names}" + (f" k={ks.pop()}" if len(ks) == 1 else "")
+    desc = f"train {names}" + (f" {ks.pop()}" if len(ks) == 1 else "")
     with tqdm(total=total, desc=desc, unit="run", disable=not ctx.show) as bar:
         if total > len(runs_todo):
             bar.update(total - len(runs_todo))
@@ -395,8 +402,8 @@ def _prompts(method: type[MethodBase], task: Task, template: str | None) -> dict
 
 def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int) -> None:
     """Train *method* on one task and seed, evaluate it, write its checkpoint and result JSON (rank 0)."""
-    cfg, loaded, k = ctx.cfg, ctx.loaded, ctx.k(method)
-    stem = f"{cfg.protocol}-{task.name}-{method.file_key(seed, k)}"
+    cfg, loaded = ctx.cfg, ctx.loaded
+    stem = f"{cfg.protocol}-{task.name}-{method.file_key(seed, ctx.depth(method))}"
     state = ctx.out / "state" / f"{stem}.pt"
     train_cfg, train_sources = ctx.train_config(method, task.name)
     result, fitted, trained_on = _trained(ctx, method, task, seed, train_cfg, state)
@@ -418,7 +425,7 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
         "protocol": cfg.protocol,
         "dataset": task.name,
         "seed": seed,
-        "k": k,
+        **_depth_fields(ctx, method, train_cfg),
         "method": method.name,
         "model": ctx.resolved.model,
         "weights": loaded.weights_id,
@@ -463,6 +470,23 @@ def _train_one(ctx: RunContext, method: type[MethodBase], task: Task, seed: int)
         },
     )
     state.unlink(missing_ok=True)  # the result is safe; the epoch state is no longer needed
+
+
+def _depth_fields(ctx: RunContext, method: type[MethodBase], train_cfg: TrainConfig) -> dict:
+    """What a result records of its depth: the shared ``k`` (None when a tower starts apart from it), each tower's
+    start block and the method's own depth in its words (``prompt depth 9``); nothing for a method without one."""
+    if not method.depth_indexed:
+        return {"k": None}
+    values = train_cfg.values()
+    starts = method.starts(ctx.loaded, train_cfg)
+    depths = {t: m.depth for t, m in layer_maps(ctx.loaded.model).items()}
+    apart = any(values.get(f"k_{t}") is not None for t in TOWERS)
+    return {
+        "k": None if apart else values["k"],
+        **{f"k_{t}": starts[t] for t in TOWERS},
+        "depth": method.depth_label(starts, depths),
+        "depth_key": depth_key(values),
+    }
 
 
 def _trained(ctx: RunContext, method: type[MethodBase], task: Task, seed: int, train_cfg, state: Path):

@@ -77,7 +77,7 @@ def _base(cfg: TuneConfig, method, device_type: str, datasets: list[str]):
     recipe = get_recipe(cfg.recipe, cfg.model)
     if method.depth_indexed and k is None:
         found = recipe.k_for(cfg.protocol, method) or recipe.k_for("base2novel", method)
-        k = found[0] if found else method.paper_protocols.get("base2novel", {}).get("k")
+        k = found[0] if found else (method.published_k(cfg.protocol) or method.published_k("base2novel"))
     ts = TrainSelectedConfig(
         model=cfg.model, k=k, protocol=cfg.protocol, recipe=cfg.recipe, config=cfg.config, train=dict(cfg.train),
         methods=[method.name],
