@@ -740,6 +740,7 @@ def sweep_k_cmd(
     config: Annotated[Path | None, typer.Option(help=_CONFIG_HELP)] = None,
     template: Annotated[str | None, typer.Option(help=_TEMPLATE_HELP)] = None,
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/sweep"),
+    cache_dir: Annotated[Path | None, typer.Option(help=_CACHE_DIR_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     log: Annotated[list[str] | None, typer.Option("--log", help=_LOG_HELP)] = None,
 ) -> None:
@@ -762,6 +763,7 @@ def sweep_k_cmd(
         template=template,
         methods=_split_methods(method),
         log=_split_list(log),
+        cache_dir=cache_dir,
     )
     record = sweep_k(
         cfg,

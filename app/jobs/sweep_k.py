@@ -86,11 +86,12 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None, tower_ks: lis
             run = train_selected(one, loaded=loaded)
     if not distributed.world().main:
         return None
+    results = run.results[run.results["dataset"].isin(run.datasets)]  # the folder may hold other datasets' runs
     records = {
-        m.name: _report(cfg, run.results, m, ks, selected, rules, str(spec), "" if len(swept) == 1 else m.name)
+        m.name: _report(cfg, results, m, ks, selected, rules, str(spec), "" if len(swept) == 1 else m.name)
         for m in swept
     }
-    table = regret(run.results, swept, chosen, cfg.protocol)
+    table = regret(results, swept, chosen, cfg.protocol)
     _write_regret(cfg, table, str(spec))
     record = {**records[swept[0].name], "regret": json.loads(table.to_json(orient="records"))}
     return {**record, "methods_swept": records} if len(swept) > 1 else record

@@ -97,6 +97,7 @@ class TrainRun:
     k_line: str = ""  # which source gave k, and which it overrode
     methods: list[str] = field(default_factory=lambda: ["mma"])
     method_settings: dict = field(default_factory=dict)  # method -> its Settings (the trained methods)
+    datasets: list[str] = field(default_factory=list)  # the datasets this run trained and evaluated
 
 
 @dataclass
@@ -555,4 +556,5 @@ def _summarise(ctx: RunContext, notes: list[str], start: float) -> TrainRun:
         ctx.resolved.k_line,
         [BASELINE.name, *(m.name for m in methods)],
         ctx.resolved.method_settings,
+        [d.name for d in ctx.datasets],
     )
