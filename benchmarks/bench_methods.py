@@ -35,11 +35,12 @@ from mma.probe import load_model
 from mma.probe.extract import autocast_for, resolve_device
 
 
-def _config(method, k: int, device: torch.device, batch: int | None):
-    """*method*'s published values (its paper's batch), at *k* when it has a depth, in the device's precision."""
+def _config(method, k: int | None, device: torch.device, batch: int | None):
+    """*method*'s published values (its paper's batch and optimiser), at *k* when it has a depth (None: its published
+    base-to-novel k), in the device's precision."""
     values = {**method.published_values(), "precision": "fp16" if device.type == "cuda" else "fp32"}
     if method.depth_indexed:
-        values["k"] = k
+        values["k"] = k if k is not None else method.published_k("base2novel") or 5
     if batch is not None:
         values["batch_size"] = batch
     return method.make_config(values)
@@ -98,7 +99,7 @@ def linear_probe_fit(loaded, classnames, shots: int, device) -> float:
     return time.perf_counter() - start
 
 
-def bench(model: str, classes: int, k: int, steps: int, warmup: int, shots: int, device: str, batch, methods):
+def bench(model: str, classes: int, k: int | None, steps: int, warmup: int, shots: int, device: str, batch, methods):
     dev = resolve_device(device)
     loaded = load_model(model, device=str(dev))
     classnames = [f"class number {i}" for i in range(classes)]
@@ -113,9 +114,11 @@ def bench(model: str, classes: int, k: int, steps: int, warmup: int, shots: int,
         times = step_times(loaded, method, cfg, classnames, dev, steps, warmup)
         uncached = statistics.median(step_times(loaded, method, cfg, classnames, dev, steps, warmup, cached=False))
         step = statistics.median(times)
+        depth = cfg.options.k if method.depth_indexed else None
         rows.append(
-            {"method": name, "batch": cfg.batch_size, "step_s": step, "times": times, "step_uncached_s": uncached}
-        )
+            {"method": name, "batch": cfg.batch_size, "k": depth, "step_s": step, "times": times,
+             "step_uncached_s": uncached}
+        )  # fmt: skip
         rows[-1]["cache_speedup"] = uncached / step
     ref = next((r for r in rows if r["method"] == DEFAULT.name and "step_s" in r), None)
     for r in rows:
@@ -126,27 +129,30 @@ def bench(model: str, classes: int, k: int, steps: int, warmup: int, shots: int,
 
 
 def _print(record: dict) -> None:
-    print(f"\n{record['model']} on {record['device']}, {record['classes']} classes, MMA k = {record['k']}:")
+    k = "each method's published k" if record["k"] is None else f"k = {record['k']}"
+    print(f"\n{record['model']} on {record['device']}, {record['classes']} classes, {k}:")
     print(
-        f"{'method':<14}{'batch':>6}{'s / step':>11}{'uncached':>10}{'cache gain':>12}{'ratio to MMA':>14}"
+        f"{'method':<14}{'k':>4}{'batch':>6}{'s / step':>11}{'uncached':>10}{'cache gain':>12}{'ratio to MMA':>14}"
         f"{'per image, ratio':>18}"
     )
     for r in record["rows"]:
         if "step_s" in r:
             print(
-                f"{r['method']:<14}{r['batch']:>6}{r['step_s']:>11.4f}{r['step_uncached_s']:>10.4f}"
+                f"{r['method']:<14}{r['k'] or '-':>4}{r['batch']:>6}{r['step_s']:>11.4f}{r['step_uncached_s']:>10.4f}"
                 f"{r['cache_speedup']:>11.2f}x{r.get('ratio_to_mma', float('nan')):>14.2f}"
                 f"{r.get('per_image_ratio_to_mma', float('nan')):>18.2f}"
             )
         else:
-            print(f"{r['method']:<14}{'-':>6}{'(one whole fit: ' + format(r['fit_s'], '.2f') + ' s)':>65}")
+            print(f"{r['method']:<14}{'-':>4}{'-':>6}{'(one whole fit: ' + format(r['fit_s'], '.2f') + ' s)':>65}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", help="repeatable (default: mma-tiny and ViT-B-16:random)")
     p.add_argument("--classes", type=int, action="append", help="per --model (default: 5 for mma-tiny, 50 else)")
-    p.add_argument("--k", type=int, default=None, help="MMA's first adapted block (default: 3 on mma-tiny, else 5)")
+    p.add_argument(
+        "--k", type=int, default=None, help="every layer-deep method's start block (default: each its published k)"
+    )
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--shots", type=int, default=16)
@@ -160,7 +166,7 @@ def main() -> None:
     for i, model in enumerate(models):
         tiny = model.split(":")[0] == "mma-tiny"
         classes = args.classes[i] if args.classes and i < len(args.classes) else (5 if tiny else 50)
-        k = args.k or (3 if tiny else 5)
+        k = args.k
         names = args.methods.split(",") if args.methods else [n for n, m in registry().items() if m.trains]
         methods = [m.strip() for m in names if m.strip()]
         record = bench(model, classes, k, args.steps, args.warmup, args.shots, args.device, args.batch_size, methods)

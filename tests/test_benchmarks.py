@@ -38,7 +38,10 @@ def test_bench_methods_smoke_run_prints_every_method_and_its_ratio_to_mma(tmp_pa
     stdout = _bench("bench_methods.py", args)
     (record,) = json.loads(out.read_text())
     rows = {r["method"]: r for r in record["rows"]}
-    assert list(rows) == ["mma", "coop", "cocoop", "clip-adapter", "linear-probe"]
+    assert list(rows) == [
+        "mma", "mma++", "maple", "promptsrc", "mmrl", "clip-lora", "coop", "cocoop", "clip-adapter", "linear-probe",
+    ]  # fmt: skip
+    assert rows["maple"]["k"] == 4 and rows["clip-lora"]["k"] == 1  # each at its published k (depth 9, "all")
     assert rows["mma"]["ratio_to_mma"] == 1.0 and all(r["step_s"] > 0 for m, r in rows.items() if m != "linear-probe")
     assert rows["linear-probe"]["fit_s"] > 0 and "ratio to MMA" in stdout
     assert all(r["step_uncached_s"] > 0 and r["cache_speedup"] > 0 for m, r in rows.items() if m != "linear-probe")
