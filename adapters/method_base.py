@@ -1,15 +1,25 @@
 """The interface every method shares: what it trains, how it is configured, and what the jobs ask of it.
 
-Every method (the zero-shot model, MMA, CoOp, CoCoOp, CLIP-Adapter, the linear probe, and any plugin) is a
-:class:`MethodBase` subclass registered in :mod:`mma.adapters.methods` (built-ins there, others through the
-``mma.methods`` entry-point group). The jobs, the CLI, the tables and the benchmarks never compare a method's
-name: they ask the class. Adding a method is one module and its registration (see ``examples/plugin_method``).
+Every method (the zero-shot model, MMA, MMA++, MaPLe, PromptSRC, MMRL, CLIP-LoRA, CoOp, CoCoOp, CLIP-Adapter, the
+linear probe, and any plugin) is a :class:`MethodBase` subclass registered in :mod:`mma.adapters.methods` (built-ins
+there, others through the ``mma.methods`` entry-point group). The jobs, the CLI, the tables and the benchmarks never
+compare a method's name: they ask the class. Adding a method is one module and its registration (see
+``examples/plugin_method``).
 
 =================  ==============================================================================================
 method             what it learns (ViT-B/16 trainable parameters)
 =================  ==============================================================================================
 ``zeroshot``       nothing: the frozen model with the dataset's prompt (:mod:`.zeroshot`; 0)
 ``mma``            the Multi-Modal Adapter from block k (:mod:`mma.adapters.mma`; 674,560 at k = 5)
+``mma++``          MMA with MMA++'s alpha-consistency training, dropout and test-time alpha (:mod:`.mma_pp`; 674,560)
+``maple``          deep multi-modal prompts, vision prompts projected from the text prompts (:mod:`.maple`;
+                   3,555,072 at prompt depth 9)
+``promptsrc``      deep prompts in both towers, regularised toward the frozen model, prompt averaging over epochs
+                   (:mod:`.promptsrc`; 46,080 at depth 9)
+``mmrl``           a shared representation space projected into both towers from a start layer, decoupled
+                   inference (:mod:`.mmrl`; 4,992,256 from layer 6)
+``clip-lora``      low-rank adapters on the attention projections of both towers (:mod:`.clip_lora`; 184,320 on
+                   q, k, v of every block at rank 2)
 ``coop``           context vectors shared by all classes, class token at the end (:mod:`.coop`; 2,048 at the 4 of
                    base-to-novel, 8,192 at the 16 of few-shot)
 ``cocoop``         CoOp's 4 context vectors plus an image-conditioned meta-network (:mod:`.coop`; 35,360)

@@ -22,10 +22,15 @@ from importlib.metadata import entry_points
 from mma.errors import MmaError, closest
 
 from .clip_adapter import ClipAdapter
+from .clip_lora import ClipLoRA
 from .coop import CoCoOp, CoOp
 from .linear_probe import LinearProbeMethod
+from .maple import MaPLe
 from .method_base import MethodBase
 from .mma import MultiModalAdapter
+from .mma_pp import MMAPlusPlus
+from .mmrl import MMRL
+from .promptsrc import PromptSRC
 from .zeroshot import ZeroShot
 
 __all__ = [
@@ -42,7 +47,19 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "mma.methods"
 #: the built-in methods, in the order tables list them
-BUILT_IN: tuple[type[MethodBase], ...] = (ZeroShot, MultiModalAdapter, CoOp, CoCoOp, ClipAdapter, LinearProbeMethod)
+BUILT_IN: tuple[type[MethodBase], ...] = (
+    ZeroShot,
+    MultiModalAdapter,
+    MMAPlusPlus,
+    MaPLe,
+    PromptSRC,
+    MMRL,
+    ClipLoRA,
+    CoOp,
+    CoCoOp,
+    ClipAdapter,
+    LinearProbeMethod,
+)
 #: the method every other one is compared with (it runs beside every other method)
 BASELINE: type[MethodBase] = ZeroShot
 #: the method ``--method`` means when none is given

@@ -189,10 +189,12 @@ def _measured(per_seed: pd.DataFrame, setup: Setup) -> pd.DataFrame:
 
 
 def _protocol_datasets(published: pd.DataFrame, protocol: str, method: str) -> list[str]:
-    """The datasets a published average covers (targets only for cross-dataset and domain generalisation)."""
-    rows = published[(published["protocol"] == protocol) & (published["method"] == method)]
+    """The datasets a published average covers (targets only for cross-dataset and domain generalisation): the
+    method's own cells, or, for a method published as averages alone (PromptSRC, MMA++), the protocol's."""
+    rows = published[published["protocol"] == protocol]
     rows = rows[(rows["dataset"] != "average") & (rows["metric"] != SOURCE_METRIC)]
-    return list(dict.fromkeys(rows["dataset"]))
+    own = rows[rows["method"] == method]
+    return list(dict.fromkeys((own if len(own) else rows)["dataset"]))
 
 
 def _check(row) -> str:

@@ -3,11 +3,11 @@
 One tidy row per published cell: ``protocol, method, dataset, metric, value, source, check, checked_against,
 note``, ViT-B/16, 16 shots, mean of seeds 1-3 (``published_numbers.md`` beside the CSV says it in full):
 
-* ``source``: where the value was first taken from (``readme``: the official MMA README's averages; ``recalled``:
-  written from memory of the papers);
-* ``check``: how the cell was then verified against printed tables: ``confirmed`` (305 cells), ``secondary`` /
-  ``secondary-weak`` (read off reprints), ``unconfirmed`` (no reprint found) or ``printed-differs`` (reprints print
-  another value, given in ``note``); every printed table shows it beside the published cell.
+* ``source``: where the value was first taken from (``readme``: printed in an official repository's README, named
+  in ``checked_against``: MMA's, PromptSRC's, MMA++'s; ``recalled``: written from memory of the papers);
+* ``check``: how the cell was then verified against printed tables: ``confirmed`` (308 cells), ``secondary`` /
+  ``secondary-weak`` (read off reprints), ``unconfirmed`` (no second source found) or ``printed-differs`` (reprints
+  print another value, given in ``note``); every printed table shows it beside the published cell.
 
 Dataset names are the toolkit's CoOp names (:data:`mma.probe.data.coop.COOP_DATASETS`); ``average`` is the
 papers' average (base-to-novel: HM of the averaged base and novel; cross-dataset and domain generalisation:
@@ -44,12 +44,14 @@ def published_numbers() -> pd.DataFrame:
 
 
 def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    """*name* for the loose match: lower case, punctuation dropped but pluses kept (``MMA++`` is not ``MMA``)."""
+    return re.sub(r"[^a-z0-9+]", "", name.lower())
 
 
 def published_method(method: str) -> str | None:
-    """The published name of one of the toolkit's methods (``mma`` -> ``MMA``, ``cocoop`` -> ``CoCoOp``, ...),
-    matched case- and punctuation-insensitively; None if nothing is published. (The zero-shot model's published
-    name, ``CLIP``, is not its own: it says so itself, ``published_as``.)"""
+    """The published name of one of the toolkit's methods (``mma`` -> ``MMA``, ``mma++`` -> ``MMA++``, ``cocoop`` ->
+    ``CoCoOp``, ...), matched case- and punctuation-insensitively (but not plus-insensitively); None if nothing is
+    published. (The zero-shot model's published name, ``CLIP``, is not its own: it says so itself,
+    ``published_as``.)"""
     names = {_key(m): m for m in _table()["method"].unique()}
     return names.get(_key(method))

@@ -289,7 +289,9 @@ def beside_the_default(results: pd.DataFrame) -> bool:
 
 def comparison_setup() -> Setup:
     """What the comparison with the published numbers needs to know: the protocols' metrics, the baseline, and how
-    each method is named (the baseline as "zero-shot (CLIP)")."""
+    each method is named (by its title; the baseline as "zero-shot (CLIP)")."""
     names = {name: m.published_as for name, m in registry().items() if m.published_as}
-    label = f"{BASELINE.title or BASELINE.name} ({BASELINE.published_as})" if BASELINE.published_as else ""
-    return Setup(PROTOCOLS, BASELINE.name, {BASELINE.name: label} if label else {}, names)
+    labels = {name: m.title for name, m in registry().items() if m.title}  # MMRL, CLIP-LoRA: no published name
+    if BASELINE.published_as:
+        labels[BASELINE.name] = f"{BASELINE.title or BASELINE.name} ({BASELINE.published_as})"
+    return Setup(PROTOCOLS, BASELINE.name, labels, names)

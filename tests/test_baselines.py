@@ -298,7 +298,10 @@ def test_methods_parse_from_commas_and_repeats_and_a_bad_name_is_one_sentence():
     assert parse_methods(None) == ["mma"]
     assert parse_methods(["mma,coop", "CoCoOp", "coop"]) == ["mma", "coop", "cocoop"]
     # the built-in methods first, in the tables' order (an installed plugin may follow)
-    assert method_names()[:6] == ("zeroshot", "mma", "coop", "cocoop", "clip-adapter", "linear-probe")
+    assert method_names()[:11] == (
+        "zeroshot", "mma", "mma++", "maple", "promptsrc", "mmrl", "clip-lora", "coop", "cocoop", "clip-adapter",
+        "linear-probe",
+    )  # fmt: skip
     with pytest.raises(MmaError, match=r"--method 'copo' is not valid .* did you mean 'coop'"):
         parse_methods(["mma,copo"])
     done = CliRunner().invoke(app, ["train-selected", "--method", "adapter", "--k", "2"])
@@ -372,7 +375,7 @@ def test_mma_evaluate_checkpoint_gives_each_methods_numbers_again(builtin_run, n
     saved = json.loads((builtin_run.out / "results" / "base2novel" / "colors" / f"seed1-{name}.json").read_text())
     assert metrics_of(evaluate_checkpoint(ckpt, device="cpu")) == pytest.approx(saved["metrics"])
     if name != "mma":
-        with pytest.raises(MmaError, match="--alpha-eval applies to MMA checkpoints only"):
+        with pytest.raises(MmaError, match=r"--alpha-eval applies to MMA, MMA\+\+ checkpoints only"):
             evaluate_checkpoint(ckpt, device="cpu", alpha_eval=0.0)
 
 

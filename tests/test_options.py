@@ -206,7 +206,7 @@ def test_flag_over_the_methods_table_over_the_flat_values_over_the_recipe(tmp_pa
 @pytest.mark.parametrize(
     "text,message",
     [
-        ('{"cop": {"epochs": 1}}', "has a table [cop], which is no method (valid tables: zeroshot, mma, coop,"),
+        ('{"cop": {"epochs": 1}}', "has a table [cop], which is no method (valid tables: zeroshot, mma, mma++, maple,"),
         ('{"methods": {"coop": {"epochs": 1}}}', 'a method\'s own values go in a table named after it, e.g. {"epochs"'),
         (
             '{"coop": {"alpha": 0.1}}',

@@ -436,7 +436,7 @@ def test_a_user_template_is_every_methods_prompt(coop_root):
     (eurosat,) = load_datasets(f"coop:{coop_root}:eurosat")
     assert eurosat.published_template == "a centered satellite photo of {}."
     published = {name for name, m in registry().items() if m.prompt_template(eurosat) == eurosat.published_template}
-    assert published == {"zeroshot", "clip-adapter"}  # the two published with CoOp's per-dataset templates
+    assert published == {"zeroshot", "clip-adapter", "mmrl"}  # those published with CoOp's per-dataset templates
     (mine,) = load_datasets(f"coop:{coop_root}:eurosat", template="a photo of {}.")
     assert {m.prompt_template(mine) for m in registry().values()} == {"a photo of {}."}
 
