@@ -35,7 +35,7 @@ from pathlib import Path
 import tomllib
 
 from mma.adapters.config import COMMON_FIELDS
-from mma.adapters.depth import DEPTH_FIELDS
+from mma.adapters.depth import DEPTH_FIELDS, FOLLOW_K
 from mma.adapters.method_base import MethodBase
 from mma.adapters.methods import DEFAULT, parse_methods, registry, trained_methods
 from mma.adapters.protocols import get_protocol
@@ -182,9 +182,9 @@ def _depth_layers(layers: list[tuple[str, dict]], method: type[MethodBase]) -> l
     out = []
     for source, values in layers:
         if "k" in values:
-            values = {"k_image": None, "k_text": None, **values}
+            values = {**dict.fromkeys(FOLLOW_K), **values}
         if not method.per_tower:
-            values = {name: v for name, v in values.items() if name not in ("k_image", "k_text")}
+            values = {name: v for name, v in values.items() if name not in FOLLOW_K}
         out.append((source, values))
     return out
 
