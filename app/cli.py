@@ -807,6 +807,8 @@ def _regret_line(r: dict) -> str:
     def gap(name: str) -> str:
         if r.get(f"{name}_vs_best") is None:
             return ""
+        if r[name] == r["best"]:
+            return f"; {name} is the best"
         band = r.get(f"{name}_band")
         noise = f" (noise band ±{band:.1f})" if band is not None else ""
         return f"; {name} vs best {r[f'{name}_vs_best']:+.1f}{noise}"
