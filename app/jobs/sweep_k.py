@@ -98,17 +98,18 @@ def sweep_k(cfg: TrainSelectedConfig, ks: list[int] | None = None, tower_ks: lis
 
 
 def depth_points(method, ks: list[int], tower_ks: list[int], chosen: dict, protocol: str) -> list[dict]:
-    """The depths *method* trains at: every shared k of *ks*, every (image, text) pair of *tower_ks* whose towers
-    differ (a method whose towers may start apart), the probe's choice *chosen* and its published k."""
-    points = [{"k": k, "k_image": None, "k_text": None} for k in ks]
+    """The depths *method* trains at, each once: the probe's choice *chosen* (first, as ``train-selected --run``
+    trains it, so a methods run's training is reused), every shared k of *ks*, every (image, text) pair of
+    *tower_ks* whose towers differ (a method whose towers may start apart) and its published k."""
+    points = [probe_point(method, chosen)] + [{"k": k, "k_image": None, "k_text": None} for k in ks]
     if method.per_tower:
         points += [{"k": None, "k_image": i, "k_text": t} for i in tower_ks for t in tower_ks if i != t]
-    probe = probe_point(method, chosen)
     published = method.published_k(protocol)
-    for extra in filter(None, [probe, {"k": published, "k_image": None, "k_text": None} if published else None]):
-        if extra not in points:
-            points.append(extra)
-    return points
+    points.append({"k": published, "k_image": None, "k_text": None} if published else None)
+    unique: dict[str, dict] = {}
+    for point in filter(None, points):
+        unique.setdefault(_label(point), point)
+    return list(unique.values())
 
 
 def probe_point(method, chosen: dict) -> dict | None:
@@ -116,12 +117,15 @@ def probe_point(method, chosen: dict) -> dict | None:
     and the method may start its towers apart, else the shared k (None: no selection)."""
     if not chosen:
         return None
-    if method.per_tower and chosen.get("k_image") is not None:
-        return {"k": None, "k_image": chosen["k_image"], "k_text": chosen["k_text"]}
+    if method.per_tower and chosen.get("k_image") is not None:  # with the selection's k, as train-selected runs it
+        return {"k": chosen["k"], "k_image": chosen["k_image"], "k_text": chosen["k_text"]}
     return {"k": chosen["k"], "k_image": None, "k_text": None}
 
 
 def _label(point: dict) -> str:
+    """A depth point as tables print it: its towers' starts when both are given (k is then not read), else k."""
+    if point["k_image"] is not None and point["k_text"] is not None:
+        return depth_text(None, point["k_image"], point["k_text"])
     return depth_text(point["k"], point["k_image"], point["k_text"])
 
 
