@@ -772,6 +772,9 @@ def sweep_k_cmd(
     )
     if record is None:  # a torchrun rank other than 0: rank 0 reports
         return
+    swept = list(record.get("methods_swept", {}))
+    if swept:
+        typer.echo(f"{swept[0]} against the shared k (each method's curve: k_sweep-<method>.png / .json):")
     for k, hm in record["hm"].items():
         p = record["paired"][k]
         noise = f" ({p['difference']:+.2f} vs the best, band ±{p['band']:.2f})" if p["band"] is not None else ""
@@ -791,7 +794,8 @@ def sweep_k_cmd(
     typer.echo("What choosing the depth from the probes costs or gains (HM, mean ± std over seeds):")
     for r in record["regret"]:
         typer.echo("  " + _regret_line(r))
-    typer.echo(f"Wrote {out}/k_sweep.png, k_sweep.csv, k_sweep.json, regret.csv, regret.png")
+    sweeps = "k_sweep-<method>.png / .csv / .json" if swept else "k_sweep.png, k_sweep.csv, k_sweep.json"
+    typer.echo(f"Wrote {out}/{sweeps}, regret.csv, regret.json, regret.png")
 
 
 def _regret_line(r: dict) -> str:

@@ -163,6 +163,7 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
     its datasets, on a dataset row the mean over that one dataset, i.e. its own ``hm`` (so it differs from ``hm``
     on the average rows alone, where the HM of averages and the mean of HMs part).
     """
+    summary = summary.reindex(columns=[*summary.columns, *(c for c in DEPTH if c not in summary)])  # older ones
     metrics = list(dict.fromkeys(summary["metric"]))
     ordered = [m for m in METRIC_ORDER if m in metrics]
     ordered += sorted(m for m in metrics if m not in METRIC_ORDER)

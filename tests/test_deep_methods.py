@@ -108,7 +108,7 @@ def _on_every_dataset(results: pd.DataFrame, methods, datasets) -> pd.DataFrame:
 def test_reproduce_runs_the_deep_methods_at_their_depths_beside_the_published_rows(coop_root, tmp_path):  # noqa: F811
     fast = {"epochs": 1, "batch_size": 4}
     cfg = ReproduceConfig(
-        data=f"coop:{coop_root}:eurosat,dtd", model=MODEL, out=tmp_path / "r", device="cpu", progress=False,
+        data=f"coop:{coop_root}:eurosat", model=MODEL, out=tmp_path / "r", device="cpu", progress=False,
         protocols=["base2novel"], seeds=[1], methods=list(PUBLISHED_DEPTH), train=fast,
     )  # fmt: skip
     run = reproduce(cfg)
@@ -116,20 +116,19 @@ def test_reproduce_runs_the_deep_methods_at_their_depths_beside_the_published_ro
     assert set(c["method"]) == {"zeroshot", "mma", *PUBLISHED_DEPTH} and set(c["protocol"]) == {"base2novel"}
     for method in PUBLISHED_DEPTH:
         rows = c[c["method"] == method]
-        assert set(rows["dataset"]) == {"eurosat", "dtd", "average"}, method
-        assert len(rows) == 9 and rows["measured"].notna().all() and (rows["seeds"] == 1).all(), method
-    # MaPLe: its recalled per-dataset cells, and their mean for the average over 2 of the 11 datasets
+        assert set(rows["dataset"]) == {"eurosat", "average"}, method
+        assert len(rows) == 6 and rows["measured"].notna().all() and (rows["seeds"] == 1).all(), method
+    # MaPLe: its recalled per-dataset cells, and their mean for the average over 1 of the 11 datasets
     maple, cells = c[c["method"] == "maple"].set_index(["dataset", "metric"]), _published("MaPLe")
     assert (maple["published_method"] == "MaPLe").all()
-    for dataset in ("eurosat", "dtd"):
+    for dataset in ("eurosat",):
         for metric in ("base", "novel", "hm"):
             assert maple.loc[(dataset, metric), "published"] == cells.loc[(dataset, metric), "value"]
             assert maple.loc[(dataset, metric), "published_source"] == "recalled"
     for metric in ("base", "novel"):
-        mean = (cells.loc[("eurosat", metric), "value"] + cells.loc[("dtd", metric), "value"]) / 2
-        assert maple.loc[("average", metric), "published"] == pytest.approx(mean)
-        assert maple.loc[("average", metric), "published_source"] == "derived from recalled (2 of 11)"
-    # PromptSRC and MMA++ publish 11-dataset averages alone: nothing to set beside 2 datasets, but beside 11 their
+        assert maple.loc[("average", metric), "published"] == pytest.approx(cells.loc[("eurosat", metric), "value"])
+        assert maple.loc[("average", metric), "published_source"] == "derived from recalled (1 of 11)"
+    # PromptSRC and MMA++ publish 11-dataset averages alone: nothing to set beside 1 dataset, but beside 11 their
     # README averages (the same measured rows copied to the 11 datasets)
     for method in ("promptsrc", "mma++"):
         rows = c[c["method"] == method]
@@ -151,7 +150,7 @@ def test_reproduce_runs_the_deep_methods_at_their_depths_beside_the_published_ro
         assert rows["published"].isna().all() and (rows["published_source"] == "").all(), method
     text = (run.out / "comparison.md").read_text()
     for method in PUBLISHED_DEPTH:  # a row per dataset in the Markdown table, by the method's title
-        assert f"| {get_method(method).title} | dtd |" in text, method
+        assert f"| {get_method(method).title} | eurosat |" in text, method
     # each ran at its published depth: the recorded train config, the result's, and its own words for the depth
     results = run.runs["base2novel"].results
     for method, (k, words) in PUBLISHED_DEPTH.items():
@@ -161,7 +160,7 @@ def test_reproduce_runs_the_deep_methods_at_their_depths_beside_the_published_ro
         assert record["k_source"] in own, record["k_source"]  # its own published value, not MMA's k 5
         assert record["train_config"]["epochs"] == 1 and record["train_config"]["batch_size"] == 4, method
         result = json.loads(
-            (run.out / "base2novel" / "results" / "base2novel" / "dtd" / f"seed1-k{k}-{method}.json").read_text()
+            (run.out / "base2novel" / "results" / "base2novel" / "eurosat" / f"seed1-k{k}-{method}.json").read_text()
         )
         assert result["train_config"]["k"] == k, method
         assert set(results.loc[results["method"] == method, "depth"]) == {words}, method

@@ -115,11 +115,12 @@ def test_sweep_k_reports_the_regret_of_the_probe_chosen_and_published_depth(tmp_
         run=probe, data=["builtin:colors"], seeds=[1, 2], out=tmp_path / "sweep", progress=False, checkpoints=False,
         train={"epochs": 1, "shots": 2, "batch_size": 4},
     )  # fmt: skip
-    record = sweep_k(cfg, [11], [3, 7])
+    record = sweep_k(cfg, [5], [3, 7])
     (row,) = record["regret"]
     assert list(row) == REGRET_COLUMNS and row["method"] == "mma"
-    # trained: k 11 (the grid), image 3 / text 7 and image 7 / text 3 (the tower grid), the published k 5
-    assert row["depths"] == 4 and row["seeds"] == 2
+    # trained: image 3 / text 7 (the probe's, and the tower grid's), k 5 (the grid's and the published one) and
+    # image 7 / text 3 (the tower grid's other pair), each once
+    assert row["depths"] == 3 and row["seeds"] == 2
     assert (row["probe"], row["published"]) == ("image 3, text 7", "5")
     results = json.loads((tmp_path / "sweep" / "regret.json").read_text())["rows"]
     assert results == record["regret"]

@@ -221,11 +221,13 @@ def test_checkpoints_record_their_data_and_evaluate_uses_it(trained, small):
 def test_results_csv_holds_whole_seeds_and_ks(trained):
     cfg, _ = trained
     lines = (cfg.out / "results.csv").read_text().splitlines()
-    assert lines[0] == "protocol,dataset,seed,k,method,metric,value,template"  # the prompt each row read
+    # the depth (k, each tower's start, the method's own words, the files' name) and the prompt each row read
+    assert lines[0] == "protocol,dataset,seed,k,k_image,k_text,depth,depth_key,method,metric,value,template"
     mma = [line.split(",") for line in lines[1:] if ",mma," in line]
     zero = [line.split(",") for line in lines[1:] if ",zeroshot," in line]
-    assert mma and all(row[2] == "1" and row[3] == "5" and row[7] == "a photo of a {}." for row in mma)
-    assert zero and all(row[2] == "" and row[3] == "" for row in zero)
+    assert mma and all(row[2] == "1" and row[3] == "5" and row[11] == "a photo of a {}." for row in mma)
+    assert all(row[4:8] == ["5", "5", "blocks 5..12", "k5"] for row in mma)  # both towers from block 5 of 12
+    assert zero and all(row[2] == "" and row[3] == "" and row[4] == "" for row in zero)
 
 
 def test_the_summary_table_reads_base_novel_hm_with_no_nan_and_the_gain(trained):

@@ -301,7 +301,8 @@ def _run_all(ctx: RunContext, plans: dict) -> None:
     total = sum(len(t) for m in trained for t in plans[m.name].values())
     ks = {ctx.depth(m) for m in trained} - {None}
     names = ", ".join(m.title or m.name for m in trained) or "nothing"
-    desc = f"train {names}" + (f" {ks.pop()}" if len(ks) == 1 else "")
+    depth = ks.pop() if len(ks) == 1 else ""
+    desc = f"train {names}" + (f" k={depth[1:]}" if depth[1:].isdigit() else f" {depth}" if depth else "")
     with tqdm(total=total, desc=desc, unit="run", disable=not ctx.show) as bar:
         if total > len(runs_todo):
             bar.update(total - len(runs_todo))
