@@ -449,7 +449,10 @@ def plot_k_sweep(
 
 # -- the methods side by side -----------------------------------------------------------------------------------
 
-_METHOD_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#1f77b4", "#bcbd22", "#17becf")
+_METHOD_COLOURS = (
+    "#9467bd", "#8c564b", "#e377c2", "#1f77b4", "#bcbd22", "#17becf", "#ff7f0e", "#d62728", "#aec7e8", "#ffbb78",
+    "#c5b0d5", "#f7b6d2",
+)  # fmt: skip
 _METRIC_NAMES = {"hm": "HM", "target_average": "target average"}
 BAR_IN = 0.3  # inches per bar: room for its value written upright above it, and for "n/a"
 
@@ -602,7 +605,7 @@ def regret_figure(table: pd.DataFrame, *, title: str | None = None, caption: str
             xs.append(x + offsets[name])
             ys.append(row[f"{name}_hm"])
             errs.append(0.0 if pd.isna(row[f"{name}_std"]) else row[f"{name}_std"])
-            texts.append(str(row[name]))
+            texts.append(str(row[name]).replace("image ", "i").replace(", text ", "/t"))  # i3/t7: towers apart
         ax.errorbar(xs, ys, yerr=errs, fmt=marker, color=colour, label=label, capsize=3, ms=5)
         for x, y, text in zip(xs, ys, texts):
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=LABEL_SIZE - 1)
@@ -618,7 +621,8 @@ def regret_figure(table: pd.DataFrame, *, title: str | None = None, caption: str
         [
             caption or "",
             f"Error bars: one std over {seeds} seeds." if seeds > 1 else "One seed: no error bars.",
-            "Each marker is labelled with its depth: the shared start block k, or each tower's.",
+            "Each marker is labelled with its depth: the shared start block k, or each tower's (i3/t7: the image "
+            "tower from block 3, the text tower from block 7).",
         ],
     )
     return fig

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from mma.adapters.methods import BASELINE, DEFAULT, get_method, method_names
+from mma.analysis.plots import depth_text
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "figures"
@@ -60,13 +61,39 @@ def _cell(s: pd.DataFrame, method: str, dataset: str, metric: str, what: str = "
     return float(row[what].iloc[0]) if len(row) else float("nan")
 
 
-def _k_of(s: pd.DataFrame, method: str = MMA) -> int:
-    return int(s.loc[s["method"] == method, "k"].dropna().iloc[0])
+def _k_of(s: pd.DataFrame, method: str = MMA) -> str:
+    """The depth *method* ran at in summary *s*, as tables print it (``4``, ``image 3, text 7``)."""
+    row = s.loc[s["method"] == method].iloc[0]
+    return depth_text(row["k"], row.get("k_image"), row.get("k_text"))
 
 
 def _selected_k() -> int:
     """The k the default probe run selected (the base-to-novel folder also holds the k sweep's other ks)."""
     return int(json.loads((FIGURES / "selection.json").read_text())["selections"][0]["k"])
+
+
+def _probe_depth() -> dict:
+    """The depth ``train-selected --run`` trains MMA at: each tower's k of the default probe run where it gives them
+    apart from k (as ``mma.app.settings`` reads a selection), else k."""
+    sel = json.loads((FIGURES / "selection.json").read_text())["selections"][0]
+    towers = (sel.get("k_image"), sel.get("k_text"))
+    if None not in towers and set(towers) != {sel["k"]}:
+        return {"k": None, "k_image": towers[0], "k_text": towers[1]}
+    return {"k": sel["k"], "k_image": None, "k_text": None}
+
+
+def _at_probe_depth(s: pd.DataFrame) -> pd.DataFrame:
+    """The zero-shot rows and MMA's at the probe's depth (the base-to-novel folder also holds the sweeps' others)."""
+    d = _probe_depth()
+    if d["k"] is not None:
+        mine = s["k"] == d["k"]
+    else:
+        mine = s["k"].isna() & (s["k_image"] == d["k_image"]) & (s["k_text"] == d["k_text"])
+    return s[(s["method"] == ZS) | ((s["method"] == MMA) & mine)]
+
+
+def _probe_label() -> str:
+    return depth_text(*_probe_depth().values())
 
 
 # -- the suite --------------------------------------------------------------------------------------------------
@@ -172,9 +199,8 @@ def _without(s: pd.DataFrame, method: str, left_out: str) -> tuple[float, float,
 
 
 def base2novel() -> str:
-    s = _summary("base2novel_summary.csv")
-    k = _selected_k()
-    s = s[(s["method"] == ZS) | (s["k"] == k)]
+    s = _at_probe_depth(_summary("base2novel_summary.csv"))
+    k = _probe_label()
     rows, avg = _b2n_rows(s, MMA)
     gain = {m: avg[MMA][m] - avg[ZS][m] for m in ("base", "novel", "hm")}
     header = ["dataset", "zero-shot base", "novel", "HM", f"**MMA k={k}** base", "novel", "HM"]
@@ -188,9 +214,8 @@ def base2novel() -> str:
 
 def scenes() -> str:
     """How much of MMA's headline gains is `scenes` (base-to-novel at the selected k, and cross-dataset)."""
-    s = _summary("base2novel_summary.csv")
-    k = _selected_k()
-    s = s[(s["method"] == ZS) | (s["k"] == k)]
+    s = _at_probe_depth(_summary("base2novel_summary.csv"))
+    k = _probe_label()
     gain = {m: _cell(s, MMA, "average", m) - _cell(s, ZS, "average", m) for m in ("base", "novel", "hm")}
     one = {m: _cell(s, MMA, "scenes", m) - _cell(s, ZS, "scenes", m) for m in ("base", "novel", "hm")}
     wb, wn, wh = _without(s, MMA, "scenes")
@@ -263,7 +288,9 @@ def _methods_stats(name: str) -> dict[str, dict]:
         row = {m: (stats.loc[m, "mean"], stats.loc[m, "std"]) for m in stats.index}
         if "base" in row and "novel" in row:
             row["hm"] = (_hm(row["base"][0], row["novel"][0]), stats.loc["hm", "std"])
-        row["k"] = g["k"].dropna().iloc[0] if g["k"].notna().any() else None
+        first = g.iloc[0]
+        row["k"] = depth_text(first["k"], first.get("k_image"), first.get("k_text"))
+        row["seeds"] = str(g["seed"].nunique()) if g["seed"].notna().any() else "-"
         out[method] = row
     return out
 
@@ -274,7 +301,7 @@ def _ms(pair) -> str:
 
 
 def methods() -> str:
-    tables = {"paper": _methods_stats("methods_base2novel_paper.csv"), "tuned": _methods_stats("methods_base2novel.csv")}
+    tables = _recipe_tables()
     zs = tables["tuned"][ZS]["hm"][0]
     rows = []
     for method in method_names():
@@ -283,12 +310,14 @@ def methods() -> str:
             r = tables[recipe].get(method)
             if r is None:
                 continue
-            label = method + (f" (k={int(r['k'])})" if r["k"] is not None and not pd.isna(r["k"]) else "")
+            label = method + (f" (k={r['k']})" if r["k"] != "-" else "")
             cells = [_ms(r[m]) if m in r else "n/a" for m in ("base", "novel", "hm")]
             vs = _signed(r["hm"][0] - zs) if "hm" in r and method != ZS else ""
             shown = recipe if searched else "-" if not get_method(method).trains else "its own C search"
-            rows.append([label, shown, *cells, vs])
-    return _table(["method", "recipe", "base", "novel", "HM", "HM vs zero-shot"], rows) + "\n"
+            if searched and method not in _records():
+                shown = "paper (not tuned yet)"
+            rows.append([label, shown, r["seeds"], *cells, vs])
+    return _table(["method", "recipe", "seeds", "base", "novel", "HM", "HM vs zero-shot"], rows) + "\n"
 
 
 def methods_per_dataset() -> str:
@@ -305,14 +334,27 @@ def methods_per_dataset() -> str:
     return _table(["dataset", *present], rows) + "\n"
 
 
+def _recipe_tables() -> dict[str, dict]:
+    """The methods at their paper recipes and at their tuned ones (a method without a tuning record is left out of
+    the tuned table: the embedded recipe runs it at its paper values, shown in the paper table)."""
+    tuned = _methods_stats("methods_base2novel.csv")
+    keep = {m: r for m, r in tuned.items() if m in _records() or not get_method(m).search_space}
+    return {"paper": _methods_stats("methods_base2novel_paper.csv"), "tuned": keep}
+
+
+def _spread(row: dict) -> str:
+    """``± std`` over the seeds of a method's HM, or what stands in for it with one seed."""
+    return "(one seed)" if row["seeds"] == "1" else f"± {_f(row['hm'][1])}"
+
+
 def verdict() -> str:
     """The ranking behind the paragraph on what the fair comparison shows, from the paper and tuned tables."""
-    tables = {"paper": _methods_stats("methods_base2novel_paper.csv"), "tuned": _methods_stats("methods_base2novel.csv")}
+    tables = _recipe_tables()
     lines = []
     for recipe, t in tables.items():
         zs = t[ZS]["hm"][0]
         ranked = sorted((m for m in t if "hm" in t[m] and m != ZS), key=lambda m: -t[m]["hm"][0])
-        order = ", ".join(f"{m} {_signed(t[m]['hm'][0] - zs)} ± {_f(t[m]['hm'][1])}" for m in ranked)
+        order = ", ".join(f"{m} {_signed(t[m]['hm'][0] - zs)} {_spread(t[m])}" for m in ranked)
         best_other = next(m for m in ranked if m != MMA)
         gap = t[MMA]["hm"][0] - t[best_other]["hm"][0]
         lines.append(
@@ -326,7 +368,7 @@ def verdict() -> str:
         b, n = (sum(_cell(s, method, d, m) for d in keep) / len(keep) for m in ("base", "novel"))
         return _hm(b, n)
 
-    others = [m for m in method_names() if m != ZS and not math.isnan(hm_without(m))]
+    others = [m for m in tables["tuned"] if m != ZS and not math.isnan(hm_without(m))]
     ranked = sorted(others, key=lambda m: -hm_without(m))
     lines.append(
         f"Without `scenes` (the other {len(keep)} datasets, tuned recipes), HM against zero-shot's "
@@ -374,6 +416,36 @@ def k_sweep() -> str:
     )
 
 
+# -- the regret of the probe-chosen depth ------------------------------------------------------------------------
+def regret() -> str:
+    """Per layer-deep method: HM at the probe-chosen, published and best depth of its sweep, and the differences."""
+    t = pd.read_csv(FIGURES / "regret.csv")
+
+    def at(r, name: str) -> str:
+        if pd.isna(r[f"{name}_hm"]):
+            return "-"
+        words = f" ({r[f'{name}_depth']})" if isinstance(r[f"{name}_depth"], str) and r[f"{name}_depth"] else ""
+        return f"{r[name]}{words}: {_ms((r[f'{name}_hm'], r[f'{name}_std']))}"
+
+    def gap(r, name: str) -> str:
+        if pd.isna(r[f"{name}_vs_best"]):
+            return "-"
+        if str(r[name]) == str(r["best"]):
+            return "it is the best"
+        band = "" if pd.isna(r[f"{name}_band"]) else f" (band ±{_f(r[f'{name}_band'])})"
+        within = "" if pd.isna(r[f"{name}_band"]) else (", within noise" if r[f"{name}_within_noise"] else "")
+        return f"{_signed(r[f'{name}_vs_best'])}{band}{within}"
+
+    rows = [
+        [r["method"], at(r, "probe"), at(r, "published"), at(r, "best"), gap(r, "probe"), gap(r, "published"),
+         str(int(r["depths"]))]
+        for _, r in t.iterrows()
+    ]  # fmt: skip
+    header = ["method", "probe-chosen k: HM", "published k: HM", "best k of the sweep: HM", "probe - best",
+              "published - best", "depths trained"]  # fmt: skip
+    return _table(header, rows) + "\n"
+
+
 # -- a folder of made-up names ----------------------------------------------------------------------------------
 def made_up() -> str:
     s = _summary("made_up_names_summary.csv")
@@ -394,6 +466,7 @@ BLOCKS = {
     "verdict": verdict,
     "transfer": transfer,
     "k-sweep": k_sweep,
+    "regret": regret,
     "made-up": made_up,
 }
 
