@@ -557,7 +557,7 @@ def train_selected_cmd(
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return
     _print_summary(result.summary, result.results)
-    k = f", k={result.k}" if result.k is not None else ""
+    k = f", k={result.depth}" if result.depth else ""
     typer.echo(
         f"{result.model}{k}, recipe {result.recipe}: wrote {result.out}/ (results.csv, results_summary.csv, "
         f"checkpoints/) in {result.seconds:.0f} s."

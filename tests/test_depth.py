@@ -103,6 +103,7 @@ def test_train_selected_names_and_records_a_per_tower_run(tmp_path):
     assert (result["k"], result["k_image"], result["k_text"]) == (None, 3, 7)
     assert result["depth"] == "image blocks 3..12, text blocks 7..12"
     assert (tmp_path / "run" / "train-ki3-kt7.json").is_file()
+    assert run.depth == "image 3, text 7" and run.k == 4  # what the last line says; the selection's shared k
     table = summary_table(run.summary)
     assert set(table.loc[table["method"] == "mma", "k"]) == {"image 3, text 7"}
 

@@ -47,6 +47,7 @@ from mma.adapters.methods import BASELINE, get_method
 from mma.adapters.protocols import Protocol, Task, evaluate_task, get_protocol, make_tasks, task_metrics
 from mma.adapters.recipes import Settings
 from mma.adapters.train import effective_batch_size, fit_method, training_key
+from mma.analysis.plots import depth_text
 from mma.app.results import beside_the_default, method_figure, methods_table, summarise_results, summary_table
 from mma.app.settings import (
     Resolved,
@@ -98,6 +99,7 @@ class TrainRun:
     methods: list[str] = field(default_factory=lambda: ["mma"])
     method_settings: dict = field(default_factory=dict)  # method -> its Settings (the trained methods)
     datasets: list[str] = field(default_factory=list)  # the datasets this run trained and evaluated
+    depth: str = ""  # the depth-indexed method's depth as tables print it ("4", "image 3, text 7"; "" without one)
 
 
 @dataclass
@@ -558,4 +560,13 @@ def _summarise(ctx: RunContext, notes: list[str], start: float) -> TrainRun:
         [BASELINE.name, *(m.name for m in methods)],
         ctx.resolved.method_settings,
         [d.name for d in ctx.datasets],
+        _depth_text(ctx.settings(depth).values) if depth else "",
     )
+
+
+def _depth_text(values: dict) -> str:
+    """A method's depth values as tables print them: ``4``, or each tower's start when one is given apart (the
+    other following k, on towers of equal depth)."""
+    if values.get("k_image") is None and values.get("k_text") is None:
+        return depth_text(values["k"])
+    return depth_text(None, values.get("k_image") or values["k"], values.get("k_text") or values["k"])
