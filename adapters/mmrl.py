@@ -92,7 +92,7 @@ from mma.probe.textcut import encode_text
 from .config import Options, TrainConfig
 from .depth import DepthOptions
 from .frozen import image_part
-from .method_base import MethodBase, check_feature_width, feature_width, freeze, model_device_dtype
+from .method_base import WARMUP, MethodBase, check_feature_width, feature_width, freeze, model_device_dtype
 from .prompt_layers import TowerPrompts
 from .text_cache import TextPrefixCache
 
@@ -174,8 +174,7 @@ class MMRL(MethodBase):
         "batch_size": 4,
         "crop_scale_min": 0.5,
         "weight_decay": 5e-4,
-        "warmup_epochs": 1,
-        "warmup_lr": 1e-5,
+        **WARMUP,  # Dassl's constant warm-up epoch, as the MMRL config sets it
         "n_tokens": 5,
         "rep_dim": 512,
         "alpha": 0.7,

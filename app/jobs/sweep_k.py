@@ -38,7 +38,7 @@ from mma.probe.layers import layer_maps
 from mma.probe.specs import load_model, parse_model_spec
 from mma.seeding import check_seeds
 
-from .train_selected import train_selected
+from .train_selected import depth_of, train_selected
 
 __all__ = ["sweep_k", "regret", "depth_points", "probe_point", "paired_to_best", "REGRET_COLUMNS"]
 
@@ -108,7 +108,7 @@ def depth_points(method, ks: list[int], tower_ks: list[int], chosen: dict, proto
     points.append({"k": published, "k_image": None, "k_text": None} if published else None)
     unique: dict[str, dict] = {}
     for point in filter(None, points):
-        unique.setdefault(_label(point), point)
+        unique.setdefault(depth_of(point), point)
     return list(unique.values())
 
 
@@ -120,13 +120,6 @@ def probe_point(method, chosen: dict) -> dict | None:
     if method.per_tower and chosen.get("k_image") is not None:  # with the selection's k, as train-selected runs it
         return {"k": chosen["k"], "k_image": chosen["k_image"], "k_text": chosen["k_text"]}
     return {"k": chosen["k"], "k_image": None, "k_text": None}
-
-
-def _label(point: dict) -> str:
-    """A depth point as tables print it: its towers' starts when both are given (k is then not read), else k."""
-    if point["k_image"] is not None and point["k_text"] is not None:
-        return depth_text(None, point["k_image"], point["k_text"])
-    return depth_text(point["k"], point["k_image"], point["k_text"])
 
 
 def paired_to_best(per_seed, best_k, column: str = "k") -> dict:
@@ -260,7 +253,7 @@ def regret(results, methods, chosen: dict, protocol: str):
             ("published", {"k": published, "k_image": None, "k_text": None} if published else None),
             ("best", None),
         ):
-            label = best if name == "best" else (_label(point) if point else None)
+            label = best if name == "best" else (depth_of(point) if point else None)
             found = label in hm.index
             row[name] = label
             row[f"{name}_depth"] = knob.get(label, "") if found else ""

@@ -77,6 +77,7 @@ __all__ = [
     "read_config_file",
     "read_selection",
     "train_selected",
+    "depth_of",
     "summarise_results",
     "summary_table",
     "methods_table",
@@ -560,11 +561,11 @@ def _summarise(ctx: RunContext, notes: list[str], start: float) -> TrainRun:
         [BASELINE.name, *(m.name for m in methods)],
         ctx.resolved.method_settings,
         [d.name for d in ctx.datasets],
-        _depth_text(ctx.settings(depth).values) if depth else "",
+        depth_of(ctx.settings(depth).values) if depth else "",
     )
 
 
-def _depth_text(values: dict) -> str:
+def depth_of(values: dict) -> str:
     """A method's depth values as tables print them: ``4``, or each tower's start when one is given apart (the
     other following k, on towers of equal depth)."""
     if values.get("k_image") is None and values.get("k_text") is None:
